@@ -1,0 +1,995 @@
+"""The simulated cluster: nodes with hosts, a kubelet, the controllers that matter for drains.
+
+Everything here runs on the simulator's event loop. API handlers call the ``Cluster`` methods that
+need more than plain storage (pod deletion, eviction, Lease rules); controllers react to store changes
+through a listener and reconcile once per loop turn. Timed behaviour (pods becoming Ready, graceful
+termination, reboots) is scheduled on the loop with the scenario's durations times ``time_scale``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import ipaddress
+import json
+import math
+import random
+import re
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from simulator.hosts import Host, run_host_command, split_host_command
+from simulator.k8s.errors import ApiError, bad_request, conflict, invalid
+from simulator.k8s.resources import by_kind
+from simulator.k8s.selectors import selector_from_dict
+from simulator.k8s.store import Store, now_rfc3339
+from simulator.scenario import PoolSpec, Scenario, WorkloadSpec
+
+NODES = by_kind("Node")
+PODS = by_kind("Pod")
+NAMESPACES = by_kind("Namespace")
+EVENTS = by_kind("Event")
+DEPLOYMENTS = by_kind("Deployment")
+REPLICASETS = by_kind("ReplicaSet")
+DAEMONSETS = by_kind("DaemonSet")
+PDBS = by_kind("PodDisruptionBudget")
+LEASES = by_kind("Lease")
+
+NODE_LEASE_NS = "kube-node-lease"
+HEARTBEAT_SECONDS = 10.0
+NODE_LEASE_SECONDS = 40
+CONTAINER_START_SECONDS = 0.5
+MICROTIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+NOT_READY_TAINTS = [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"},
+                    {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]
+UNREACHABLE_TAINTS = [{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"},
+                      {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]
+SYSTEM_TAINT_KEYS = {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+DAEMONSET_TOLERATIONS = [
+    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/pid-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"},
+]
+
+
+def microtime(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def node_name(cluster: str, pool: str, index: int) -> str:
+    """AKS-style VMSS node name: aks-<pool>-<8 digits>-vmss<6 base-36 digits>."""
+    digits = int(hashlib.sha256(f"{cluster}/{pool}".encode()).hexdigest(), 16) % 10**8
+    alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+    b36 = ""
+    n = index
+    for _ in range(6):
+        n, r = divmod(n, 36)
+        b36 = alphabet[r] + b36
+    return f"aks-{pool}-{digits:08d}-vmss{b36}"
+
+
+def name_suffix(rng: random.Random, length: int = 5) -> str:
+    """Random name suffix from the alphabet Kubernetes uses for generated names."""
+    return "".join(rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(length))
+
+
+def is_terminal(pod: dict) -> bool:
+    return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+
+def is_terminating(pod: dict) -> bool:
+    return bool(pod["metadata"].get("deletionTimestamp"))
+
+
+def is_ready(pod: dict) -> bool:
+    for cond in pod.get("status", {}).get("conditions", []):
+        if cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
+def controller_of(obj: dict) -> dict | None:
+    for ref in obj["metadata"].get("ownerReferences", []) or []:
+        if ref.get("controller"):
+            return ref
+    return None
+
+
+def tolerates(tolerations: list[dict], taint: dict) -> bool:
+    for tol in tolerations or []:
+        if tol.get("effect") and tol["effect"] != taint.get("effect"):
+            continue
+        if tol.get("operator") == "Exists":
+            if not tol.get("key") or tol["key"] == taint.get("key"):
+                return True
+        elif tol.get("key") == taint.get("key") and tol.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+def scaled_int(value: int | str, total: int, round_up: bool) -> int:
+    if isinstance(value, int):
+        return value
+    pct = int(str(value).rstrip("%"))
+    raw = pct * total / 100
+    return math.ceil(raw) if round_up else math.floor(raw)
+
+
+class Cluster:
+    def __init__(self, scenario: Scenario, loop: asyncio.AbstractEventLoop | None = None):
+        self.scenario = scenario
+        self.scale = scenario.time_scale
+        self.loop = loop or asyncio.get_event_loop()
+        self.rng = random.Random(scenario.seed)
+        self.store = Store()
+        self.hosts: dict[str, Host] = {}
+        self.pool_of: dict[str, PoolSpec] = {}
+        self.started_at = time.monotonic()
+        self.timeline: list[dict] = []
+        self.logs: dict[str, str] = {}  # pod uid -> log text
+        self._pods_by_node: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self._pods_by_owner: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self._unschedulable: set[str] = set()
+        self._not_ready: set[str] = set()
+        self._started: set[str] = set()  # uids of pods the kubelet has started
+        self._unbound: set[tuple[str, str]] = set()  # pods waiting for the scheduler
+        self._to_start: set[tuple[str, str]] = set()  # bound pods the kubelet has not started
+        self._daemonsets_dirty = True
+        self._pdb_namespaces_dirty: set[str] = set()
+        self._heartbeat_from: dict[str, datetime] = {}
+        self._heartbeat_frozen: dict[str, datetime] = {}
+        self.invariants = {"max_unschedulable": 0, "max_not_ready": 0, "max_disrupted": 0,
+                           "pdb_violations": 0, "reboots": {}}
+        self._dirty = False
+        self._reconciling = False
+        self._ip_counter = 0
+        self.store.add_listener(self._on_change)
+        self.store.add_view(LEASES, self._lease_view)
+        self._build()
+        self.reconcile()
+
+    # ---- time and records ----------------------------------------------------------------
+    def sim_now(self) -> float:
+        """Simulated seconds since the simulator started."""
+        return (time.monotonic() - self.started_at) / self.scale
+
+    def after(self, sim_seconds: float, fn: Callable[[], None]) -> None:
+        def run() -> None:
+            fn()
+            self.reconcile()
+        self.loop.call_later(max(0.0, sim_seconds * self.scale), run)
+
+    def record(self, event: str, node: str | None = None, **details: object) -> None:
+        self.timeline.append({"time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                              "t": round(self.sim_now(), 3), "event": event, "node": node,
+                              "details": details})
+
+    def emit_event(self, involved: dict, reason: str, message: str, type_: str = "Normal",
+                   component: str = "kubelet") -> None:
+        meta = involved["metadata"]
+        namespace = meta.get("namespace") or "default"
+        stamp = now_rfc3339()
+        self.store.create(EVENTS, {
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "involvedObject": {"kind": involved["kind"], "name": meta["name"], "uid": meta["uid"],
+                               "namespace": meta.get("namespace", ""), "apiVersion": involved["apiVersion"]},
+            "reason": reason, "message": message, "type": type_, "count": 1,
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "source": {"component": component},
+            "reportingComponent": component,
+        })
+
+    # ---- building the scenario -----------------------------------------------------------
+    def _build(self) -> None:
+        sc = self.scenario
+        namespaces = {"default", "kube-system", "kube-public", NODE_LEASE_NS}
+        namespaces |= {w.namespace for w in sc.workloads}
+        for ns in sorted(namespaces):
+            self.store.create(NAMESPACES, {"metadata": {"name": ns, "labels": {
+                "kubernetes.io/metadata.name": ns}}, "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"}})
+        overrides = {(n.pool, n.index): n for n in sc.nodes}
+        for pool in sc.pools:
+            for index in range(pool.count):
+                self._add_node(pool, index, overrides.get((pool.name, index)))
+        for w in sc.workloads:
+            self._add_workload(w)
+
+    def _add_node(self, pool: PoolSpec, index: int, spec) -> None:
+        sc = self.scenario
+        name = node_name(sc.cluster.name, pool.name, index)
+        host = Host(node_name=name, pool=pool.name, running_kernel=pool.kernel, os_image=pool.os_image,
+                    boot_seconds=pool.boot_seconds)
+        if spec is not None:
+            host.reboot_required = spec.reboot_required
+            host.pending_kernel = spec.pending_kernel
+            host.upgradable_packages = spec.upgradable_packages
+            host.available_kernel = spec.available_kernel
+            host.fail_after_reboot = spec.fail_after_reboot
+        self.hosts[name] = host
+        self.pool_of[name] = pool
+        zone = pool.zones[index % len(pool.zones)] if pool.zones else "0"
+        region_zone = f"{sc.cluster.location}-{zone}" if pool.zones else "0"
+        labels = {
+            "agentpool": pool.name,
+            "beta.kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/instance-type": pool.vm_size,
+            "beta.kubernetes.io/os": "linux",
+            "failure-domain.beta.kubernetes.io/region": sc.cluster.location,
+            "failure-domain.beta.kubernetes.io/zone": region_zone,
+            "kubernetes.azure.com/agentpool": pool.name,
+            "kubernetes.azure.com/cluster": f"MC_{sc.cluster.resource_group}_{sc.cluster.name}_"
+                                            f"{sc.cluster.location}",
+            "kubernetes.azure.com/mode": pool.mode.lower(),
+            "kubernetes.azure.com/node-image-version": pool.node_image_version,
+            "kubernetes.azure.com/os-sku": "Ubuntu",
+            "kubernetes.azure.com/role": "agent",
+            "kubernetes.io/arch": "amd64",
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/role": "agent",
+            "node.kubernetes.io/instance-type": pool.vm_size,
+            "topology.kubernetes.io/region": sc.cluster.location,
+            "topology.kubernetes.io/zone": region_zone,
+        }
+        if spec is not None:
+            labels.update(spec.labels)
+        ip = str(ipaddress.ip_address("10.224.0.4") + len(self.hosts) - 1)
+        node_rg = f"MC_{sc.cluster.resource_group}_{sc.cluster.name}_{sc.cluster.location}"
+        vmss = name.rsplit("vmss", 1)[0] + "vmss"
+        node = {
+            "metadata": {"name": name, "labels": labels, "annotations": {
+                "node.alpha.kubernetes.io/ttl": "0",
+                "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+            "spec": {"podCIDR": f"10.244.{len(self.hosts) - 1}.0/24",
+                     "providerID": f"azure:///subscriptions/{sc.cluster.subscription_id}/resourceGroups/"
+                                   f"{node_rg.lower()}/providers/Microsoft.Compute/virtualMachineScaleSets/"
+                                   f"{vmss}/virtualMachines/{index}"},
+            "status": {
+                "capacity": {"cpu": "4", "memory": "16374584Ki", "pods": str(pool.max_pods),
+                             "ephemeral-storage": "129886128Ki"},
+                "allocatable": {"cpu": "3860m", "memory": "12880184Ki", "pods": str(pool.max_pods),
+                                "ephemeral-storage": "119703055367"},
+                "conditions": self._conditions(ready="True"),
+                "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                "nodeInfo": {"machineID": uuid.uuid4().hex, "systemUUID": str(uuid.uuid4()),
+                             "bootID": host.boot_id, "kernelVersion": host.running_kernel,
+                             "osImage": pool.os_image, "containerRuntimeVersion": pool.container_runtime,
+                             "kubeletVersion": f"v{pool.orchestrator_version}",
+                             "kubeProxyVersion": f"v{pool.orchestrator_version}",
+                             "operatingSystem": "linux", "architecture": "amd64"},
+            },
+        }
+        if spec is not None and spec.cordoned:
+            node["spec"]["unschedulable"] = True
+            node["spec"]["taints"] = [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]
+        self.store.create(NODES, node)
+        now = datetime.now(UTC)
+        self._heartbeat_from[name] = now
+        self.store.create(LEASES, {
+            "metadata": {"name": name, "namespace": NODE_LEASE_NS, "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Node", "name": name,
+                 "uid": self.store.get(NODES, "", name)["metadata"]["uid"]}]},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": NODE_LEASE_SECONDS,
+                     "renewTime": microtime(now)}})
+
+    def _conditions(self, ready: str, reason: str = "KubeletReady",
+                    message: str = "kubelet is posting ready status") -> list[dict]:
+        stamp = now_rfc3339()
+        conds = []
+        for ctype, creason, cmsg in (
+            ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        ):
+            status = "Unknown" if ready == "Unknown" else "False"
+            conds.append({"type": ctype, "status": status, "reason": creason, "message": cmsg,
+                          "lastHeartbeatTime": stamp, "lastTransitionTime": stamp})
+        conds.append({"type": "Ready", "status": ready, "reason": reason, "message": message,
+                      "lastHeartbeatTime": stamp, "lastTransitionTime": stamp})
+        return conds
+
+    def _pod_template(self, w: WorkloadSpec) -> dict:
+        container = {"name": w.name, "image": w.image,
+                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}
+        if w.ready_seconds:
+            container["readinessProbe"] = {"httpGet": {"path": "/", "port": 80},
+                                           "initialDelaySeconds": math.ceil(w.ready_seconds), "periodSeconds": 1}
+        spec = {"containers": [container], "terminationGracePeriodSeconds": w.termination_grace_seconds,
+                "restartPolicy": "Always"}
+        if w.tolerations:
+            spec["tolerations"] = w.tolerations
+        if w.empty_dir:
+            spec["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+            container["volumeMounts"] = [{"name": "scratch", "mountPath": "/scratch"}]
+        return {"metadata": {"labels": dict(w.labels)}, "spec": spec}
+
+    def _add_workload(self, w: WorkloadSpec) -> None:
+        template = self._pod_template(w)
+        selector = {"matchLabels": dict(w.labels)}
+        meta = {"name": w.name, "namespace": w.namespace, "labels": dict(w.labels)}
+        if w.kind == "Deployment":
+            self.store.create(DEPLOYMENTS, {"metadata": meta, "spec": {
+                "replicas": w.replicas, "selector": selector, "template": template,
+                "strategy": {"type": "RollingUpdate",
+                             "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}}, "status": {}})
+        elif w.kind == "DaemonSet":
+            self.store.create(DAEMONSETS, {"metadata": meta, "spec": {
+                "selector": selector, "template": template,
+                "updateStrategy": {"type": "RollingUpdate"}}, "status": {}})
+        else:
+            pod = {"metadata": meta, "spec": template["spec"]}
+            if w.node is not None:
+                pod["spec"]["nodeName"] = node_name(self.scenario.cluster.name, w.node.pool, w.node.index)
+            self.create_pod(pod)
+        if w.pdb is not None:
+            spec: dict = {"selector": selector}
+            if w.pdb.min_available is not None:
+                spec["minAvailable"] = w.pdb.min_available
+            else:
+                spec["maxUnavailable"] = w.pdb.max_unavailable
+            if w.pdb.unhealthy_pod_eviction_policy:
+                spec["unhealthyPodEvictionPolicy"] = w.pdb.unhealthy_pod_eviction_policy
+            self.store.create(PDBS, {"metadata": {"name": w.name, "namespace": w.namespace}, "spec": spec,
+                                     "status": {}})
+
+    # ---- change tracking -----------------------------------------------------------------
+    def _on_change(self, rt, kind: str, old: dict | None, new: dict | None) -> None:
+        obj = new or old
+        if rt is PODS:
+            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+            for o, present in ((old, False), (new, True)):
+                if o is None:
+                    continue
+                node = o.get("spec", {}).get("nodeName")
+                owner = controller_of(o)
+                if present:
+                    if node:
+                        self._pods_by_node[node].add(key)
+                    if owner:
+                        self._pods_by_owner[owner["uid"]].add(key)
+                else:
+                    if node:
+                        self._pods_by_node[node].discard(key)
+                    if owner:
+                        self._pods_by_owner[owner["uid"]].discard(key)
+            if new is None:
+                self._started.discard(old["metadata"]["uid"])
+                self._unbound.discard(key)
+                self._to_start.discard(key)
+            elif not new["spec"].get("nodeName"):
+                self._unbound.add(key)
+            else:
+                self._unbound.discard(key)
+                if new["metadata"]["uid"] not in self._started:
+                    self._to_start.add(key)
+            self._pdb_namespaces_dirty.add(key[0])
+            owner = controller_of(obj)
+            if owner and owner.get("kind") == "DaemonSet":
+                self._daemonsets_dirty = True
+        elif rt in (DAEMONSETS, PDBS):
+            self._daemonsets_dirty = self._daemonsets_dirty or rt is DAEMONSETS
+            self._pdb_namespaces_dirty.add(obj["metadata"]["namespace"])
+        elif rt is NODES:
+            self._daemonsets_dirty = True
+            name = obj["metadata"]["name"]
+            was = bool(old and old.get("spec", {}).get("unschedulable"))
+            now = bool(new and new.get("spec", {}).get("unschedulable"))
+            if now != was:
+                self.record("cordoned" if now else "uncordoned", name)
+            if now:
+                self._unschedulable.add(name)
+            else:
+                self._unschedulable.discard(name)
+            ready = new is not None and self._node_ready(new)
+            if ready and name in self._not_ready:
+                self._to_start |= self._pods_by_node.get(name, set())
+            if ready:
+                self._not_ready.discard(name)
+            elif new is not None:
+                self._not_ready.add(name)
+            else:
+                self._not_ready.discard(name)
+            inv = self.invariants
+            inv["max_unschedulable"] = max(inv["max_unschedulable"], len(self._unschedulable))
+            inv["max_not_ready"] = max(inv["max_not_ready"], len(self._not_ready))
+            inv["max_disrupted"] = max(inv["max_disrupted"], len(self._unschedulable | self._not_ready))
+        self._mark_dirty()
+
+    def _mark_dirty(self) -> None:
+        if not self._dirty:
+            self._dirty = True
+            if not self._reconciling:
+                self.loop.call_soon(self.reconcile)
+
+    @staticmethod
+    def _node_ready(node: dict) -> bool:
+        for cond in node.get("status", {}).get("conditions", []):
+            if cond["type"] == "Ready":
+                return cond["status"] == "True"
+        return False
+
+    # ---- views ---------------------------------------------------------------------------
+    def _lease_view(self, lease: dict) -> dict:
+        """Node heartbeat Leases are renewed every 10 simulated seconds, computed when read."""
+        meta = lease["metadata"]
+        if meta.get("namespace") != NODE_LEASE_NS or meta["name"] not in self.hosts:
+            return lease
+        name = meta["name"]
+        frozen = self._heartbeat_frozen.get(name)
+        if frozen is not None:
+            renew = frozen
+        else:
+            start = self._heartbeat_from[name]
+            period = HEARTBEAT_SECONDS * self.scale
+            elapsed = (datetime.now(UTC) - start).total_seconds()
+            renew = start + timedelta(seconds=period * math.floor(elapsed / period)) if period else start
+        return {**lease, "spec": {**lease["spec"], "renewTime": microtime(renew)}}
+
+    # ---- reconciliation ------------------------------------------------------------------
+    def reconcile(self) -> None:
+        if self._reconciling:
+            return
+        self._reconciling = True
+        try:
+            for _ in range(20):
+                if not self._dirty:
+                    break
+                self._dirty = False
+                self._reconcile_deployments()
+                self._reconcile_replicasets()
+                self._reconcile_daemonsets()
+                self._schedule_pods()
+                self._kubelet_start_pods()
+                self._reconcile_pdbs()
+        finally:
+            self._reconciling = False
+            self._dirty = False
+
+    def _pods(self, keys) -> list[dict]:
+        out = []
+        for ns, name in sorted(keys):
+            pod = self.store.get(PODS, ns, name)
+            if pod is not None:
+                out.append(pod)
+        return out
+
+    def _reconcile_deployments(self) -> None:
+        for dep in self.store.list(DEPLOYMENTS):
+            meta = dep["metadata"]
+            template = dep["spec"]["template"]
+            digest = int(hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest(), 16)
+            tmpl_hash = name_suffix(random.Random(digest), 10)
+            rs_name = f"{meta['name']}-{tmpl_hash}"
+            replicas = dep["spec"].get("replicas", 1)
+            owned = [rs for rs in self.store.list(REPLICASETS, meta["namespace"])
+                     if (controller_of(rs) or {}).get("uid") == meta["uid"]]
+            current = next((rs for rs in owned if rs["metadata"]["name"] == rs_name), None)
+            if current is None:
+                rs_template = copy.deepcopy(template)
+                rs_template["metadata"].setdefault("labels", {})["pod-template-hash"] = tmpl_hash
+                selector = copy.deepcopy(dep["spec"]["selector"])
+                selector.setdefault("matchLabels", {})["pod-template-hash"] = tmpl_hash
+                current = self.store.create(REPLICASETS, {
+                    "metadata": {"name": rs_name, "namespace": meta["namespace"],
+                                 "labels": rs_template["metadata"]["labels"],
+                                 "ownerReferences": [self._owner_ref(dep)]},
+                    "spec": {"replicas": replicas, "selector": selector, "template": rs_template},
+                    "status": {"replicas": 0}})
+            elif current["spec"].get("replicas") != replicas:
+                current = self.store.update_internal(REPLICASETS, {
+                    **current, "spec": {**current["spec"], "replicas": replicas}})
+            for rs in owned:
+                if rs["metadata"]["name"] != rs_name and rs["spec"].get("replicas", 0) != 0:
+                    self.store.update_internal(REPLICASETS, {**rs, "spec": {**rs["spec"], "replicas": 0}})
+            status = current.get("status", {})
+            ready = status.get("readyReplicas", 0)
+            self._set_status(DEPLOYMENTS, dep, {
+                "observedGeneration": meta.get("generation", 1), "replicas": status.get("replicas", 0),
+                "updatedReplicas": status.get("replicas", 0), "readyReplicas": ready,
+                "availableReplicas": ready, "unavailableReplicas": max(0, replicas - ready),
+                "conditions": [{"type": "Available", "status": "True" if ready >= replicas else "False",
+                                "reason": "MinimumReplicasAvailable" if ready >= replicas
+                                else "MinimumReplicasUnavailable"}]})
+
+    @staticmethod
+    def _owner_ref(owner: dict) -> dict:
+        return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+    def _set_status(self, rt, obj: dict, status: dict) -> None:
+        status = {k: v for k, v in status.items() if v not in (None, 0) or k == "replicas"}
+        if obj.get("status") != status:
+            self.store.update_internal(rt, {**obj, "status": status})
+
+    def _live_owned(self, owner: dict) -> list[dict]:
+        return [p for p in self._pods(self._pods_by_owner.get(owner["metadata"]["uid"], ()))
+                if not is_terminating(p) and not is_terminal(p)]
+
+    def _reconcile_replicasets(self) -> None:
+        for rs in self.store.list(REPLICASETS):
+            pods = self._live_owned(rs)
+            want = rs["spec"].get("replicas", 1)
+            for _ in range(want - len(pods)):
+                self._create_owned_pod(rs)
+            if len(pods) > want:
+                # remove the least useful pods first: unscheduled, then not ready
+                extra = sorted(pods, key=lambda p: (bool(p["spec"].get("nodeName")), is_ready(p)))
+                for pod in extra[: len(pods) - want]:
+                    self._start_graceful_delete(pod, None)
+            pods = self._live_owned(rs)
+            ready = sum(1 for p in pods if is_ready(p))
+            self._set_status(REPLICASETS, rs, {
+                "replicas": len(pods), "fullyLabeledReplicas": len(pods), "readyReplicas": ready,
+                "availableReplicas": ready, "observedGeneration": rs["metadata"].get("generation", 1)})
+
+    def _create_owned_pod(self, owner: dict, node: str | None = None) -> dict:
+        template = copy.deepcopy(owner["spec"]["template"])
+        name = f"{owner['metadata']['name']}-{name_suffix(self.rng)}"
+        spec = template["spec"]
+        if owner["kind"] == "DaemonSet":
+            spec["tolerations"] = list(spec.get("tolerations", [])) + DAEMONSET_TOLERATIONS
+            spec["nodeName"] = node
+        pod = {"metadata": {"name": name, "namespace": owner["metadata"]["namespace"],
+                            "labels": template["metadata"].get("labels", {}),
+                            "ownerReferences": [self._owner_ref(owner)]},
+               "spec": spec}
+        return self.create_pod(pod)
+
+    def _daemon_wants(self, ds: dict, node: dict) -> bool:
+        tolerations = list(ds["spec"]["template"]["spec"].get("tolerations", [])) + DAEMONSET_TOLERATIONS
+        for taint in node["spec"].get("taints", []) or []:
+            if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, taint):
+                return False
+        selector = ds["spec"]["template"]["spec"].get("nodeSelector") or {}
+        labels = node["metadata"].get("labels", {})
+        return all(labels.get(k) == v for k, v in selector.items())
+
+    def _reconcile_daemonsets(self) -> None:
+        if not self._daemonsets_dirty:
+            return
+        self._daemonsets_dirty = False
+        nodes = self.store.list(NODES)
+        for ds in self.store.list(DAEMONSETS):
+            pods_by_node = defaultdict(list)
+            for pod in self._live_owned(ds):
+                pods_by_node[pod["spec"].get("nodeName")].append(pod)
+            desired = ready = scheduled = 0
+            for node in nodes:
+                name = node["metadata"]["name"]
+                if not self._daemon_wants(ds, node):
+                    continue
+                desired += 1
+                have = pods_by_node.get(name, [])
+                if not have:
+                    have = [self._create_owned_pod(ds, name)]
+                scheduled += 1
+                ready += sum(1 for p in have[:1] if is_ready(p))
+            self._set_status(DAEMONSETS, ds, {
+                "desiredNumberScheduled": desired, "currentNumberScheduled": scheduled,
+                "updatedNumberScheduled": scheduled, "numberReady": ready, "numberAvailable": ready,
+                "numberUnavailable": desired - ready, "numberMisscheduled": 0,
+                "observedGeneration": ds["metadata"].get("generation", 1)})
+
+    # ---- scheduler -----------------------------------------------------------------------
+    def _schedule_pods(self) -> None:
+        pending = [p for p in self._pods(self._unbound) if not is_terminating(p)]
+        if not pending:
+            return
+        nodes = [n for n in self.store.list(NODES) if self._node_ready(n)]
+        for pod in pending:
+            node = self._pick_node(pod, nodes)
+            if node is None:
+                self._mark_unschedulable(pod)
+                continue
+            stamp = now_rfc3339()
+            status = dict(pod.get("status", {}))
+            status["conditions"] = [c for c in status.get("conditions", []) if c["type"] != "PodScheduled"]
+            status["conditions"].append({"type": "PodScheduled", "status": "True",
+                                         "lastTransitionTime": stamp})
+            self.store.update_internal(PODS, {**pod, "spec": {**pod["spec"], "nodeName": node},
+                                              "status": status})
+
+    def _mark_unschedulable(self, pod: dict) -> None:
+        conds = pod.get("status", {}).get("conditions", [])
+        if any(c["type"] == "PodScheduled" and c["status"] == "False" for c in conds):
+            return
+        status = {**pod.get("status", {}), "phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/{} nodes are available.".format(self.store.count(NODES)),
+            "lastTransitionTime": now_rfc3339()}]}
+        self.store.update_internal(PODS, {**pod, "status": status})
+
+    def _pick_node(self, pod: dict, nodes: list[dict]) -> str | None:
+        spec = pod["spec"]
+        tolerations = spec.get("tolerations", [])
+        selector = spec.get("nodeSelector") or {}
+        owner = controller_of(pod)
+        best = None
+        for node in nodes:
+            name = node["metadata"]["name"]
+            if node["spec"].get("unschedulable") and not tolerates(
+                    tolerations, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}):
+                continue
+            taints = node["spec"].get("taints", []) or []
+            if any(t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t)
+                   for t in taints):
+                continue
+            labels = node["metadata"].get("labels", {})
+            if any(labels.get(k) != v for k, v in selector.items()):
+                continue
+            on_node = [p for p in self._pods(self._pods_by_node.get(name, ())) if not is_terminal(p)]
+            if len(on_node) >= self.pool_of[name].max_pods:
+                continue
+            prefer_not = sum(1 for t in taints if t.get("effect") == "PreferNoSchedule"
+                             and not tolerates(tolerations, t))
+            siblings = sum(1 for p in on_node if owner and (controller_of(p) or {}).get("uid") == owner["uid"])
+            score = (prefer_not, siblings, len(on_node), name)
+            if best is None or score < best[0]:
+                best = (score, name)
+        return best[1] if best else None
+
+    # ---- kubelet -------------------------------------------------------------------------
+    def _kubelet_start_pods(self) -> None:
+        for key in sorted(self._to_start):
+            pod = self.store.get(PODS, *key)
+            if pod is None:
+                self._to_start.discard(key)
+                continue
+            host = self.hosts.get(pod["spec"]["nodeName"])
+            if host is None or host.state != "up":
+                continue  # started when the node is Ready again
+            self._to_start.discard(key)
+            uid = pod["metadata"]["uid"]
+            if uid in self._started or is_terminating(pod) or is_terminal(pod):
+                continue
+            self._started.add(uid)
+            self._start_pod(pod, host)
+
+    def _start_pod(self, pod: dict, host: Host) -> None:
+        container = pod["spec"]["containers"][0]
+        argv = list(container.get("command", [])) + list(container.get("args", []))
+        host_command = split_host_command(argv)
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        uid = pod["metadata"]["uid"]
+        boot = host.boots
+
+        def still_here() -> dict | None:
+            current = self.store.get(PODS, *key)
+            if current is None or current["metadata"]["uid"] != uid or is_terminating(current):
+                return None
+            return current if host.boots == boot and host.state == "up" else None
+
+        def set_running() -> None:
+            current = still_here()
+            if current is None:
+                return
+            self._write_pod_status(current, "Running", ready=not container.get("readinessProbe"))
+            delay = (container.get("readinessProbe") or {}).get("initialDelaySeconds", 0)
+            if container.get("readinessProbe"):
+                self.after(delay, set_ready)
+
+        def set_ready() -> None:
+            current = still_here()
+            if current is not None:
+                self._write_pod_status(current, "Running", ready=True)
+
+        if host_command is None:
+            self.after(CONTAINER_START_SECONDS, set_running)
+            return
+        spec = pod["spec"]
+        privileged = (container.get("securityContext") or {}).get("privileged")
+        if not spec.get("hostPID") or not privileged:
+            result_code, output, reboot, seconds = 1, (
+                "nsenter: reassociate to namespace 'ns/mnt' failed: Operation not permitted\n"), False, 0.0
+        else:
+            result = run_host_command(host, host_command)
+            result_code, output, reboot, seconds = result.exit_code, result.output, result.reboot, result.seconds
+
+        def finish() -> None:
+            current = still_here()
+            if current is None:
+                return
+            self.logs[uid] = output
+            if reboot:
+                self.reboot_node(host.node_name, requested_by=f"pod {key[0]}/{key[1]}")
+                return
+            self._write_pod_status(current, "Succeeded" if result_code == 0 else "Failed", ready=False,
+                                   exit_code=result_code)
+
+        self.after(CONTAINER_START_SECONDS, set_running)
+        self.after(CONTAINER_START_SECONDS + seconds, finish)
+
+    def _write_pod_status(self, pod: dict, phase: str, ready: bool, exit_code: int | None = None) -> None:
+        stamp = now_rfc3339()
+        status = dict(pod.get("status", {}))
+        if not status.get("podIP"):
+            self._ip_counter += 1
+            status["podIP"] = str(ipaddress.ip_address("10.244.128.0") + self._ip_counter)
+            status["podIPs"] = [{"ip": status["podIP"]}]
+            node = self.store.get(NODES, "", pod["spec"]["nodeName"])
+            status["hostIP"] = node["status"]["addresses"][0]["address"] if node else ""
+            status["startTime"] = stamp
+        status["phase"] = phase
+        status["conditions"] = [
+            {"type": "Initialized", "status": "True", "lastTransitionTime": stamp},
+            {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": stamp},
+            {"type": "ContainersReady", "status": "True" if ready else "False", "lastTransitionTime": stamp},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp},
+        ]
+        container = pod["spec"]["containers"][0]
+        if exit_code is None:
+            state = {"running": {"startedAt": stamp}}
+        else:
+            state = {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                                    "startedAt": status.get("startTime", stamp), "finishedAt": stamp}}
+        status["containerStatuses"] = [{"name": container["name"], "image": container.get("image", ""),
+                                        "imageID": "", "ready": ready, "restartCount": 0, "started": True,
+                                        "state": state, "containerID": f"containerd://{uuid.uuid4().hex}"}]
+        self.store.update_internal(PODS, {**pod, "status": status})
+
+    # ---- pods: creation and deletion -----------------------------------------------------
+    def create_pod(self, pod: dict) -> dict:
+        pod = copy.deepcopy(pod)
+        spec = pod.setdefault("spec", {})
+        if not spec.get("containers"):
+            raise invalid("Pod", pod["metadata"].get("name", ""), "spec.containers", "Required value")
+        spec.setdefault("restartPolicy", "Always")
+        spec.setdefault("terminationGracePeriodSeconds", 30)
+        spec.setdefault("schedulerName", "default-scheduler")
+        spec.setdefault("dnsPolicy", "ClusterFirst")
+        tolerations = list(spec.get("tolerations", []))
+        for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+            if not any(t.get("key") == key or (t.get("operator") == "Exists" and not t.get("key"))
+                       for t in tolerations):
+                tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
+                                    "tolerationSeconds": 300})
+        spec["tolerations"] = tolerations
+        pod["status"] = {"phase": "Pending", "qosClass": "Burstable"}
+        return self.store.create(PODS, pod)
+
+    def delete_pod(self, namespace: str, name: str, grace: int | None, preconditions: dict | None,
+                   through_eviction: bool = False) -> dict:
+        pod = self.store.must_get(PODS, namespace, name)
+        check_preconditions(pod, preconditions, "pods")
+        if not through_eviction and not is_terminating(pod):
+            self._count_violation_if_covered(pod, cause="pod deleted directly")
+        if through_eviction:
+            self.record("pod_evicted", pod["spec"].get("nodeName"), pod=f"{namespace}/{name}")
+        else:
+            self.record("pod_deleted", pod["spec"].get("nodeName"), pod=f"{namespace}/{name}")
+        return self._start_graceful_delete(pod, grace)
+
+    def _start_graceful_delete(self, pod: dict, grace: int | None) -> dict:
+        if grace is None:
+            grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+        meta = pod["metadata"]
+        node = pod["spec"].get("nodeName")
+        host = self.hosts.get(node) if node else None
+        running = host is not None and host.state == "up" and not is_terminal(pod) and \
+            pod.get("status", {}).get("phase") != "Pending"
+        if grace <= 0 or not running:
+            return self.store.remove(PODS, meta["namespace"], meta["name"])
+        if is_terminating(pod):
+            return pod
+        stamp = datetime.now(UTC) + timedelta(seconds=grace * self.scale)
+        pod = self.store.update_internal(PODS, {
+            **pod, "metadata": {**meta, "deletionTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                "deletionGracePeriodSeconds": grace}})
+        uid = meta["uid"]
+
+        def finish() -> None:
+            current = self.store.get(PODS, meta["namespace"], meta["name"])
+            if current is not None and current["metadata"]["uid"] == uid:
+                self.store.remove(PODS, meta["namespace"], meta["name"])
+
+        # the kubelet sends SIGTERM; a well-behaved container exits within a fraction of its grace period
+        self.after(min(grace, max(1.0, grace / 2)), finish)
+        return pod
+
+    # ---- PodDisruptionBudgets ------------------------------------------------------------
+    def pdb_status(self, pdb: dict) -> dict:
+        """The status the disruption controller computes for a PDB, from the current pods."""
+        namespace = pdb["metadata"]["namespace"]
+        selector = selector_from_dict(pdb["spec"].get("selector"))
+        pods = [p for p in self.store.list(PODS, namespace)
+                if selector.matches(p["metadata"].get("labels")) and not is_terminal(p)]
+        healthy = sum(1 for p in pods if is_ready(p) and not is_terminating(p))
+        spec = pdb["spec"]
+        if isinstance(spec.get("minAvailable"), int):
+            expected = len(pods)
+            desired = spec["minAvailable"]
+        else:
+            expected = self._expected_scale(pods)
+            if spec.get("minAvailable") is not None:
+                desired = scaled_int(spec["minAvailable"], expected, round_up=True)
+            else:
+                desired = max(0, expected - scaled_int(spec.get("maxUnavailable", 0), expected, True))
+        allowed = max(0, healthy - desired)
+        return {"observedGeneration": pdb["metadata"].get("generation", 1), "currentHealthy": healthy,
+                "desiredHealthy": desired, "expectedPods": expected, "disruptionsAllowed": allowed,
+                "conditions": [{"type": "DisruptionAllowed", "status": "True" if allowed else "False",
+                                "reason": "SufficientPods" if allowed else "InsufficientPods",
+                                "message": "", "observedGeneration": pdb["metadata"].get("generation", 1)}]}
+
+    def _expected_scale(self, pods: list[dict]) -> int:
+        owners: dict[str, int] = {}
+        loose = 0
+        for pod in pods:
+            ref = controller_of(pod)
+            if ref is None:
+                loose += 1
+                continue
+            if ref["uid"] in owners:
+                continue
+            owner = self._find_owner(pod["metadata"]["namespace"], ref)
+            owners[ref["uid"]] = (owner or {}).get("spec", {}).get("replicas", 1)
+            if owner and owner["kind"] == "DaemonSet":
+                owners[ref["uid"]] = owner.get("status", {}).get("desiredNumberScheduled", 0)
+        return sum(owners.values()) + loose
+
+    def _find_owner(self, namespace: str, ref: dict) -> dict | None:
+        kinds = {"ReplicaSet": REPLICASETS, "DaemonSet": DAEMONSETS, "Deployment": DEPLOYMENTS}
+        rt = kinds.get(ref.get("kind"))
+        return self.store.get(rt, namespace, ref["name"]) if rt else None
+
+    def _reconcile_pdbs(self) -> None:
+        namespaces, self._pdb_namespaces_dirty = self._pdb_namespaces_dirty, set()
+        for pdb in [p for ns in sorted(namespaces) for p in self.store.list(PDBS, ns)]:
+            status = self.pdb_status(pdb)
+            old = pdb.get("status", {})
+            if {k: v for k, v in old.items() if k != "conditions"} != \
+                    {k: v for k, v in status.items() if k != "conditions"}:
+                stamp = now_rfc3339()
+                for cond in status["conditions"]:
+                    cond["lastTransitionTime"] = stamp
+                self.store.update_internal(PDBS, {**pdb, "status": status})
+
+    def pdbs_for(self, pod: dict, for_eviction: bool) -> list[dict]:
+        labels = pod["metadata"].get("labels") or {}
+        out = []
+        for pdb in self.store.list(PDBS, pod["metadata"]["namespace"]):
+            selector = selector_from_dict(pdb["spec"].get("selector"))
+            if for_eviction and selector.empty:
+                continue
+            if selector.matches(labels):
+                out.append(pdb)
+        return out
+
+    def _count_violation_if_covered(self, pod: dict, cause: str) -> None:
+        if not is_ready(pod) or is_terminating(pod) or is_terminal(pod):
+            return
+        for pdb in self.pdbs_for(pod, for_eviction=True):
+            if self.pdb_status(pdb)["disruptionsAllowed"] <= 0:
+                self.invariants["pdb_violations"] += 1
+                self.record("pdb_violation", pod["spec"].get("nodeName"),
+                            pod=f"{pod['metadata']['namespace']}/{pod['metadata']['name']}",
+                            pdb=pdb["metadata"]["name"], cause=cause)
+
+    def evict(self, namespace: str, name: str, body: dict) -> None:
+        """The eviction subresource, checked in the order the real API server checks it."""
+        body_name = (body.get("metadata") or {}).get("name")
+        if body_name != name:
+            raise bad_request(f"name in URL does not match name in Eviction object: {body_name}/{name}")
+        pod = self.store.must_get(PODS, namespace, name)
+        options = body.get("deleteOptions") or {}
+        grace = options.get("gracePeriodSeconds")
+        preconditions = options.get("preconditions")
+        if is_terminal(pod) or pod.get("status", {}).get("phase") == "Pending" or is_terminating(pod):
+            self.delete_pod(namespace, name, grace, preconditions, through_eviction=True)
+            return
+        pdbs = self.pdbs_for(pod, for_eviction=True)
+        if len(pdbs) > 1:
+            raise ApiError(500, "InternalError", "This pod has more than one PodDisruptionBudget, which the "
+                           "eviction subresource does not support.")
+        if pdbs:
+            pdb = pdbs[0]
+            status = self.pdb_status(pdb)
+            policy = pdb["spec"].get("unhealthyPodEvictionPolicy", "IfHealthyBudget")
+            unhealthy = not is_ready(pod)
+            if unhealthy and (policy == "AlwaysAllow" or status["currentHealthy"] >= status["desiredHealthy"]):
+                self.delete_pod(namespace, name, grace, preconditions, through_eviction=True)
+                return
+            if unhealthy or status["disruptionsAllowed"] <= 0:
+                pdb_name = pdb["metadata"]["name"]
+                raise ApiError(
+                    429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.",
+                    {"causes": [{"reason": "DisruptionBudget",
+                                 "message": f"The disruption budget {pdb_name} needs {status['desiredHealthy']} "
+                                            f"healthy pods and has {status['currentHealthy']} currently"}]})
+        self.delete_pod(namespace, name, grace, preconditions, through_eviction=True)
+
+    # ---- node reboots --------------------------------------------------------------------
+    def reboot_node(self, name: str, requested_by: str) -> None:
+        host = self.hosts[name]
+        if host.state != "up":
+            return
+        host.state = "booting"
+        host.boots += 1
+        old_kernel, old_boot = host.running_kernel, host.boot_id
+        if host.pending_kernel:
+            host.running_kernel = host.pending_kernel
+        host.pending_kernel = None
+        host.reboot_required = False
+        host.boot_id = str(uuid.uuid4())
+        self.invariants["reboots"][name] = self.invariants["reboots"].get(name, 0) + 1
+        self._heartbeat_frozen[name] = datetime.now(UTC)
+        self.record("rebooted", name, kernel_before=old_kernel, kernel_after=host.running_kernel,
+                    boot_id_before=old_boot, boot_id_after=host.boot_id, requested_by=requested_by)
+        self._set_node_ready(name, "False", "KubeletNotReady", "node is shutting down for a reboot",
+                             NOT_READY_TAINTS)
+        self.record("not_ready", name)
+        for pod in self._pods(self._pods_by_node.get(name, ())):
+            self._count_violation_if_covered(pod, cause="node rebooted with the pod on it")
+            self.store.remove(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
+        self.after(host.boot_seconds, lambda: self._boot_finished(name))
+
+    def _boot_finished(self, name: str) -> None:
+        host = self.hosts[name]
+        node = self.store.get(NODES, "", name)
+        if node is None:
+            return
+        if host.fail_after_reboot:
+            host.state = "down"
+            self._set_node_ready(name, "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.",
+                                 UNREACHABLE_TAINTS)
+            self.record("node_lost", name)
+            return
+        host.state = "up"
+        self._heartbeat_frozen.pop(name, None)
+        self._heartbeat_from[name] = datetime.now(UTC)
+        node = self.store.get(NODES, "", name)
+        info = {**node["status"]["nodeInfo"], "bootID": host.boot_id, "kernelVersion": host.running_kernel}
+        node = {**node, "status": {**node["status"], "nodeInfo": info}}
+        self.store.update_internal(NODES, node)
+        self._set_node_ready(name, "True", "KubeletReady", "kubelet is posting ready status", [])
+        self.record("ready", name, kernel=host.running_kernel, boot_id=host.boot_id)
+        self.emit_event(self.store.get(NODES, "", name), "Rebooted",
+                        f"Node {name} has been rebooted, boot id: {host.boot_id}", type_="Warning")
+
+    def _set_node_ready(self, name: str, ready: str, reason: str, message: str, taints: list[dict]) -> None:
+        node = self.store.get(NODES, "", name)
+        kept = [t for t in node["spec"].get("taints", []) or [] if t["key"] not in SYSTEM_TAINT_KEYS]
+        stamp = now_rfc3339()
+        new_taints = kept + [{**t, "timeAdded": stamp} if t["effect"] == "NoExecute" else t for t in taints]
+        spec = {**node["spec"], "taints": new_taints}
+        if not new_taints:
+            spec.pop("taints")
+        status = {**node["status"], "conditions": self._conditions(ready, reason, message)}
+        self.store.update_internal(NODES, {**node, "spec": spec, "status": status})
+
+    # ---- Leases --------------------------------------------------------------------------
+    @staticmethod
+    def check_lease(lease: dict) -> None:
+        """Real servers reject Lease MicroTime fields without exactly six fractional digits."""
+        spec = lease.get("spec") or {}
+        for field in ("acquireTime", "renewTime"):
+            value = spec.get(field)
+            if value is not None and not MICROTIME.match(str(value)):
+                raise bad_request(f'Lease in version "v1" cannot be handled as a Lease: parsing time '
+                                  f'"{value}" as "2006-01-02T15:04:05.000000Z07:00": cannot parse')
+
+    # ---- observation ---------------------------------------------------------------------
+    def invariants_report(self) -> dict:
+        return {**self.invariants, "reboots": dict(self.invariants["reboots"]),
+                "unschedulable_now": sorted(self._unschedulable), "not_ready_now": sorted(self._not_ready)}
+
+
+def check_preconditions(obj: dict, preconditions: dict | None, plural: str) -> None:
+    if not preconditions:
+        return
+    meta = obj["metadata"]
+    uid = preconditions.get("uid")
+    if uid and uid != meta["uid"]:
+        raise ApiError(409, "Conflict", f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
+                       f"{meta['uid']}", {"name": meta["name"], "kind": plural})
+    rv = preconditions.get("resourceVersion")
+    if rv and rv != meta["resourceVersion"]:
+        raise conflict(plural, meta["name"])
