@@ -43,7 +43,7 @@ NODE_LEASE_NS = "kube-node-lease"
 HEARTBEAT_SECONDS = 10.0
 NODE_LEASE_SECONDS = 40
 CONTAINER_START_SECONDS = 0.5
-MICROTIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+MICROTIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")
 NOT_READY_TAINTS = [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"},
                     {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]
 UNREACHABLE_TAINTS = [{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"},
@@ -422,16 +422,16 @@ class Cluster:
         meta = lease["metadata"]
         if meta.get("namespace") != NODE_LEASE_NS or meta["name"] not in self.hosts:
             return lease
-        name = meta["name"]
+        return {**lease, "spec": {**lease["spec"], "renewTime": microtime(self._last_heartbeat(meta["name"]))}}
+
+    def _last_heartbeat(self, name: str) -> datetime:
         frozen = self._heartbeat_frozen.get(name)
         if frozen is not None:
-            renew = frozen
-        else:
-            start = self._heartbeat_from[name]
-            period = HEARTBEAT_SECONDS * self.scale
-            elapsed = (datetime.now(UTC) - start).total_seconds()
-            renew = start + timedelta(seconds=period * math.floor(elapsed / period)) if period else start
-        return {**lease, "spec": {**lease["spec"], "renewTime": microtime(renew)}}
+            return frozen
+        start = self._heartbeat_from[name]
+        period = HEARTBEAT_SECONDS * self.scale
+        elapsed = (datetime.now(UTC) - start).total_seconds()
+        return start + timedelta(seconds=period * math.floor(elapsed / period)) if period else start
 
     # ---- reconciliation ------------------------------------------------------------------
     def reconcile(self) -> None:
@@ -920,7 +920,8 @@ class Cluster:
         host.reboot_required = False
         host.boot_id = str(uuid.uuid4())
         self.invariants["reboots"][name] = self.invariants["reboots"].get(name, 0) + 1
-        self._heartbeat_frozen[name] = datetime.now(UTC)
+        # the kubelet stops renewing: the Lease keeps the last renewal made before the shutdown
+        self._heartbeat_frozen[name] = self._last_heartbeat(name)
         self.record("rebooted", name, kernel_before=old_kernel, kernel_after=host.running_kernel,
                     boot_id_before=old_boot, boot_id_after=host.boot_id, requested_by=requested_by)
         self._set_node_ready(name, "False", "KubeletNotReady", "node is shutting down for a reboot",

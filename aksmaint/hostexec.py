@@ -1,0 +1,117 @@
+"""Running commands on a node's host through a short-lived privileged pod.
+
+The pod is pinned to the node, tolerates every taint, shares the host's PID namespace and runs
+``nsenter --target 1 --mount --uts --ipc --net --pid -- sh -c <script>``: the script runs as if on the
+node itself. Nothing needs to be installed on the cluster beforehand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from kubernetes.client.exceptions import ApiException
+
+from aksmaint.errors import HostCommandError
+from aksmaint.kube import Kube
+
+MANAGED_BY = "aks-node-maintenance"
+PURPOSE_LABEL = "aksmaint.io/purpose"
+NODE_LABEL = "aksmaint.io/node"
+NSENTER = ["nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net", "--pid", "--"]
+
+
+@dataclass(frozen=True)
+class HostPodSettings:
+    namespace: str
+    image: str
+
+
+@dataclass(frozen=True)
+class HostResult:
+    node: str
+    exit_code: int
+    output: str
+
+
+def host_pod_manifest(node: str, argv: list[str], purpose: str, settings: HostPodSettings) -> dict:
+    digest = hashlib.sha256(node.encode()).hexdigest()[:8]
+    name = f"aksmaint-{purpose}-{digest}-{secrets.token_hex(3)}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": settings.namespace,
+            "labels": {"app.kubernetes.io/managed-by": MANAGED_BY, PURPOSE_LABEL: purpose, NODE_LABEL: node},
+        },
+        "spec": {
+            "nodeName": node,
+            "hostPID": True,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 0,
+            "automountServiceAccountToken": False,
+            "priorityClassName": "system-node-critical",
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [
+                {
+                    "name": "host",
+                    "image": settings.image,
+                    "command": NSENTER + argv,
+                    "securityContext": {"privileged": True},
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+                }
+            ],
+        },
+    }
+
+
+def start_host_pod(kube: Kube, node: str, argv: list[str], purpose: str, settings: HostPodSettings) -> str:
+    """Create the host pod and return its name (without waiting for it)."""
+    manifest = host_pod_manifest(node, argv, purpose, settings)
+    kube.call(kube.core.create_namespaced_pod, settings.namespace, manifest)
+    return manifest["metadata"]["name"]
+
+
+def delete_host_pod(kube: Kube, name: str, settings: HostPodSettings) -> None:
+    try:
+        kube.call(kube.core.delete_namespaced_pod, name, settings.namespace, grace_period_seconds=0)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def run_on_host(
+    kube: Kube,
+    node: str,
+    script: str,
+    purpose: str,
+    settings: HostPodSettings,
+    timeout: float = 300,
+    poll: float = 0.25,
+) -> HostResult:
+    """Run a shell script on the node's host and return its exit code and output."""
+    name = start_host_pod(kube, node, ["sh", "-c", script], purpose, settings)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            pod = kube.call(kube.core.read_namespaced_pod, name, settings.namespace)
+            phase = pod.status.phase if pod.status else None
+            if phase in ("Succeeded", "Failed"):
+                break
+            if time.monotonic() > deadline:
+                raise HostCommandError(
+                    f"{purpose} on node {node} did not finish within {timeout:.0f}s "
+                    f"(pod {settings.namespace}/{name} is {phase})"
+                )
+            time.sleep(poll)
+        exit_code = 0
+        for status in pod.status.container_statuses or []:
+            if status.state and status.state.terminated:
+                exit_code = status.state.terminated.exit_code
+        output = kube.call(kube.core.read_namespaced_pod_log, name, settings.namespace)
+        return HostResult(node, exit_code, output or "")
+    finally:
+        delete_host_pod(kube, name, settings)

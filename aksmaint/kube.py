@@ -1,0 +1,167 @@
+"""Kubernetes client construction and error handling shared by every task.
+
+One code path for every cluster: a kubeconfig (with its CA, always verified) or the in-cluster service
+account. Calls go through ``Kube.call``, which retries transient failures (throttling, 5xx, dropped
+connections) briefly and turns permanent ones into errors a person can act on.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from aksmaint.errors import ClusterAccessError, TransientApiError
+from aksmaint.params import ClusterConnection
+
+T = TypeVar("T")
+TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+REQUEST_TIMEOUT = (5, 30)  # connect, read (seconds): a hung call must not hang a task forever
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: throttling, server errors, dropped or refused connections, timeouts."""
+    if isinstance(exc, TransientApiError):
+        return True
+    if isinstance(exc, ApiException):
+        return exc.status in TRANSIENT_STATUS or exc.status == 0
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
+def retry_after_seconds(exc: ApiException) -> float | None:
+    value = (exc.headers or {}).get("Retry-After") if exc.headers else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def describe_api_error(exc: ApiException) -> str:
+    return f"HTTP {exc.status} {exc.reason}: {_status_message(exc)}"
+
+
+def _status_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body).get("message", "") if exc.body else ""
+    except (ValueError, AttributeError):
+        return str(exc.body)[:200]
+
+
+@dataclass
+class Kube:
+    """API handles for one cluster plus the call wrapper that classifies errors."""
+
+    api_client: client.ApiClient
+    cluster_name: str
+    core: client.CoreV1Api = field(init=False)
+    apps: client.AppsV1Api = field(init=False)
+    policy: client.PolicyV1Api = field(init=False)
+    coordination: client.CoordinationV1Api = field(init=False)
+    attempts: int = 4
+    calls: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.core = client.CoreV1Api(self.api_client)
+        self.apps = client.AppsV1Api(self.api_client)
+        self.policy = client.PolicyV1Api(self.api_client)
+        self.coordination = client.CoordinationV1Api(self.api_client)
+
+    def call(self, fn: Callable[..., T], *args: Any, retry: bool = True, **kwargs: Any) -> T:
+        """Call an API method with a timeout; retry transient failures a few times with backoff.
+
+        Permanent failures (401, 403, 422 ...) are raised at once as ApiException for the caller to
+        judge (a 404 or 409 is often an expected answer). Credentials never appear in messages.
+        """
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        delay = 0.2
+        for attempt in range(1, self.attempts + 1):
+            with self._lock:
+                self.calls += 1
+            try:
+                return fn(*args, **kwargs)
+            except ApiException as exc:
+                if exc.status in (401, 403):
+                    raise ClusterAccessError(
+                        f"the cluster {self.cluster_name} refused the request ({describe_api_error(exc)}); "
+                        "check the credentials and RBAC of the identity the flow runs as"
+                    ) from exc
+                if not retry or not is_transient(exc) or attempt == self.attempts:
+                    if is_transient(exc):
+                        raise TransientApiError(f"{self.cluster_name}: {describe_api_error(exc)}") from exc
+                    raise
+                wait = retry_after_seconds(exc) or delay
+            except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+                if attempt == self.attempts:
+                    raise TransientApiError(
+                        f"{self.cluster_name}: API server unreachable: {type(exc).__name__}"
+                    ) from exc
+                wait = delay
+            time.sleep(min(wait, 10) * (1 + random.random() * 0.2))
+            delay = min(delay * 2, 5)
+        raise AssertionError("unreachable")
+
+
+def connect(cluster: ClusterConnection) -> Kube:
+    """Build a client for the cluster and check that it answers (before any mutating request)."""
+    configuration = client.Configuration()
+    try:
+        if cluster.in_cluster:
+            config.load_incluster_config(client_configuration=configuration)
+            name = "in-cluster"
+        else:
+            contexts, active = config.list_kube_config_contexts(config_file=cluster.kubeconfig)
+            chosen = (
+                active
+                if not cluster.context
+                else next((c for c in contexts if c["name"] == cluster.context), None)
+            )
+            if chosen is None:
+                names = ", ".join(c["name"] for c in contexts) or "none"
+                raise ClusterAccessError(
+                    f"context {cluster.context!r} is not in {cluster.kubeconfig} (contexts: {names})"
+                )
+            config.load_kube_config(
+                config_file=cluster.kubeconfig,
+                context=chosen["name"],
+                client_configuration=configuration,
+                persist_config=False,
+            )
+            name = chosen["context"].get("cluster", chosen["name"])
+    except FileNotFoundError as exc:
+        raise ClusterAccessError(f"kubeconfig not found: {cluster.kubeconfig}") from exc
+    except ConfigException as exc:
+        raise ClusterAccessError(f"cannot use {cluster.describe()}: {exc}") from exc
+    configuration.verify_ssl = True
+    configuration.retries = 1
+    kube = Kube(client.ApiClient(configuration), name)
+    kube.api_client.user_agent = "aks-node-maintenance/0.1"
+    try:
+        kube.call(client.VersionApi(kube.api_client).get_code)
+    except TransientApiError as exc:
+        raise ClusterAccessError(
+            f"cannot reach the Kubernetes API of {name} at {configuration.host}: {exc}"
+        ) from exc
+    except ApiException as exc:
+        raise ClusterAccessError(f"the Kubernetes API of {name} answered {describe_api_error(exc)}") from exc
+    return kube
+
+
+@functools.lru_cache(maxsize=16)
+def _cached(cluster_json: str) -> Kube:
+    return connect(ClusterConnection.model_validate_json(cluster_json))
+
+
+def kube_for(cluster: ClusterConnection) -> Kube:
+    """One client per cluster and process, shared by the flow's tasks and subflows."""
+    return _cached(cluster.model_dump_json())

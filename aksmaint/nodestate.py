@@ -1,0 +1,60 @@
+"""What a run records on a node, so that a crashed run's node can be resumed or cleaned by the next run.
+
+The record is one JSON annotation on the Node. It is written in the same request that cordons the node,
+so a node is never cordoned by us without a record saying who did it, why, and whether it was already
+cordoned by an operator before (in which case it stays cordoned afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+STATE_ANNOTATION = "aksmaint.io/maintenance"
+PENDING_TAINT_KEY = "aksmaint.io/reboot-pending"
+
+
+class Phase(StrEnum):
+    cordoned = "cordoned"
+    draining = "draining"
+    rebooting = "rebooting"
+    verifying = "verifying"
+    failed = "failed"
+
+
+class NodeRecord(BaseModel):
+    run_id: str
+    holder: str
+    phase: Phase
+    cordoned_by_us: bool
+    reason: str
+    since: str
+    boot_id_before: str | None = None
+    kernel_before: str | None = None
+    reboot_requested_at: str | None = None
+
+    def to_annotation(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def read_record(node) -> NodeRecord | None:
+    """The record on a V1Node (or None). A record that cannot be parsed is treated as foreign: None."""
+    annotations = (node.metadata.annotations or {}) if node.metadata else {}
+    raw = annotations.get(STATE_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        return NodeRecord.model_validate(json.loads(raw))
+    except (ValueError, TypeError):
+        return None
+
+
+def has_pending_taint(node) -> bool:
+    return any(t.key == PENDING_TAINT_KEY for t in (node.spec.taints or []))

@@ -1,0 +1,367 @@
+"""Parameters of the maintenance flows, as pydantic models.
+
+Prefect renders these as forms in the UI (one group per model, with the descriptions below), and the
+server rejects invalid values with a message naming the field. The same models validate command-line
+and parameters-file input, before any request reaches a cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, time
+from enum import StrEnum
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+_LABEL_SELECTOR = re.compile(r"^[A-Za-z0-9_./\-!=,() ]*$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_DNS_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_selector(value: str) -> str:
+    value = value.strip()
+    if not _LABEL_SELECTOR.match(value):
+        raise ValueError(f"not a label selector: {value!r}")
+    if value.count("(") != value.count(")"):
+        raise ValueError(f"unbalanced parentheses in label selector {value!r}")
+    return value
+
+
+Selector = Annotated[str, Field(description="A Kubernetes label selector, e.g. `app=web,tier!=batch`.")]
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(key):
+            raise ValueError(f"invalid label key {key!r}")
+        if not _LABEL_VALUE.match(value):
+            raise ValueError(f"invalid label value {value!r} for {key!r}")
+    return labels
+
+
+class ClusterConnection(_Model):
+    """How to reach the cluster's Kubernetes API. TLS certificates are always verified."""
+
+    kubeconfig: str | None = Field(
+        None,
+        description="Path to a kubeconfig file on the machine that runs the flow. "
+        "Leave empty with in_cluster to use the worker pod's service account.",
+    )
+    context: str | None = Field(
+        None, description="Context in the kubeconfig; empty means its current context."
+    )
+    in_cluster: bool = Field(False, description="Use the service account of the pod the flow runs in.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClusterConnection:
+        if bool(self.kubeconfig) == self.in_cluster:
+            raise ValueError("set exactly one of kubeconfig and in_cluster")
+        if self.in_cluster and self.context:
+            raise ValueError("context applies to a kubeconfig, not to in_cluster")
+        return self
+
+    def describe(self) -> str:
+        if self.in_cluster:
+            return "in-cluster service account"
+        return f"kubeconfig {self.kubeconfig}" + (f" (context {self.context})" if self.context else "")
+
+
+class MaintenanceWindow(_Model):
+    """When reboots may start. A node in progress when the window closes is finished; no new one starts."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: list(DAYS),
+        description="Days on which the window opens (the day the window starts, for windows past midnight).",
+    )
+    start: str = Field("00:00", description="Local time the window opens, HH:MM (24-hour).")
+    end: str = Field(
+        "23:59",
+        description="Local time the window closes, HH:MM. Earlier than start means "
+        "the window runs past midnight into the next day.",
+    )
+    time_zone: str = Field("UTC", description="IANA time zone of start and end, e.g. Europe/Berlin.")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        try:
+            time.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a time of day as HH:MM") from exc
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _some_days(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one day is needed")
+        return value
+
+    def is_open(self, at: datetime) -> bool:
+        """True when ``at`` (timezone-aware) falls inside the window."""
+        local = at.astimezone(ZoneInfo(self.time_zone))
+        start, end = time.fromisoformat(self.start), time.fromisoformat(self.end)
+        now = local.time().replace(tzinfo=None)
+        today = DAYS[local.weekday()]
+        yesterday = DAYS[(local.weekday() - 1) % 7]
+        if start <= end:
+            return today in self.days and start <= now < end
+        # past midnight: open from start today, or until end on the morning after an opening day
+        return (today in self.days and now >= start) or (yesterday in self.days and now < end)
+
+
+class OnDrainTimeout(StrEnum):
+    uncordon_and_skip = "uncordon-and-skip"
+    delete_pods = "delete-pods"
+    reboot_anyway = "reboot-anyway"
+
+
+class DrainOptions(_Model):
+    """How pods leave a node before its reboot; the same semantics as `kubectl drain`."""
+
+    grace_period_seconds: int = Field(
+        -1,
+        ge=-1,
+        description="Seconds each pod gets to terminate. -1 uses the pod's own "
+        "terminationGracePeriodSeconds.",
+    )
+    timeout_seconds: float = Field(
+        900, gt=0, description="Give up draining a node after this long (then on_timeout decides)."
+    )
+    delete_emptydir_data: bool = Field(
+        True, description="Evict pods that use emptyDir volumes; their local data is lost."
+    )
+    force: bool = Field(
+        True, description="Evict pods that no controller manages (they are not recreated anywhere)."
+    )
+    pod_selector: Selector = Field(
+        "", description="Only evict pods matching this label selector (empty: all pods)."
+    )
+    skip_wait_for_delete_timeout_seconds: int = Field(
+        0,
+        ge=0,
+        description="Do not wait for pods whose deletion began more than this many seconds ago "
+        "(0: always wait).",
+    )
+    eviction_retry_seconds: float = Field(
+        5, gt=0, description="Wait between evictions refused by a PodDisruptionBudget (kubectl uses 5 s)."
+    )
+    on_timeout: OnDrainTimeout = Field(
+        OnDrainTimeout.uncordon_and_skip,
+        description="When a drain times out: uncordon-and-skip leaves the node unrebooted and running; "
+        "delete-pods deletes the remaining pods, bypassing their PodDisruptionBudgets; "
+        "reboot-anyway reboots with the remaining pods on the node.",
+    )
+
+    @field_validator("pod_selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        return _check_selector(value)
+
+
+class Blockers(_Model):
+    """Conditions that hold back reboots (kured's blocking-pod-selector and Prometheus alerts)."""
+
+    pod_selectors: list[Selector] = Field(
+        default_factory=list,
+        description="A node is not rebooted while a pod matching any of these label selectors runs on it.",
+    )
+    prometheus_url: str | None = Field(
+        None,
+        description="Prometheus base URL. While an alert is active no reboot starts; "
+        "an unreachable Prometheus also blocks.",
+    )
+    alert_filter_regexp: str | None = Field(
+        None,
+        description="Regular expression over alert names: matching alerts are ignored "
+        "(or, with alert_filter_match_only, the only ones that count).",
+    )
+    alert_firing_only: bool = Field(False, description="Only firing alerts block, not pending ones.")
+    alert_filter_match_only: bool = Field(
+        False, description="Only alerts matching alert_filter_regexp block."
+    )
+    prometheus_timeout_seconds: float = Field(10, gt=0, description="Timeout of one Prometheus query.")
+
+    @field_validator("pod_selectors")
+    @classmethod
+    def _selectors(cls, value: list[str]) -> list[str]:
+        return [_check_selector(s) for s in value]
+
+    @field_validator("alert_filter_regexp")
+    @classmethod
+    def _regexp(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from exc
+        return value
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _match_only_needs_regexp(self) -> Blockers:
+        if self.alert_filter_match_only and not self.alert_filter_regexp:
+            raise ValueError("alert_filter_match_only needs alert_filter_regexp")
+        return self
+
+
+class RebootOptions(_Model):
+    """How a node is rebooted and how long it may take to come back."""
+
+    command: list[str] = Field(
+        default_factory=lambda: ["/bin/systemctl", "reboot"],
+        description="Command run on the node (through nsenter into the host's namespaces).",
+        min_length=1,
+    )
+    delay_seconds: float = Field(0, ge=0, description="Wait this long after the drain before rebooting.")
+    boot_timeout_seconds: float = Field(
+        600,
+        gt=0,
+        description="A node not back (Ready, new boot id) within this time is left cordoned "
+        "and counted as failed.",
+    )
+    host_pod_namespace: str = Field(
+        "kube-system",
+        pattern=_DNS_NAME,
+        description="Namespace for the short-lived privileged pods that read and reboot nodes.",
+    )
+    host_pod_image: str = Field(
+        "mcr.microsoft.com/cbl-mariner/busybox:2.0",
+        min_length=1,
+        description="Image of those pods; it needs nsenter.",
+    )
+
+
+class LockOptions(_Model):
+    """The reboot slots: Lease objects that bound how many nodes are down at once, across runs."""
+
+    namespace: str = Field("kube-system", pattern=_DNS_NAME, description="Namespace of the slot Leases.")
+    name_prefix: str = Field(
+        "aks-maintenance-slot",
+        pattern=_DNS_NAME,
+        description="Slot Leases are named <prefix>-0, <prefix>-1, ...",
+    )
+    ttl_seconds: float = Field(
+        120,
+        ge=5,
+        description="A slot not renewed for this long (seen from here) may be taken over; "
+        "the holder renews it every third of it.",
+    )
+    release_delay_seconds: float = Field(0, ge=0, description="Hold the slot this long after a node is done.")
+    respect_kured_lock: bool = Field(
+        False,
+        description="Wait while kured's DaemonSet lock annotation is held, so both can run during "
+        "a migration.",
+    )
+    kured_daemonset: str = Field(
+        "kube-system/kured",
+        pattern=r"^[a-z0-9-]+/[a-z0-9-]+$",
+        description="namespace/name of kured's DaemonSet.",
+    )
+    wait_seconds: float = Field(1800, gt=0, description="Give up waiting for a free slot after this long.")
+
+
+class SentinelMode(StrEnum):
+    host_pod = "host-pod"
+    node_condition = "node-condition"
+
+
+class SentinelOptions(_Model):
+    """How the flow learns that a node needs a reboot."""
+
+    mode: SentinelMode = Field(
+        SentinelMode.host_pod,
+        description="host-pod checks /var/run/reboot-required with a short-lived pod per node (nothing to "
+        "install); node-condition reads a node condition set by node-problem-detector "
+        "(one request for the whole cluster).",
+    )
+    condition_type: str = Field("RebootRequired", description="Node condition type for node-condition mode.")
+    parallelism: int = Field(20, ge=1, le=500, description="Nodes scanned at once in host-pod mode.")
+
+
+class NodeLabels(_Model):
+    """Node labels and taints set around reboots."""
+
+    pre_reboot: dict[str, str] = Field(default_factory=dict, description="Labels set before a reboot.")
+    post_reboot: dict[str, str] = Field(default_factory=dict, description="Labels set after a reboot.")
+    prefer_no_schedule_taint: bool = Field(
+        True,
+        description="Taint nodes waiting for a reboot PreferNoSchedule, so evicted pods land on "
+        "nodes already done and move only once.",
+    )
+
+    @field_validator("pre_reboot", "post_reboot")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_labels(value)
+
+
+class NotifyOptions(_Model):
+    """Where progress messages go. URLs are secrets: they never appear in logs or artifacts."""
+
+    urls: list[SecretStr] = Field(
+        default_factory=list, description="Apprise URLs, e.g. a Teams or Slack webhook."
+    )
+    block: str | None = Field(None, description="Name of a Prefect notification block to send to.")
+    drain_template: str = Field("Draining node {node} on {cluster}", description="Sent when a drain starts.")
+    reboot_template: str = Field("Rebooting node {node} on {cluster}", description="Sent before a reboot.")
+    uncordon_template: str = Field(
+        "Node {node} on {cluster} is back: kernel {kernel_before} -> {kernel_after}",
+        description="Sent when a node is back in service.",
+    )
+    failure_template: str = Field(
+        "Maintenance of node {node} on {cluster} failed: {reason}", description="Sent when a node fails."
+    )
+
+
+class MaintenanceParams(_Model):
+    """Everything the node-maintenance flow needs, validated as one."""
+
+    cluster: ClusterConnection
+    node_selector: Selector = ""
+    concurrency: int = Field(1, ge=1, le=100)
+    max_failures: int = Field(0, ge=0)
+    window: MaintenanceWindow | None = None
+    drain: DrainOptions = Field(default_factory=DrainOptions)
+    blockers: Blockers = Field(default_factory=Blockers)
+    reboot: RebootOptions = Field(default_factory=RebootOptions)
+    lock: LockOptions = Field(default_factory=LockOptions)
+    sentinel: SentinelOptions = Field(default_factory=SentinelOptions)
+    apply_updates: bool = False
+    labels: NodeLabels = Field(default_factory=NodeLabels)
+    notify: NotifyOptions = Field(default_factory=NotifyOptions)
+    require_approval: bool = False
+    approval_timeout_seconds: float = Field(3600, gt=0)
+    dry_run: bool = False
+
+    @field_validator("node_selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        return _check_selector(value)

@@ -1,0 +1,85 @@
+"""Typed results of a maintenance run: per node and for the cluster."""
+
+from __future__ import annotations
+
+from collections import Counter
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class Outcome(StrEnum):
+    rebooted = "rebooted"  # drained, rebooted, back on a new boot id, uncordoned
+    not_needed = "not-needed"  # no reboot required
+    held = "held"  # a gate held it back: window closed, blocker, slot not free, rollout halted
+    skipped = "skipped"  # could not be drained in time; uncordoned and left running
+    failed = "failed"  # did not come back or a step failed; left cordoned with a record
+    planned = "planned"  # dry run: would be rebooted
+
+
+class NodeFacts(BaseModel):
+    """What the update check and sentinel scan found on a node."""
+
+    name: str
+    pool: str = ""
+    kernel: str = ""
+    os_image: str = ""
+    node_image_version: str = ""
+    kubelet_version: str = ""
+    boot_id: str = ""
+    ready: bool = False
+    unschedulable: bool = False
+    reboot_required: bool | None = None  # None: could not be determined
+    upgradable_packages: int | None = None
+    scan_error: str | None = None
+    resume: bool = False  # a previous run left its record on this node
+
+
+class PlanEntry(BaseModel):
+    node: str
+    action: str  # "reboot", "resume", "skip"
+    reason: str
+
+
+class NodeReport(BaseModel):
+    node: str
+    pool: str = ""
+    outcome: Outcome
+    reason: str = ""
+    kernel_before: str = ""
+    kernel_after: str = ""
+    boot_id_changed: bool = False
+    duration_seconds: float = 0.0
+    evicted_pods: int = 0
+    drain_seconds: float = 0.0
+    boot_seconds: float = 0.0
+
+
+class MaintenanceReport(BaseModel):
+    cluster: str
+    flow_run_id: str | None = None
+    dry_run: bool = False
+    started_at: str
+    finished_at: str = ""
+    halted: bool = False
+    halt_reason: str = ""
+    nodes: list[NodeReport] = Field(default_factory=list)
+    kernels_after: dict[str, int] = Field(default_factory=dict)
+    still_need_reboot: list[str] = Field(default_factory=list)
+    lagging_kernel: list[str] = Field(default_factory=list)
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for n in self.nodes if n.outcome == outcome)
+
+    @property
+    def failed(self) -> bool:
+        return self.halted or self.count(Outcome.failed) > 0
+
+    def summary_line(self) -> str:
+        counts = Counter(n.outcome.value for n in self.nodes)
+        parts = [f"{counts[o.value]} {o.value}" for o in Outcome if counts[o.value]]
+        return (
+            f"{self.cluster}: "
+            + (", ".join(parts) or "no nodes")
+            + (f"; halted: {self.halt_reason}" if self.halted else "")
+        )

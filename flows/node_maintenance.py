@@ -1,0 +1,726 @@
+"""Node maintenance: kured's job as a Prefect flow.
+
+connect -> update check -> sentinel scan -> plan -> (approval) -> per node, as a subflow:
+gates -> reboot slot -> cordon -> drain -> reboot -> verify -> uncordon -> release -> kernel diff.
+
+Run it from a deployment, from the Prefect UI, or from the command line:
+``python -m flows.node_maintenance --kubeconfig PATH [--context NAME] [--concurrency N] [--dry-run]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import json
+import queue
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.events import emit_event
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run as current_run
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from prefect.states import Completed, Failed
+from pydantic import ValidationError
+
+from aksmaint.errors import ClusterAccessError, LockTimeout, MaintenanceError, NodeBusy
+from aksmaint.hostexec import HostPodSettings, run_on_host
+from aksmaint.kube import Kube, kube_for
+from aksmaint.nodestate import Phase, now_iso, read_record
+from aksmaint.params import (
+    Blockers,
+    ClusterConnection,
+    DrainOptions,
+    LockOptions,
+    MaintenanceParams,
+    MaintenanceWindow,
+    NodeLabels,
+    NotifyOptions,
+    OnDrainTimeout,
+    RebootOptions,
+    SentinelMode,
+    SentinelOptions,
+)
+from aksmaint.report import MaintenanceReport, NodeFacts, NodeReport, Outcome, PlanEntry
+from aksmaint.tasking import maintenance_task
+from tasks import cordon as cordon_ops
+from tasks import notify
+from tasks.drain import DrainResult, delete_pods, drain_node
+from tasks.gates import gate_reason, window_closed
+from tasks.health import wait_until_back
+from tasks.kernel_diff import kernel_diff_report
+from tasks.lock import RebootSlots, SlotRenewer
+from tasks.reboot import cleanup_reboot_pod, request_reboot
+from tasks.sentinel import PROBE_SCRIPT, probe_facts, scan_sentinels
+from tasks.update_check import check_updates, node_facts
+
+
+class Approval(RunInput):
+    """Answer to the approval gate, given from the Prefect UI."""
+
+    approve: bool = False
+    note: str = ""
+
+
+def _emit(kube: Kube, event: str, node: str, **payload: object) -> None:
+    emit_event(
+        event=event,
+        resource={
+            "prefect.resource.id": f"aks.node.{kube.cluster_name}.{node}",
+            "prefect.resource.name": node,
+            "aks.cluster": kube.cluster_name,
+        },
+        payload={k: v for k, v in payload.items() if v is not None},
+    )
+
+
+def host_settings(params: MaintenanceParams) -> HostPodSettings:
+    return HostPodSettings(params.reboot.host_pod_namespace, params.reboot.host_pod_image)
+
+
+# ---- plan ------------------------------------------------------------------------------------
+def make_plan(facts: list[NodeFacts]) -> list[PlanEntry]:
+    """Order: nodes a previous run left mid-way first, then nodes needing a reboot by pool and name."""
+    entries = []
+    for f in sorted(facts, key=lambda f: (not f.resume, f.pool, f.name)):
+        if f.resume:
+            entries.append(
+                PlanEntry(node=f.name, action="resume", reason="a previous run left its record here")
+            )
+        elif f.scan_error:
+            entries.append(PlanEntry(node=f.name, action="skip", reason=f"not scanned: {f.scan_error}"))
+        elif f.reboot_required is None:
+            entries.append(
+                PlanEntry(
+                    node=f.name, action="check", reason="reboot need unknown (dry run with host-pod scan)"
+                )
+            )
+        elif f.reboot_required:
+            entries.append(PlanEntry(node=f.name, action="reboot", reason="/var/run/reboot-required present"))
+        else:
+            entries.append(PlanEntry(node=f.name, action="skip", reason="no reboot required"))
+    return entries
+
+
+@maintenance_task(name="plan")
+def plan_rollout(kube: Kube, facts: list[NodeFacts], params: MaintenanceParams) -> list[PlanEntry]:
+    plan = make_plan(facts)
+    by_name = {f.name: f for f in facts}
+    lines = [
+        f"# Maintenance plan for {kube.cluster_name}",
+        "",
+        f"Concurrency {params.concurrency}, max failures {params.max_failures}, "
+        f"drain timeout {params.drain.timeout_seconds:.0f}s (then {params.drain.on_timeout.value}), "
+        f"sentinel {params.sentinel.mode.value}{', dry run' if params.dry_run else ''}.",
+        "",
+        "| # | node | pool | kernel | action | why |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, e in enumerate(plan, 1):
+        f = by_name[e.node]
+        lines.append(f"| {i} | {e.node} | {f.pool} | {f.kernel} | {e.action} | {e.reason} |")
+    create_markdown_artifact(
+        key="maintenance-plan", markdown="\n".join(lines), description=f"Plan for {kube.cluster_name}"
+    )
+    get_run_logger().info(
+        "Plan: %d to reboot, %d to resume, %d skipped",
+        sum(e.action == "reboot" for e in plan),
+        sum(e.action == "resume" for e in plan),
+        sum(e.action == "skip" for e in plan),
+    )
+    return plan
+
+
+# ---- per-node steps (tasks) -----------------------------------------------------------------
+@maintenance_task(name="acquire-reboot-slot", retries=2)
+def acquire_reboot_slot(kube: Kube, params: MaintenanceParams, holder: str) -> str:
+    slots = RebootSlots(kube, params.lock, params.concurrency)
+    return slots.acquire(holder, params.lock.wait_seconds, keep_waiting=lambda: window_closed(params.window))
+
+
+@maintenance_task(name="release-reboot-slot")
+def release_reboot_slot(kube: Kube, params: MaintenanceParams, slot: str, holder: str) -> None:
+    if params.lock.release_delay_seconds:
+        time.sleep(params.lock.release_delay_seconds)
+    RebootSlots(kube, params.lock, params.concurrency).release(slot, holder)
+
+
+@maintenance_task(name="recheck-node")
+def recheck_node(kube: Kube, node: str, params: MaintenanceParams, slots: RebootSlots, holder: str) -> dict:
+    """Under the slot: wait out another live run's work on this node, then check again whether it
+    still needs a reboot (another run may have done it meanwhile)."""
+    deadline = time.monotonic() + params.lock.wait_seconds
+    while True:
+        current = kube.call(kube.core.read_node, node)
+        record = read_record(current)
+        if record is None or record.holder == holder or not slots.holder_alive(record.holder):
+            break
+        if time.monotonic() > deadline:
+            raise NodeBusy(f"node {node} is being handled by {record.holder}")
+        time.sleep(1)
+    facts = node_facts(current)
+    if params.sentinel.mode == SentinelMode.node_condition:
+        cond = next(
+            (c for c in current.status.conditions or [] if c.type == params.sentinel.condition_type), None
+        )
+        facts.reboot_required = bool(cond and cond.status == "True")
+    else:
+        result = run_on_host(kube, node, PROBE_SCRIPT, "scan", host_settings(params))
+        facts = probe_facts(facts, result.output)
+    return {"facts": facts, "record": record}
+
+
+@maintenance_task(name="cordon")
+def cordon_node(kube: Kube, node: str, run_id: str, holder: str, slots: RebootSlots, reason: str):
+    record = cordon_ops.cordon(kube, node, run_id, holder, reason, slots.holder_alive)
+    _emit(kube, "node.cordoned", node, run=run_id, operator_cordoned=not record.cordoned_by_us)
+    return record
+
+
+@maintenance_task(name="drain", retries=1)
+def drain(kube: Kube, node: str, options: DrainOptions) -> DrainResult:
+    logger = get_run_logger()
+    result = drain_node(kube, node, options)
+    for warning in result.warnings:
+        logger.warning("%s: %s", node, warning)
+    if result.refusals:
+        logger.info(
+            "%s: %d eviction(s) refused by PodDisruptionBudgets while replacements got ready",
+            node,
+            result.refusals,
+        )
+    if result.complete:
+        logger.info("%s drained: %d pod(s) evicted", node, len(result.evicted))
+    else:
+        logger.warning(
+            "%s not fully drained: %s remaining%s%s",
+            node,
+            len(result.remaining),
+            f"; blocking budgets: {', '.join(result.blocking)}" if result.blocking else "",
+            f"; errors: {'; '.join(result.errors)}" if result.errors else "",
+        )
+    return result
+
+
+@maintenance_task(name="reboot", retries=2)
+def reboot_node(kube: Kube, node: str, record, params: MaintenanceParams):
+    """Record the boot we expect to leave, then start the reboot. Idempotent: a node already on a new
+    boot is not rebooted again."""
+    current = kube.call(kube.core.read_node, node)
+    if record.boot_id_before and current.status.node_info.boot_id != record.boot_id_before:
+        return record
+    if params.reboot.delay_seconds:
+        time.sleep(params.reboot.delay_seconds)
+    record = record.model_copy(
+        update={
+            "phase": Phase.rebooting,
+            "reboot_requested_at": now_iso(),
+            "boot_id_before": current.status.node_info.boot_id,
+        }
+    )
+    cordon_ops.update_record(kube, node, record)
+    request_reboot(kube, node, params.reboot.command, host_settings(params))
+    _emit(kube, "node.rebooting", node, kernel_before=record.kernel_before)
+    return record
+
+
+@maintenance_task(name="verify-health")
+def verify_health(kube: Kube, node: str, record, params: MaintenanceParams):
+    return wait_until_back(kube, node, record.boot_id_before or "", params.reboot.boot_timeout_seconds)
+
+
+@maintenance_task(name="uncordon")
+def uncordon_node(kube: Kube, node: str, record, params: MaintenanceParams) -> bool:
+    schedulable = cordon_ops.uncordon(kube, node, record, params.labels.post_reboot)
+    _emit(kube, "node.uncordoned", node, left_cordoned_for_operator=not schedulable)
+    return schedulable
+
+
+@maintenance_task(name="mark-failed")
+def mark_node_failed(kube: Kube, node: str, record, reason: str) -> None:
+    cordon_ops.mark_failed(kube, node, record, reason)
+    _emit(kube, "node.failed", node, reason=reason)
+
+
+# ---- per-node subflow -----------------------------------------------------------------------
+@flow(name="maintain-node", flow_run_name="{node}", validate_parameters=False)
+def maintain_node(
+    node: str, entry: PlanEntry, before: NodeFacts, params: MaintenanceParams, run_id: str
+) -> NodeReport:
+    """One node, start to finish, holding a reboot slot the whole time it is disrupted."""
+    kube = kube_for(params.cluster)
+    logger = get_run_logger()
+    started = time.monotonic()
+    holder = f"{run_id}/{node}"
+    settings = host_settings(params)
+    cluster = kube.cluster_name
+    report = NodeReport(node=node, pool=before.pool, outcome=Outcome.failed, kernel_before=before.kernel)
+
+    def done(outcome: Outcome, reason: str, **extra: object) -> NodeReport:
+        report.outcome, report.reason = outcome, reason
+        report.duration_seconds = round(time.monotonic() - started, 2)
+        for key, value in extra.items():
+            setattr(report, key, value)
+        return report
+
+    slots = RebootSlots(kube, params.lock, params.concurrency)
+    try:
+        slot = acquire_reboot_slot(kube, params, holder)
+    except LockTimeout as exc:
+        return done(Outcome.held, str(exc))
+    reboot_pod = None
+    try:
+        with SlotRenewer(slots, slot, holder) as renewer:
+            try:
+                checked = recheck_node(kube, node, params, slots, holder)
+            except NodeBusy as exc:
+                return done(Outcome.held, str(exc))
+            record = checked["record"]
+            now = checked["facts"]
+            if record is not None and record.phase == Phase.failed and entry.action != "resume":
+                return done(Outcome.held, f"left failed by an earlier run: {record.reason}")
+            rebooted_already = (
+                record is not None and record.boot_id_before and now.boot_id != record.boot_id_before
+            )
+            if not now.reboot_required and not rebooted_already:
+                if record is not None:
+                    cordon_ops.uncordon(kube, node, record)
+                    return done(Outcome.not_needed, "no reboot required; cleaned up after an earlier run")
+                cordon_ops.set_pending_taint(kube, node, False)
+                return done(Outcome.not_needed, "no reboot required any more")
+            record = cordon_node(kube, node, run_id, holder, slots, "kernel update needs a reboot")
+            if not rebooted_already and record.phase not in (Phase.rebooting, Phase.verifying):
+                cordon_ops.set_labels(kube, node, params.labels.pre_reboot)
+                notify.send(params.notify, params.notify.drain_template, node=node, cluster=cluster)
+                record = record.model_copy(update={"phase": Phase.draining})
+                cordon_ops.update_record(kube, node, record)
+                drain_started = time.monotonic()
+                result = drain(kube, node, params.drain)
+                report.evicted_pods = len(result.evicted)
+                report.drain_seconds = round(time.monotonic() - drain_started, 2)
+                if not result.complete:
+                    why = "; ".join(result.errors) or (
+                        f"drain timed out after {params.drain.timeout_seconds:.0f}s with "
+                        f"{len(result.remaining)} pod(s) left"
+                        + (
+                            f" (blocked by PodDisruptionBudget {', '.join(result.blocking)})"
+                            if result.blocking
+                            else ""
+                        )
+                    )
+                    policy = params.drain.on_timeout
+                    if result.errors or policy == OnDrainTimeout.uncordon_and_skip:
+                        uncordon_node(
+                            kube,
+                            node,
+                            record,
+                            params.model_copy(update={"labels": NodeLabels(prefer_no_schedule_taint=False)}),
+                        )
+                        _emit(kube, "node.skipped", node, reason=why)
+                        return done(Outcome.skipped, f"{why}; uncordoned and left unrebooted")
+                    if policy == OnDrainTimeout.delete_pods:
+                        logger.warning(
+                            "%s: %s; deleting the remaining pods (bypassing their budgets)", node, why
+                        )
+                        left = delete_pods(kube, result.remaining, params.drain.grace_period_seconds, 120)
+                        if left:
+                            logger.warning("%s: pods still present after deletion: %s", node, ", ".join(left))
+                    else:
+                        logger.warning("%s: %s; rebooting anyway as configured", node, why)
+                if renewer.lost:
+                    raise LockTimeout(f"lost reboot slot {slot} before rebooting {node}")
+                notify.send(params.notify, params.notify.reboot_template, node=node, cluster=cluster)
+                boot_started = time.monotonic()
+                record = reboot_node(kube, node, record, params)
+                reboot_pod = True
+            else:
+                boot_started = time.monotonic()
+                logger.info("%s: resuming after the reboot requested by %s", node, record.run_id)
+            health = verify_health(kube, node, record, params)
+            report.boot_seconds = round(time.monotonic() - boot_started, 2)
+            report.kernel_after = health.kernel
+            report.boot_id_changed = bool(health.boot_id and health.boot_id != record.boot_id_before)
+            if not health.healthy:
+                mark_node_failed(kube, node, record, health.reason)
+                notify.send(
+                    params.notify,
+                    params.notify.failure_template,
+                    node=node,
+                    cluster=cluster,
+                    reason=health.reason,
+                )
+                return done(
+                    Outcome.failed,
+                    f"{health.reason}; left cordoned with a record in annotation aksmaint.io/maintenance",
+                )
+            _emit(kube, "node.rebooted", node, kernel_before=record.kernel_before, kernel_after=health.kernel)
+            uncordon_node(kube, node, record, params)
+            notify.send(
+                params.notify,
+                params.notify.uncordon_template,
+                node=node,
+                cluster=cluster,
+                kernel_before=record.kernel_before or before.kernel,
+                kernel_after=health.kernel,
+            )
+            if record.kernel_before:
+                report.kernel_before = record.kernel_before
+            return done(Outcome.rebooted, f"kernel {report.kernel_before} -> {health.kernel}")
+    except MaintenanceError as exc:
+        return done(Outcome.failed, str(exc))
+    finally:
+        try:
+            if reboot_pod:
+                _cleanup_reboot_pods(kube, node, settings)
+        finally:
+            release_reboot_slot(kube, params, slot, holder)
+
+
+def _cleanup_reboot_pods(kube: Kube, node: str, settings: HostPodSettings) -> None:
+    pods = kube.call(
+        kube.core.list_namespaced_pod,
+        settings.namespace,
+        label_selector=f"aksmaint.io/purpose=reboot,aksmaint.io/node={node}",
+    ).items
+    for pod in pods:
+        cleanup_reboot_pod(kube, pod.metadata.name, settings)
+
+
+# ---- the flow --------------------------------------------------------------------------------
+@maintenance_task(name="connect")
+def connect_cluster(cluster: ClusterConnection) -> Kube:
+    kube = kube_for(cluster)
+    get_run_logger().info("Connected to %s through %s", kube.cluster_name, cluster.describe())
+    return kube
+
+
+@flow(name="node-maintenance", log_prints=False)
+def node_maintenance(
+    cluster: ClusterConnection,
+    node_selector: str = "",
+    concurrency: int = 1,
+    max_failures: int = 0,
+    window: MaintenanceWindow | None = None,
+    drain: DrainOptions = DrainOptions(),  # noqa: B008 - immutable pydantic defaults render in the UI
+    blockers: Blockers = Blockers(),  # noqa: B008
+    reboot: RebootOptions = RebootOptions(),  # noqa: B008
+    lock: LockOptions = LockOptions(),  # noqa: B008
+    sentinel: SentinelOptions = SentinelOptions(),  # noqa: B008
+    apply_updates: bool = False,
+    labels: NodeLabels = NodeLabels(),  # noqa: B008
+    notify: NotifyOptions = NotifyOptions(),  # noqa: B008
+    require_approval: bool = False,
+    approval_timeout_seconds: float = 3600,
+    dry_run: bool = False,
+) -> MaintenanceReport:
+    """Reboot the nodes that need it, one reboot slot at a time, and report kernels before and after."""
+    params = MaintenanceParams(
+        cluster=cluster,
+        node_selector=node_selector,
+        concurrency=concurrency,
+        max_failures=max_failures,
+        window=window,
+        drain=drain,
+        blockers=blockers,
+        reboot=reboot,
+        lock=lock,
+        sentinel=sentinel,
+        apply_updates=apply_updates,
+        labels=labels,
+        notify=notify,
+        require_approval=require_approval,
+        approval_timeout_seconds=approval_timeout_seconds,
+        dry_run=dry_run,
+    )
+    return run_maintenance(params)
+
+
+def run_maintenance(params: MaintenanceParams):
+    logger = get_run_logger()
+    run_id = str(current_run.id or uuid.uuid4())[:8]
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    kube = connect_cluster(params.cluster)
+    settings = host_settings(params)
+    facts = check_updates(
+        kube,
+        params.node_selector,
+        params.apply_updates,
+        params.dry_run,
+        settings,
+        params.sentinel.parallelism,
+    )
+    facts = scan_sentinels(kube, facts, params.sentinel, settings, params.dry_run)
+    plan = plan_rollout(kube, facts, params)
+    by_name = {f.name: f for f in facts}
+    report = MaintenanceReport(
+        cluster=kube.cluster_name,
+        flow_run_id=str(current_run.id or ""),
+        dry_run=params.dry_run,
+        started_at=started_at,
+    )
+    todo = [e for e in plan if e.action in ("reboot", "resume")]
+    reports: dict[str, NodeReport] = {}
+    for e in plan:
+        if e.action in ("skip", "check"):
+            outcome = Outcome.planned if e.action == "check" else Outcome.not_needed
+            reports[e.node] = NodeReport(
+                node=e.node,
+                pool=by_name[e.node].pool,
+                outcome=outcome,
+                reason=e.reason,
+                kernel_before=by_name[e.node].kernel,
+            )
+    if params.dry_run:
+        for e in todo:
+            reason = gate_reason(kube, e.node, params.window, params.blockers, params.lock)
+            reports[e.node] = NodeReport(
+                node=e.node,
+                pool=by_name[e.node].pool,
+                kernel_before=by_name[e.node].kernel,
+                outcome=Outcome.held if reason else Outcome.planned,
+                reason=reason or f"would {e.action}: {e.reason}",
+            )
+    elif todo and not _approved(params, plan, logger):
+        for e in todo:
+            reports[e.node] = NodeReport(
+                node=e.node,
+                pool=by_name[e.node].pool,
+                outcome=Outcome.held,
+                reason="not approved",
+                kernel_before=by_name[e.node].kernel,
+            )
+    elif todo:
+        reports.update(_execute(kube, params, todo, by_name, run_id, report))
+    report.nodes = [reports[e.node] for e in plan]
+    still = [
+        n.node
+        for n in report.nodes
+        if n.outcome in (Outcome.held, Outcome.skipped, Outcome.failed) and by_name[n.node].reboot_required
+    ]
+    diff = kernel_diff_report(kube, params.node_selector, facts, report.nodes, still)
+    report.kernels_after = diff["summary"]["kernels"]
+    report.lagging_kernel = diff["summary"]["lagging"]
+    report.still_need_reboot = still
+    report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+    logger.info(report.summary_line())
+    if report.failed:
+        failed = [f"{n.node}: {n.reason}" for n in report.nodes if n.outcome == Outcome.failed]
+        message = (report.halt_reason + ". " if report.halted else "") + "Failed nodes: " + "; ".join(failed)
+        return Failed(message=message, data=report)
+    return Completed(message=report.summary_line(), data=report)
+
+
+def _approved(params: MaintenanceParams, plan: list[PlanEntry], logger) -> bool:
+    if not params.require_approval:
+        return True
+    nodes = ", ".join(e.node for e in plan if e.action in ("reboot", "resume"))
+    logger.info("Waiting for approval to reboot: %s (see the maintenance-plan artifact)", nodes)
+    answer = pause_flow_run(
+        wait_for_input=Approval.with_initial_data(description=f"Approve rebooting {nodes}?", approve=False),
+        timeout=int(params.approval_timeout_seconds),
+    )
+    logger.info(
+        "Approval answer: %s%s",
+        "approved" if answer.approve else "rejected",
+        f" ({answer.note})" if answer.note else "",
+    )
+    return answer.approve
+
+
+def _execute(
+    kube: Kube,
+    params: MaintenanceParams,
+    todo: list[PlanEntry],
+    by_name: dict[str, NodeFacts],
+    run_id: str,
+    report: MaintenanceReport,
+) -> dict[str, NodeReport]:
+    """Run the per-node subflows, at most ``concurrency`` at once, checking gates before each node."""
+    logger = get_run_logger()
+    if params.labels.prefer_no_schedule_taint:
+        for e in todo:
+            cordon_ops.set_pending_taint(kube, e.node, True)
+    progress = create_progress_artifact(
+        progress=0.0, key="maintenance-progress", description=f"Nodes done on {kube.cluster_name}"
+    )
+    work: queue.Queue[PlanEntry] = queue.Queue()
+    for e in todo:
+        work.put(e)
+    results: dict[str, NodeReport] = {}
+    lock = threading.Lock()
+    state = {"failures": 0, "halted": ""}
+
+    def hold(entry: PlanEntry, reason: str) -> None:
+        results[entry.node] = NodeReport(
+            node=entry.node,
+            pool=by_name[entry.node].pool,
+            outcome=Outcome.held,
+            reason=reason,
+            kernel_before=by_name[entry.node].kernel,
+        )
+
+    def worker() -> None:
+        while True:
+            try:
+                entry = work.get_nowait()
+            except queue.Empty:
+                return
+            with lock:
+                halted = state["halted"]
+            if halted:
+                hold(entry, f"not started: {halted}")
+                continue
+            if reason := gate_reason(kube, entry.node, params.window, params.blockers, params.lock):
+                logger.info("%s held: %s", entry.node, reason)
+                hold(entry, reason)
+                continue
+            # per-node subflows skip their own heartbeats: the parent run's heartbeat covers them
+            try:
+                with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+                    node_report = maintain_node(entry.node, entry, by_name[entry.node], params, run_id)
+            except Exception as exc:  # the node's record (if any) stays on it for the next run
+                node_report = NodeReport(
+                    node=entry.node,
+                    pool=by_name[entry.node].pool,
+                    outcome=Outcome.failed,
+                    reason=f"unexpected error: {type(exc).__name__}: {exc}"[:500],
+                    kernel_before=by_name[entry.node].kernel,
+                )
+            with lock:
+                results[entry.node] = node_report
+                if node_report.outcome == Outcome.failed:
+                    state["failures"] += 1
+                    if state["failures"] > params.max_failures:
+                        state["halted"] = (
+                            f"rollout halted after {state['failures']} failed node(s) "
+                            f"(max_failures={params.max_failures})"
+                        )
+                        logger.error(state["halted"])
+                update_progress_artifact(progress, 100.0 * len(results) / len(todo))
+            logger.info("%s: %s (%s)", entry.node, node_report.outcome.value, node_report.reason)
+
+    threads = [
+        threading.Thread(target=contextvars.copy_context().run, args=(worker,), name=f"slot-worker-{i}")
+        for i in range(min(params.concurrency, len(todo)))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if params.labels.prefer_no_schedule_taint:
+        for node, r in results.items():
+            if r.outcome != Outcome.failed:
+                cordon_ops.set_pending_taint(kube, node, False)
+    if state["halted"]:
+        report.halted, report.halt_reason = True, state["halted"]
+    return results
+
+
+# ---- command line ----------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.node_maintenance", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--kubeconfig", help="kubeconfig file of the cluster")
+    parser.add_argument("--context", help="context in the kubeconfig (default: its current context)")
+    parser.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
+    parser.add_argument("--params", help="JSON or YAML file with any flow parameters (flags override it)")
+    parser.add_argument("--node-selector", help="label selector of the nodes to maintain")
+    parser.add_argument("--concurrency", type=int, help="nodes disrupted at once (default 1)")
+    parser.add_argument("--max-failures", type=int, help="failed nodes tolerated before halting (default 0)")
+    parser.add_argument("--apply-updates", action="store_true", default=None, help="install OS updates first")
+    parser.add_argument(
+        "--require-approval",
+        action="store_true",
+        default=None,
+        help="pause for approval in the Prefect UI before the first reboot",
+    )
+    parser.add_argument("--dry-run", action="store_true", default=None, help="scan and plan; change nothing")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser.parse_args(argv)
+
+
+def params_from_args(args: argparse.Namespace) -> MaintenanceParams:
+    values: dict = {}
+    if args.params:
+        text = Path(args.params).read_text()
+        values = yaml.safe_load(text) if args.params.endswith((".yaml", ".yml")) else json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError(f"{args.params} must hold a mapping of parameters")
+    cluster = dict(values.get("cluster") or {})
+    if args.kubeconfig:
+        cluster.update(kubeconfig=args.kubeconfig, in_cluster=False)
+    if args.context:
+        cluster["context"] = args.context
+    if args.in_cluster:
+        cluster = {"in_cluster": True}
+    values["cluster"] = cluster
+    for flag, key in (
+        ("node_selector", "node_selector"),
+        ("concurrency", "concurrency"),
+        ("max_failures", "max_failures"),
+        ("apply_updates", "apply_updates"),
+        ("require_approval", "require_approval"),
+        ("dry_run", "dry_run"),
+    ):
+        if getattr(args, flag) is not None:
+            values[key] = getattr(args, flag)
+    return MaintenanceParams.model_validate(values)
+
+
+def format_report(report: MaintenanceReport, table: str | None = None) -> str:
+    lines = [f"Node maintenance on {report.cluster}{' (dry run)' if report.dry_run else ''}", ""]
+    width = max((len(n.node) for n in report.nodes), default=4)
+    for n in report.nodes:
+        kernel = (
+            f"{n.kernel_before} -> {n.kernel_after}"
+            if n.kernel_after and n.kernel_after != n.kernel_before
+            else n.kernel_before
+        )
+        lines.append(f"  {n.node.ljust(width)}  {n.outcome.value:<10}  {kernel:<40}  {n.reason}")
+    lines += [
+        "",
+        "Kernels now: " + ", ".join(f"{k} x{v}" for k, v in report.kernels_after.items()),
+        f"Still needing a reboot: {', '.join(report.still_need_reboot) or 'none'}",
+        f"Result: {report.summary_line()}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        params = params_from_args(args)
+    except ValidationError as exc:
+        print("error: invalid parameters:", file=sys.stderr)
+        for err in exc.errors():
+            print(f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    dumped = params.model_dump(mode="python", exclude={"cluster"})
+    state = node_maintenance(
+        cluster=params.cluster, **{k: getattr(params, k) for k in dumped}, return_state=True
+    )
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, MaintenanceReport):
+        print(result.model_dump_json(indent=2) if args.json else format_report(result))
+        return 0 if state.is_completed() else 1
+    if isinstance(result, ClusterAccessError):
+        print(f"error: {result}", file=sys.stderr)
+        return 1
+    print(f"error: the run ended {state.name}: {state.message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

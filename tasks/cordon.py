@@ -1,0 +1,134 @@
+"""Cordon and uncordon, with the node record written in the same request.
+
+Every write carries the node's resourceVersion, so a concurrent change (an operator, another run) is a
+409 and we re-read instead of overwriting it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kubernetes.client.exceptions import ApiException
+
+from aksmaint.errors import NodeBusy
+from aksmaint.kube import Kube
+from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION, NodeRecord, Phase, now_iso, read_record
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def _patch_node(kube: Kube, name: str, build: Callable[[object], dict | None], attempts: int = 5):
+    """Read-modify-write with a resourceVersion precondition; ``build`` returns None for no change."""
+    for _ in range(attempts):
+        node = kube.call(kube.core.read_node, name)
+        patch = build(node)
+        if patch is None:
+            return node
+        patch.setdefault("metadata", {})["resourceVersion"] = node.metadata.resource_version
+        try:
+            return kube.call(kube.core.patch_node, name, patch, _content_type=MERGE_PATCH)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    raise RuntimeError(f"node {name} kept changing under us; gave up after {attempts} attempts")
+
+
+def _taints_without_pending(kube: Kube, node) -> list[dict]:
+    return [
+        kube.api_client.sanitize_for_serialization(t)
+        for t in (node.spec.taints or [])
+        if t.key != PENDING_TAINT_KEY
+    ]
+
+
+def cordon(
+    kube: Kube, name: str, run_id: str, holder: str, reason: str, holder_alive: Callable[[str], bool]
+) -> NodeRecord:
+    """Cordon the node and record why. A record left by an earlier run is taken over, keeping its
+    knowledge of whether the node was cordoned before anyone of us touched it; a record of a run that
+    still holds a reboot slot is not (NodeBusy)."""
+    result: dict[str, NodeRecord] = {}
+
+    def build(node):
+        previous = read_record(node)
+        if previous and previous.holder != holder and holder_alive(previous.holder):
+            raise NodeBusy(f"node {name} is being handled by {previous.holder}")
+        cordoned_by_us = previous.cordoned_by_us if previous else not node.spec.unschedulable
+        info = node.status.node_info
+        record = NodeRecord(
+            run_id=run_id,
+            holder=holder,
+            phase=Phase.cordoned,
+            cordoned_by_us=cordoned_by_us,
+            reason=reason,
+            since=now_iso(),
+            boot_id_before=previous.boot_id_before if previous else info.boot_id,
+            kernel_before=previous.kernel_before if previous else info.kernel_version,
+            reboot_requested_at=previous.reboot_requested_at if previous else None,
+        )
+        if previous and previous.phase in (Phase.rebooting, Phase.verifying):
+            record = record.model_copy(update={"phase": previous.phase})
+        result["record"] = record
+        return {
+            "spec": {"unschedulable": True},
+            "metadata": {"annotations": {STATE_ANNOTATION: record.to_annotation()}},
+        }
+
+    _patch_node(kube, name, build)
+    return result["record"]
+
+
+def update_record(kube: Kube, name: str, record: NodeRecord) -> None:
+    _patch_node(
+        kube, name, lambda node: {"metadata": {"annotations": {STATE_ANNOTATION: record.to_annotation()}}}
+    )
+
+
+def uncordon(
+    kube: Kube, name: str, record: NodeRecord | None, post_labels: dict[str, str] | None = None
+) -> bool:
+    """Put the node back in service: uncordon it if we cordoned it, drop our record and pending taint.
+    Returns whether the node is schedulable afterwards."""
+    state = {}
+
+    def build(node):
+        current = read_record(node) or record
+        patch: dict = {"metadata": {"annotations": {STATE_ANNOTATION: None}}}
+        if current is None or current.cordoned_by_us:
+            patch["spec"] = {"unschedulable": None}
+        state["schedulable"] = current is None or current.cordoned_by_us or not node.spec.unschedulable
+        if any(t.key == PENDING_TAINT_KEY for t in node.spec.taints or []):
+            patch.setdefault("spec", {})["taints"] = _taints_without_pending(kube, node) or None
+        if post_labels:
+            patch["metadata"]["labels"] = dict(post_labels)
+        return patch
+
+    _patch_node(kube, name, build)
+    return state["schedulable"]
+
+
+def set_labels(kube: Kube, name: str, labels: dict[str, str]) -> None:
+    if labels:
+        _patch_node(kube, name, lambda node: {"metadata": {"labels": dict(labels)}})
+
+
+def mark_failed(kube: Kube, name: str, record: NodeRecord, reason: str) -> NodeRecord:
+    """Leave the node cordoned with a record a person can act on."""
+    failed = record.model_copy(update={"phase": Phase.failed, "reason": reason, "since": now_iso()})
+    update_record(kube, name, failed)
+    return failed
+
+
+def set_pending_taint(kube: Kube, name: str, present: bool) -> None:
+    """PreferNoSchedule taint on nodes waiting for a reboot, so evicted pods go to nodes already done."""
+
+    def build(node):
+        has = any(t.key == PENDING_TAINT_KEY for t in node.spec.taints or [])
+        if has == present:
+            return None
+        taints = _taints_without_pending(kube, node)
+        if present:
+            taints.append({"key": PENDING_TAINT_KEY, "value": "true", "effect": "PreferNoSchedule"})
+        return {"spec": {"taints": taints or None}}
+
+    _patch_node(kube, name, build)

@@ -1,0 +1,302 @@
+"""Drain: evict a node's pods the way `kubectl drain` does.
+
+Pods are judged by filters in kubectl's order (deleted, DaemonSet, mirror, local storage,
+unreplicated); if any filter reports an error, nothing is evicted. Evictions go through the eviction
+subresource so PodDisruptionBudgets are respected: a 429 refusal is retried every few seconds until the
+timeout, a 404 means the pod is already gone, anything else fails that pod. After each eviction we wait
+until the pod is gone or has been replaced (its uid changed).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from aksmaint.hostexec import MANAGED_BY
+from aksmaint.kube import Kube, describe_api_error, is_transient, retry_after_seconds
+from aksmaint.params import DrainOptions
+
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    evict: bool
+    warning: str = ""
+    error: str = ""
+
+
+PodFilter = Callable[[object, DrainOptions, datetime], Verdict | None]
+
+
+def _ref(pod) -> str:
+    return f"{pod.metadata.namespace}/{pod.metadata.name}"
+
+
+def skip_deleted(pod, options: DrainOptions, now: datetime) -> Verdict | None:
+    deleted = pod.metadata.deletion_timestamp
+    if (
+        deleted
+        and options.skip_wait_for_delete_timeout_seconds > 0
+        and (now - deleted).total_seconds() > options.skip_wait_for_delete_timeout_seconds
+    ):
+        return Verdict(False, warning=f"{_ref(pod)} is being deleted for too long; not waiting for it")
+    return None
+
+
+def skip_daemonset(pod, options: DrainOptions, now: datetime) -> Verdict | None:
+    owner = _controller(pod)
+    if owner is not None and owner.kind == "DaemonSet":
+        return Verdict(False)
+    return None
+
+
+def skip_mirror(pod, options: DrainOptions, now: datetime) -> Verdict | None:
+    if MIRROR_ANNOTATION in (pod.metadata.annotations or {}):
+        return Verdict(False)
+    return None
+
+
+def check_local_storage(pod, options: DrainOptions, now: datetime) -> Verdict | None:
+    if pod.status and pod.status.phase in ("Succeeded", "Failed"):
+        return None
+    if any(v.empty_dir is not None for v in pod.spec.volumes or []):
+        if not options.delete_emptydir_data:
+            return Verdict(False, error=f"{_ref(pod)} uses emptyDir data (set delete_emptydir_data to evict)")
+        return Verdict(True, warning=f"deleting emptyDir data of {_ref(pod)}")
+    return None
+
+
+def check_unreplicated(pod, options: DrainOptions, now: datetime) -> Verdict | None:
+    if pod.status and pod.status.phase in ("Succeeded", "Failed"):
+        return None
+    if _controller(pod) is None:
+        if not options.force:
+            return Verdict(False, error=f"{_ref(pod)} is not managed by a controller (set force to evict)")
+        return Verdict(True, warning=f"evicting unmanaged pod {_ref(pod)}; it will not come back")
+    return None
+
+
+FILTERS: list[PodFilter] = [
+    skip_deleted,
+    skip_daemonset,
+    skip_mirror,
+    check_local_storage,
+    check_unreplicated,
+]
+
+
+def _controller(pod):
+    return next((r for r in pod.metadata.owner_references or [] if r.controller), None)
+
+
+@dataclass
+class PodSelection:
+    evict: list = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def select_pods(pods: list, options: DrainOptions, now: datetime | None = None) -> PodSelection:
+    """Apply the filters in order; the first filter with a verdict decides (errors win over all)."""
+    now = now or datetime.now(UTC)
+    selection = PodSelection()
+    for pod in pods:
+        if (pod.metadata.labels or {}).get("app.kubernetes.io/managed-by") == MANAGED_BY:
+            continue  # our own host pods go with the reboot
+        verdict = Verdict(True)
+        for pod_filter in FILTERS:
+            result = pod_filter(pod, options, now)
+            if result is None:
+                continue
+            if result.warning:
+                selection.warnings.append(result.warning)
+            if result.error:
+                selection.errors.append(result.error)
+            verdict = result
+            if not result.evict or result.error:
+                break
+        if verdict.evict and not verdict.error:
+            selection.evict.append(pod)
+    return selection
+
+
+def pods_on_node(kube: Kube, node: str, selector: str = "") -> list:
+    return kube.call(
+        kube.core.list_pod_for_all_namespaces,
+        field_selector=f"spec.nodeName={node}",
+        label_selector=selector or None,
+    ).items
+
+
+def blocking_budgets(kube: Kube, pods: list) -> list[str]:
+    """PDBs covering the pods that currently allow no disruption, named for the operator."""
+    found = set()
+    for namespace in sorted({p.metadata.namespace for p in pods}):
+        budgets = kube.call(kube.policy.list_namespaced_pod_disruption_budget, namespace).items
+        for pdb in budgets:
+            selector = pdb.spec.selector
+            if selector is None or not (selector.match_labels or selector.match_expressions):
+                continue
+            if (pdb.status.disruptions_allowed or 0) > 0:
+                continue
+            labels_match = [
+                p
+                for p in pods
+                if p.metadata.namespace == namespace
+                and all(
+                    (p.metadata.labels or {}).get(k) == v for k, v in (selector.match_labels or {}).items()
+                )
+            ]
+            if labels_match:
+                found.add(
+                    f"{namespace}/{pdb.metadata.name} (allows {pdb.status.disruptions_allowed or 0} "
+                    f"disruptions, {pdb.status.current_healthy}/{pdb.status.desired_healthy} healthy)"
+                )
+    return sorted(found)
+
+
+@dataclass
+class DrainResult:
+    evicted: list[str] = field(default_factory=list)
+    remaining: list[str] = field(default_factory=list)  # pods still on the node at the end
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    timed_out: bool = False
+    refusals: int = 0  # eviction refusals by PodDisruptionBudgets
+    blocking: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.remaining and not self.errors and not self.timed_out
+
+
+class _PodGone(Exception):
+    pass
+
+
+def _evict_and_wait(
+    kube: Kube, pod, options: DrainOptions, deadline: float, result: DrainResult
+) -> str | None:
+    """Evict one pod and wait for it to go. Returns an error text, or None when the pod is gone."""
+    name, namespace, uid = pod.metadata.name, pod.metadata.namespace, pod.metadata.uid
+    body = client.V1Eviction(
+        api_version="policy/v1", kind="Eviction", metadata=client.V1ObjectMeta(name=name, namespace=namespace)
+    )
+    if options.grace_period_seconds >= 0:
+        body.delete_options = client.V1DeleteOptions(grace_period_seconds=options.grace_period_seconds)
+    while True:
+        try:
+            kube.call(kube.core.create_namespaced_pod_eviction, name, namespace, body, retry=False)
+            break
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 429:
+                wait = retry_after_seconds(exc)
+                if wait is None and _is_budget_refusal(exc):
+                    result.refusals += 1
+                    wait = options.eviction_retry_seconds
+            elif is_transient(exc):
+                wait = 1.0
+            else:
+                return f"eviction of {namespace}/{name} failed: {describe_api_error(exc)}"
+            if time.monotonic() + (wait or 1.0) > deadline:
+                return f"eviction of {namespace}/{name} still refused at the drain timeout"
+            time.sleep(wait or 1.0)
+    while time.monotonic() < deadline:
+        try:
+            current = kube.call(kube.core.read_namespaced_pod, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if current.metadata.uid != uid:
+            return None
+        if (
+            options.skip_wait_for_delete_timeout_seconds
+            and current.metadata.deletion_timestamp
+            and (datetime.now(UTC) - current.metadata.deletion_timestamp).total_seconds()
+            > options.skip_wait_for_delete_timeout_seconds
+        ):
+            return None
+        time.sleep(0.5)
+    return f"{namespace}/{name} was evicted but had not terminated at the drain timeout"
+
+
+def _is_budget_refusal(exc: ApiException) -> bool:
+    try:
+        causes = json.loads(exc.body).get("details", {}).get("causes", [])
+    except (ValueError, TypeError, AttributeError):
+        return True
+    return not causes or any(c.get("reason") == "DisruptionBudget" for c in causes)
+
+
+def drain_node(kube: Kube, node: str, options: DrainOptions) -> DrainResult:
+    """Evict the node's pods; stop at the timeout, reporting what is left and which PDBs block."""
+    result = DrainResult()
+    deadline = time.monotonic() + options.timeout_seconds
+    selection = select_pods(pods_on_node(kube, node, options.pod_selector), options)
+    result.warnings = selection.warnings
+    if selection.errors:
+        result.errors = selection.errors
+        result.remaining = [_ref(p) for p in selection.evict]
+        return result
+    if not selection.evict:
+        return result
+    with ThreadPoolExecutor(max_workers=min(16, len(selection.evict))) as pool:
+        outcomes = list(
+            pool.map(lambda p: (p, _evict_and_wait(kube, p, options, deadline, result)), selection.evict)
+        )
+    for pod, error in outcomes:
+        if error is None:
+            result.evicted.append(_ref(pod))
+        else:
+            result.remaining.append(_ref(pod))
+            if "at the drain timeout" in error:
+                result.timed_out = True
+            else:
+                result.errors.append(error)
+    if result.remaining:
+        left = [p for p in pods_on_node(kube, node, options.pod_selector) if _ref(p) in set(result.remaining)]
+        result.blocking = blocking_budgets(kube, left)
+    return result
+
+
+def delete_pods(kube: Kube, refs: list[str], grace_period_seconds: int, timeout: float) -> list[str]:
+    """Delete pods directly, bypassing eviction (and so their PodDisruptionBudgets). Returns pods left."""
+    options = (
+        client.V1DeleteOptions(grace_period_seconds=grace_period_seconds)
+        if grace_period_seconds >= 0
+        else None
+    )
+    for ref in refs:
+        namespace, name = ref.split("/", 1)
+        try:
+            kube.call(kube.core.delete_namespaced_pod, name, namespace, body=options)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    deadline = time.monotonic() + timeout
+    left = list(refs)
+    while left and time.monotonic() < deadline:
+        still = []
+        for ref in left:
+            namespace, name = ref.split("/", 1)
+            try:
+                kube.call(kube.core.read_namespaced_pod, name, namespace)
+                still.append(ref)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        left = still
+        if left:
+            time.sleep(0.5)
+    return left

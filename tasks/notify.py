@@ -1,0 +1,42 @@
+"""Notifications through Apprise URLs or a Prefect notification block. Failures never stop a rollout."""
+
+from __future__ import annotations
+
+import logging
+
+from aksmaint.params import NotifyOptions
+
+log = logging.getLogger(__name__)
+
+
+class _Defaults(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def render(template: str, **values: object) -> str:
+    return template.format_map(_Defaults({k: str(v) for k, v in values.items()}))
+
+
+def send(options: NotifyOptions, template: str, **values: object) -> None:
+    if not options.urls and not options.block:
+        return
+    body = render(template, **values)
+    if options.urls:
+        import apprise
+
+        sender = apprise.Apprise()
+        for url in options.urls:
+            sender.add(url.get_secret_value())
+        try:
+            if not sender.notify(body=body, title="AKS node maintenance"):
+                log.warning("A notification could not be delivered to %d URL(s)", len(options.urls))
+        except Exception as exc:  # never leak the URL: it holds the webhook secret
+            log.warning("Notification failed: %s", type(exc).__name__)
+    if options.block:
+        from prefect.blocks.notifications import NotificationBlock
+
+        try:
+            NotificationBlock.load(options.block).notify(body, subject="AKS node maintenance")
+        except Exception as exc:
+            log.warning("Notification block %r failed: %s", options.block, type(exc).__name__)

@@ -1,0 +1,129 @@
+"""Sentinel scan: which nodes need a reboot (/var/run/reboot-required, or a node condition)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from prefect import get_run_logger
+
+from aksmaint.errors import MaintenanceError
+from aksmaint.hostexec import HostPodSettings, run_on_host
+from aksmaint.kube import Kube, is_transient
+from aksmaint.params import SentinelMode, SentinelOptions
+from aksmaint.report import NodeFacts
+from aksmaint.tasking import maintenance_task
+
+SENTINEL = "/var/run/reboot-required"
+# Plain POSIX shell, so it reads the same on a real node as anywhere else.
+PROBE_SCRIPT = (
+    "echo '### kernel'; uname -r; "
+    "echo '### boot-id'; cat /proc/sys/kernel/random/boot_id; "
+    f"echo '### sentinel'; test -f {SENTINEL} && echo present || echo absent; "
+    "echo '### upgradable'; apt list --upgradable 2>/dev/null; true"
+)
+
+
+def parse_probe(output: str) -> dict[str, list[str]]:
+    """Split the probe's output into its '### name' sections."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in output.splitlines():
+        if line.startswith("### "):
+            current = line[4:].strip()
+            sections[current] = []
+        elif current is not None and line.strip():
+            sections[current].append(line.strip())
+    return sections
+
+
+def probe_facts(facts: NodeFacts, output: str) -> NodeFacts:
+    sections = parse_probe(output)
+    sentinel = sections.get("sentinel", [])
+    if sentinel not in (["present"], ["absent"]):
+        return facts.model_copy(update={"scan_error": "probe output had no sentinel answer"})
+    upgradable = [line for line in sections.get("upgradable", []) if "upgradable from" in line]
+    kernel = (sections.get("kernel") or [facts.kernel])[0]
+    return facts.model_copy(
+        update={
+            "reboot_required": sentinel == ["present"],
+            "upgradable_packages": len(upgradable),
+            "kernel": kernel or facts.kernel,
+        }
+    )
+
+
+def scan_with_host_pods(
+    kube: Kube, facts: list[NodeFacts], settings: HostPodSettings, parallelism: int
+) -> list[NodeFacts]:
+    def one(f: NodeFacts) -> NodeFacts:
+        if not f.ready:
+            return f.model_copy(update={"scan_error": "node is not Ready; its host cannot be checked"})
+        try:
+            result = run_on_host(kube, f.name, PROBE_SCRIPT, "scan", settings, timeout=300)
+        except MaintenanceError as exc:
+            return f.model_copy(update={"scan_error": str(exc)})
+        except Exception as exc:
+            if is_transient(exc):
+                return f.model_copy(update={"scan_error": f"transient API error: {exc}"})
+            raise
+        if result.exit_code != 0:
+            return f.model_copy(
+                update={"scan_error": f"probe exited {result.exit_code}: {result.output.strip()[-200:]}"}
+            )
+        return probe_facts(f, result.output)
+
+    with ThreadPoolExecutor(max_workers=parallelism) as pool:
+        return list(pool.map(one, facts))
+
+
+def scan_with_condition(kube: Kube, facts: list[NodeFacts], condition_type: str) -> list[NodeFacts]:
+    """One LIST for the whole cluster: the condition node-problem-detector sets from the sentinel."""
+    nodes = {n.metadata.name: n for n in kube.call(kube.core.list_node).items}
+    out = []
+    for f in facts:
+        node = nodes.get(f.name)
+        if node is None:
+            out.append(f.model_copy(update={"scan_error": "node disappeared during the scan"}))
+            continue
+        conds = [c for c in (node.status.conditions or []) if c.type == condition_type]
+        if not conds:
+            out.append(
+                f.model_copy(
+                    update={
+                        "scan_error": f"node has no {condition_type} condition "
+                        "(is node-problem-detector running?)"
+                    }
+                )
+            )
+        else:
+            out.append(f.model_copy(update={"reboot_required": conds[0].status == "True"}))
+    return out
+
+
+@maintenance_task(name="sentinel-scan")
+def scan_sentinels(
+    kube: Kube, facts: list[NodeFacts], options: SentinelOptions, settings: HostPodSettings, dry_run: bool
+) -> list[NodeFacts]:
+    """Find the nodes that need a reboot. A dry run makes no pods, so only node-condition mode scans."""
+    logger = get_run_logger()
+    if options.mode == SentinelMode.node_condition:
+        scanned = scan_with_condition(kube, facts, options.condition_type)
+    elif dry_run:
+        logger.info(
+            "Dry run: the host-pod scan creates pods, so reboot needs are not checked "
+            "(sentinel mode node-condition scans read-only)"
+        )
+        return facts
+    else:
+        scanned = scan_with_host_pods(kube, facts, settings, options.parallelism)
+    need = [f.name for f in scanned if f.reboot_required]
+    errors = [f for f in scanned if f.scan_error]
+    logger.info(
+        "%d of %d node(s) need a reboot%s",
+        len(need),
+        len(scanned),
+        f"; {len(errors)} could not be scanned" if errors else "",
+    )
+    for f in errors:
+        logger.warning("Scan of %s failed: %s", f.name, f.scan_error)
+    return scanned

@@ -1,0 +1,79 @@
+"""Update check: what each node runs now, and (optionally) installing the pending OS updates first."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from prefect import get_run_logger
+
+from aksmaint.hostexec import HostPodSettings, run_on_host
+from aksmaint.kube import Kube
+from aksmaint.nodestate import read_record
+from aksmaint.report import NodeFacts
+from aksmaint.tasking import maintenance_task
+
+POOL_LABEL = "kubernetes.azure.com/agentpool"
+IMAGE_LABEL = "kubernetes.azure.com/node-image-version"
+APPLY_UPDATES_SCRIPT = (
+    "DEBIAN_FRONTEND=noninteractive apt-get update && DEBIAN_FRONTEND=noninteractive apt-get upgrade -y"
+)
+
+
+def node_facts(node) -> NodeFacts:
+    """Facts readable from a Node object alone."""
+    labels = node.metadata.labels or {}
+    info = node.status.node_info if node.status else None
+    ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+    return NodeFacts(
+        name=node.metadata.name,
+        pool=labels.get(POOL_LABEL, labels.get("agentpool", "")),
+        kernel=info.kernel_version if info else "",
+        os_image=info.os_image if info else "",
+        node_image_version=labels.get(IMAGE_LABEL, ""),
+        kubelet_version=info.kubelet_version if info else "",
+        boot_id=info.boot_id if info else "",
+        ready=ready,
+        unschedulable=bool(node.spec.unschedulable),
+        resume=read_record(node) is not None,
+    )
+
+
+def list_nodes(kube: Kube, selector: str) -> list:
+    return kube.call(kube.core.list_node, label_selector=selector or None).items
+
+
+def apply_updates_on(
+    kube: Kube, names: list[str], settings: HostPodSettings, parallelism: int
+) -> dict[str, str]:
+    """Install OS updates on the nodes; returns node -> error text for the nodes where it failed."""
+
+    def one(name: str) -> tuple[str, str | None]:
+        result = run_on_host(kube, name, APPLY_UPDATES_SCRIPT, "apply-updates", settings, timeout=1800)
+        if result.exit_code != 0:
+            return name, f"apt-get exited {result.exit_code}: {result.output.strip()[-300:]}"
+        return name, None
+
+    with ThreadPoolExecutor(max_workers=parallelism) as pool:
+        return {name: err for name, err in pool.map(one, names) if err}
+
+
+@maintenance_task(name="update-check")
+def check_updates(
+    kube: Kube,
+    node_selector: str,
+    apply_updates: bool,
+    dry_run: bool,
+    settings: HostPodSettings,
+    parallelism: int,
+) -> list[NodeFacts]:
+    """List the nodes in scope with their kernel, image and boot id; install OS updates if asked."""
+    logger = get_run_logger()
+    nodes = list_nodes(kube, node_selector)
+    if apply_updates and not dry_run:
+        failures = apply_updates_on(kube, [n.metadata.name for n in nodes], settings, parallelism)
+        for name, err in failures.items():
+            logger.warning("Applying updates on %s failed: %s", name, err)
+        nodes = list_nodes(kube, node_selector)
+    facts = [node_facts(n) for n in nodes]
+    logger.info("%d node(s) match selector %r", len(facts), node_selector or "(all)")
+    return facts
