@@ -62,3 +62,30 @@ def start_sim(tmp_path) -> Iterator[Callable[..., RunningSim]]:
     for r in running:
         r.observer.close()
         r.sim.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One Prefect test server for the session, heartbeats off (each would cost a second per flow run)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120), \
+            temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+def fast_params(sim: RunningSim, **overrides: object) -> dict:
+    """Maintenance-flow parameters for a simulated cluster with test-sized timeouts."""
+    params: dict = {
+        "cluster": {"kubeconfig": sim.kubeconfig},
+        "drain": {"timeout_seconds": 30, "eviction_retry_seconds": 0.5},
+        "reboot": {"boot_timeout_seconds": 30},
+        "lock": {"ttl_seconds": 5, "wait_seconds": 60},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(params.get(key), dict):
+            params[key] = {**params[key], **value}
+        else:
+            params[key] = value
+    return params
