@@ -41,12 +41,10 @@ def main() -> int:
         events = [e for e in observer.timeline() if e["event"] in SHOWN_EVENTS]
         origin = events[0]["t"] if events else 0.0
         for event in events:
-            event["t"] -= origin
-            if event:
-                detail = event["details"]
-                extra = (f" {detail['kernel_before']} -> {detail['kernel_after']}" if event["event"] == "rebooted"
-                         else f" {detail['pod']}" if "pod" in detail else "")
-                print(f"  t={event['t']:7.1f}s  {event['event']:<12} {event['node']}{extra}")
+            detail = event["details"]
+            extra = (f" {detail['kernel_before']} -> {detail['kernel_after']}" if event["event"] == "rebooted"
+                     else f" {detail['pod']}" if "pod" in detail else "")
+            print(f"  t={event['t'] - origin:6.1f}s  {event['event']:<12} {event['node']}{extra}")
         inv = observer.invariants()
         print(f"\nSafety: at most {inv['max_disrupted']} node(s) disrupted at once, "
               f"{inv['pdb_violations']} PodDisruptionBudget violation(s), reboots per node {inv['reboots']}\n")

@@ -48,6 +48,12 @@ NOT_READY_TAINTS = [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedul
                     {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]
 UNREACHABLE_TAINTS = [{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"},
                       {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]
+UNSCHEDULABLE_TAINT_KEY = "node.kubernetes.io/unschedulable"
+# status fields without omitempty: clients (the Python client validates them) expect them even when 0
+_REQUIRED_STATUS = {
+    "ReplicaSet": {"replicas"},
+    "DaemonSet": {"currentNumberScheduled", "numberMisscheduled", "desiredNumberScheduled", "numberReady"},
+}
 SYSTEM_TAINT_KEYS = {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
 DAEMONSET_TOLERATIONS = [
     {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
@@ -142,6 +148,7 @@ class Cluster:
         self._unbound: set[tuple[str, str]] = set()  # pods waiting for the scheduler
         self._to_start: set[tuple[str, str]] = set()  # bound pods the kubelet has not started
         self._daemonsets_dirty = True
+        self._nodes_dirty: set[str] = set()  # nodes whose cordon taint may need an update
         self._pdb_namespaces_dirty: set[str] = set()
         self._heartbeat_from: dict[str, datetime] = {}
         self._heartbeat_frozen: dict[str, datetime] = {}
@@ -269,7 +276,8 @@ class Cluster:
         }
         if spec is not None and spec.cordoned:
             node["spec"]["unschedulable"] = True
-            node["spec"]["taints"] = [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]
+            node["spec"]["taints"] = [{"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule",
+                                       "timeAdded": now_rfc3339()}]
         self.store.create(NODES, node)
         now = datetime.now(UTC)
         self._heartbeat_from[name] = now
@@ -384,6 +392,8 @@ class Cluster:
             now = bool(new and new.get("spec", {}).get("unschedulable"))
             if now != was:
                 self.record("cordoned" if now else "uncordoned", name)
+            if new is not None:
+                self._nodes_dirty.add(name)
             if now:
                 self._unschedulable.add(name)
             else:
@@ -443,6 +453,7 @@ class Cluster:
                 if not self._dirty:
                     break
                 self._dirty = False
+                self._reconcile_node_taints()
                 self._reconcile_deployments()
                 self._reconcile_replicasets()
                 self._reconcile_daemonsets()
@@ -452,6 +463,29 @@ class Cluster:
         finally:
             self._reconciling = False
             self._dirty = False
+
+    def _reconcile_node_taints(self) -> None:
+        """The node lifecycle controller's part: a cordoned node carries the unschedulable NoSchedule taint."""
+        names, self._nodes_dirty = self._nodes_dirty, set()
+        for name in sorted(names):
+            node = self.store.get(NODES, "", name)
+            if node is None:
+                continue
+            taints = node["spec"].get("taints") or []
+            tainted = any(t.get("key") == UNSCHEDULABLE_TAINT_KEY and t.get("effect") == "NoSchedule"
+                          for t in taints)
+            cordoned = bool(node["spec"].get("unschedulable"))
+            if tainted == cordoned:
+                continue
+            if cordoned:
+                taints = [*taints, {"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule",
+                                    "timeAdded": now_rfc3339()}]
+            else:
+                taints = [t for t in taints if t.get("key") != UNSCHEDULABLE_TAINT_KEY]
+            spec = {**node["spec"], "taints": taints}
+            if not taints:
+                del spec["taints"]
+            self.store.update_internal(NODES, {**node, "spec": spec})
 
     def _pods(self, keys) -> list[dict]:
         out = []
@@ -505,7 +539,9 @@ class Cluster:
                 "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
 
     def _set_status(self, rt, obj: dict, status: dict) -> None:
-        status = {k: v for k, v in status.items() if v not in (None, 0) or k == "replicas"}
+        # zero counts are omitted (omitempty), except the fields the API declares required
+        required = _REQUIRED_STATUS.get(rt.kind, set())
+        status = {k: v for k, v in status.items() if v not in (None, 0) or k in required}
         if obj.get("status") != status:
             self.store.update_internal(rt, {**obj, "status": status})
 
@@ -616,7 +652,7 @@ class Cluster:
         for node in nodes:
             name = node["metadata"]["name"]
             if node["spec"].get("unschedulable") and not tolerates(
-                    tolerations, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}):
+                    tolerations, {"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule"}):
                 continue
             taints = node["spec"].get("taints", []) or []
             if any(t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t)

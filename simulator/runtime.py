@@ -218,7 +218,9 @@ class SimulatedAKS:
         server_pem = self.state_dir / "server.pem"
         ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
         server_pem.chmod(0o600)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+        # without it every response waits ~40 ms for the client's delayed ACK (Nagle).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         port = sock.getsockname()[1]
@@ -259,6 +261,17 @@ class SimulatedAKS:
             loop.close()
             sock.close()
 
+    def _drop_idle_connections(self) -> None:
+        """Close idle keep-alive connections at once.
+
+        A graceful TLS close waits for the client's close_notify, which an idle pooled client connection
+        never sends; every such connection would hold the shutdown for the whole grace period.
+        """
+        for connection in list(self._server.server_state.connections):
+            cycle = getattr(connection, "cycle", None)
+            if cycle is None or cycle.response_complete:
+                connection.transport.abort()
+
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the simulator's loop thread and return its result (for tests)."""
         assert self.loop is not None
@@ -278,6 +291,9 @@ class SimulatedAKS:
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+            if self.loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is already closed
+                    self.loop.call_soon_threadsafe(self._drop_idle_connections)
         if self._thread is not None:
             self._thread.join(timeout=15)
         if self._tmp is not None:

@@ -18,15 +18,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from simulator.cluster import PODS, check_preconditions
 from simulator.k8s import resources
 from simulator.k8s.errors import ApiError, bad_request, invalid, not_found
 from simulator.k8s.patch import PatchError, json_merge_patch, json_patch, strategic_merge_patch
 from simulator.k8s.resources import ResourceType
-from simulator.k8s.selectors import SelectorError, parse_field_selector, parse_label_selector
-from simulator.k8s.store import Watcher
+from simulator.k8s.selectors import SelectorError, field_value, parse_field_selector, parse_label_selector
+from simulator.k8s.store import Watcher, WatchEvent, key_text
 from simulator.k8s.tables import to_table
 
 if TYPE_CHECKING:
@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 
 MUTATING = {"create", "update", "patch", "delete", "deletecollection"}
 UNCONDITIONAL_UPDATE_FORBIDDEN = {"leases"}
+# A delete answers with the object for these (a pod may still be terminating), else with a Status.
+RETURN_DELETED_OBJECT = {"pods", "namespaces"}
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+# Typed fields a real server reads as "false" when unset, e.g. `spec.unschedulable=false` for nodes.
+FIELD_DEFAULTS = {"spec.unschedulable": "false", "spec.hostNetwork": "false"}
 
 
 @dataclass
@@ -147,8 +152,8 @@ class KubeAPI:
         }[verb]
         allowed = target.rt.subresource(target.subresource).verbs if target.subresource else target.rt.verbs
         if verb not in allowed and not (verb in ("list", "watch") and target.subresource is None):
-            raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
-                           f"resource")
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested "
+                           "resource")
         return await handler(request, target)
 
     # ---- helpers -------------------------------------------------------------------------
@@ -191,7 +196,8 @@ class KubeAPI:
             raise bad_request(str(exc)) from exc
 
         def accept(obj: dict) -> bool:
-            return labels.matches(obj["metadata"].get("labels")) and fields.matches(obj)
+            return labels.matches(obj["metadata"].get("labels")) and all(
+                (_field_text(obj, req.field) == req.value) != req.negated for req in fields.requirements)
         return accept
 
     async def _list(self, request: Request, target: Target) -> Response:
@@ -224,15 +230,29 @@ class KubeAPI:
         query = request.query_params
         rv_text = query.get("resourceVersion", "")
         timeout = float(query.get("timeoutSeconds") or 1800)
+        send_initial = _send_initial_events(query)
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
 
         def matches(obj: dict) -> bool:
             return (namespace is None or obj["metadata"].get("namespace") == namespace) and accept(obj)
 
+        def seen_as(event: WatchEvent) -> tuple[str, dict] | None:
+            """The event as this watch sees it: objects entering or leaving the selection are ADDED/DELETED."""
+            now_in = matches(event.obj)
+            if event.type != "MODIFIED":
+                return (event.type, event.obj) if now_in else None
+            was_in = event.old is not None and matches(event.old)
+            if now_in:
+                return ("MODIFIED" if was_in else "ADDED", event.obj)
+            return ("DELETED", event.obj) if was_in else None
+
         watcher = Watcher(rt, namespace, matches)
         initial: list[tuple[str, dict]] = []
         gone = False
-        if rv_text in ("", "0"):
-            initial = [("ADDED", o) for o in store.list(rt, namespace) if matches(o)]
+        if send_initial is not None or rv_text in ("", "0"):
+            # a watch list (sendInitialEvents) or "any/most recent": start from the current state
+            if send_initial is not False:
+                initial = [("ADDED", o) for o in store.list(rt, namespace) if matches(o)]
         else:
             try:
                 since = int(rv_text)
@@ -241,9 +261,17 @@ class KubeAPI:
             if since < store.oldest_watchable_rv():
                 gone = True
             else:
-                initial = [(e.type, e.obj) for e in store.history_since(rt, since) if matches(e.obj)]
+                initial = [seen for e in store.history_since(rt, since) if (seen := seen_as(e))]
+        initial_rv = store.rv
         store.add_watcher(watcher)
-        render = self._render
+        as_table, include = _wants_table(request), _include(request)
+
+        def line(kind: str, obj: dict) -> bytes:
+            obj = self._render(rt, obj)
+            if as_table:  # kubectl get --watch prints each event as a one-row Table
+                obj = to_table(rt.plural, [obj], datetime.now(UTC), include,
+                               {"resourceVersion": obj["metadata"].get("resourceVersion")})
+            return (json.dumps({"type": kind, "object": obj}) + "\n").encode()
 
         async def stream() -> AsyncIterator[bytes]:
             try:
@@ -253,7 +281,12 @@ class KubeAPI:
                     yield (json.dumps({"type": "ERROR", "object": status}) + "\n").encode()
                     return
                 for kind, obj in initial:
-                    yield (json.dumps({"type": kind, "object": render(rt, obj)}) + "\n").encode()
+                    yield line(kind, obj)
+                if send_initial and bookmarks:
+                    # clients of a watch list wait for this bookmark before they trust their cache
+                    end = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {
+                        "resourceVersion": str(initial_rv), "annotations": {INITIAL_EVENTS_END: "true"}}}
+                    yield (json.dumps({"type": "BOOKMARK", "object": end}) + "\n").encode()
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + timeout
                 while True:
@@ -266,9 +299,9 @@ class KubeAPI:
                         if await request.is_disconnected():
                             return
                         continue
-                    if matches(event.obj):
-                        line = {"type": event.type, "object": render(rt, event.obj)}
-                        yield (json.dumps(line) + "\n").encode()
+                    seen = seen_as(event)
+                    if seen is not None:
+                        yield line(*seen)
             finally:
                 store.remove_watcher(watcher)
 
@@ -297,6 +330,7 @@ class KubeAPI:
             raise bad_request(f"the kind of the provided object ({body['kind']}) does not match {rt.kind}")
         if rt.plural == "leases":
             cluster.check_lease(body)
+            _utc_microtimes(body)
         if request.query_params.get("dryRun"):
             return _json(body, 201)
         obj = cluster.create_pod(body) if rt is PODS else cluster.store.create(rt, body)
@@ -319,6 +353,7 @@ class KubeAPI:
                           "Invalid value: 0x0: must be specified for an update", rt.group)
         if rt.plural == "leases":
             cluster.check_lease(body)
+            _utc_microtimes(body)
         obj = cluster.store.update(rt, body, expect_rv=rv, status_only=target.subresource == "status")
         cluster.reconcile()
         return self._respond_object(request, rt, obj)
@@ -339,15 +374,16 @@ class KubeAPI:
             elif ctype == "application/strategic-merge-patch+json":
                 patched = strategic_merge_patch(current, _object(body))
             else:
-                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                               f"accepted media types include: application/json-patch+json, "
-                               f"application/merge-patch+json, application/strategic-merge-patch+json")
+                raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                               "accepted media types include: application/json-patch+json, "
+                               "application/merge-patch+json, application/strategic-merge-patch+json")
         except PatchError as exc:
             raise ApiError(422, "Invalid", str(exc)) from exc
         requested_rv = _object(body).get("metadata", {}).get("resourceVersion") if isinstance(body, dict) else None
         patched.setdefault("metadata", {})["name"] = target.name
         if rt.plural == "leases":
             cluster.check_lease(patched)
+            _utc_microtimes(patched)
         patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         obj = cluster.store.update(rt, patched, expect_rv=requested_rv,
                                    status_only=target.subresource == "status")
@@ -373,6 +409,11 @@ class KubeAPI:
             check_preconditions(current, preconditions, rt.plural)
             obj = cluster.store.remove(rt, self._ns(target), target.name)
         cluster.reconcile()
+        if rt.plural not in RETURN_DELETED_OBJECT:
+            meta = obj["metadata"]
+            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                          "details": {"name": meta["name"], "group": rt.group, "kind": rt.plural,
+                                      "uid": meta["uid"]}})
         return _json(self._render(rt, obj))
 
     async def _delete_collection(self, request: Request, target: Target) -> Response:
@@ -404,7 +445,40 @@ def _include(request: Request) -> str:
 
 def _sort_key(obj: dict) -> str:
     meta = obj["metadata"]
-    return f"{meta.get('namespace', '')}/{meta['name']}"
+    return key_text((meta.get("namespace", ""), meta["name"]))
+
+
+def _utc_microtimes(lease: dict) -> None:
+    """A real server keeps a Lease's MicroTimes in UTC and writes them back with a "Z"."""
+    spec = lease.get("spec") or {}
+    for field in ("acquireTime", "renewTime"):
+        value = spec.get(field)
+        if isinstance(value, str) and not value.endswith("Z"):
+            spec[field] = datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _field_text(obj: dict, path: str) -> str:
+    return field_value(obj, path) or FIELD_DEFAULTS.get(path, "")
+
+
+def _send_initial_events(query) -> bool | None:
+    """Validate a watch list request (sendInitialEvents) the way the API server does; None if not one."""
+    text = query.get("sendInitialEvents")
+    match = query.get("resourceVersionMatch", "")
+    send = None if text is None else text in ("true", "1")
+    problems = []
+    if send is not None and match != "NotOlderThan":
+        problems.append("resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch "
+                        "to NotOlderThan")
+    if match and send is None:
+        problems.append("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless "
+                        "sendInitialEvents is provided")
+    if match and match != "NotOlderThan":
+        problems.append(f'resourceVersionMatch: Unsupported value: "{match}": supported values: "NotOlderThan"')
+    if problems:
+        raise ApiError(422, "Invalid", f"ListOptions.meta.k8s.io \"\" is invalid: [{', '.join(problems)}]",
+                       {"group": "meta.k8s.io", "kind": "ListOptions"})
+    return send
 
 
 def _encode_continue(start: str, rv: int) -> str:

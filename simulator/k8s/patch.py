@@ -85,9 +85,11 @@ _DELETE_FROM_PRIMITIVE_LIST = "$deleteFromPrimitiveList/"
 def strategic_merge_patch(original: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     """Apply a Kubernetes strategic merge patch.
 
-    It is a merge patch, except that the lists listed in `_MERGE_KEYS` merge
-    element by element, `metadata.finalizers` merges as a set, and the
-    `$patch`, `$retainKeys`, `$setElementOrder/…` and
+    It is a merge patch, except that some lists merge element by element,
+    matched on a merge key (owner references by uid, taints by key, conditions
+    and addresses by type, containers, env and volumes by name, volume mounts
+    by mountPath, container ports by containerPort), `metadata.finalizers`
+    merges as a set, and the `$patch`, `$retainKeys`, `$setElementOrder/…` and
     `$deleteFromPrimitiveList/…` directives are honoured. Other lists are
     replaced whole.
     """
@@ -201,8 +203,9 @@ def _kubernetes_order(
     """Order a merged list as the API server does.
 
     Elements named in the patch keep the patch's order, elements only on the
-    server keep theirs, and the two runs are interleaved so that a server
-    element goes before a patched one that followed it on the server.
+    server keep theirs, and the two runs are interleaved: a server element goes
+    before a patched one that followed it on the server, while an element new
+    to the server goes before the server elements still waiting.
     """
     patch_ids = [identity(item) for item in patch]
     server_ids = [identity(item) for item in original]

@@ -198,14 +198,17 @@ class _LabelParser:
         )
 
     def peek(self) -> tuple[str, str]:
+        """The next token, left in place."""
         return self.tokens[self.position]
 
     def take(self) -> tuple[str, str]:
+        """The next token, consumed; the end marker repeats once reached."""
         token = self.tokens[self.position]
         self.position = min(self.position + 1, len(self.tokens) - 1)
         return token
 
     def parse(self) -> LabelSelector:
+        """Requirements separated by commas, up to the end of the text."""
         requirements: list[LabelRequirement] = []
         if self.peek()[0] == _END:
             return LabelSelector()
@@ -220,6 +223,7 @@ class _LabelParser:
                 raise self.fail(self.peek()[1], "identifier after ','")
 
     def requirement(self) -> LabelRequirement:
+        """One requirement: `!key`, `key`, or `key <operator> value(s)`."""
         kind, literal = self.take()
         negated = kind == "!"
         if negated:
@@ -239,6 +243,7 @@ class _LabelParser:
         return _requirement(key, operator, values)
 
     def single_value(self) -> str:
+        """The value after `=`, `==`, `!=`, `>` or `<`; nothing before a comma or the end means ""."""
         if self.peek()[0] in (_END, ","):
             return ""
         kind, literal = self.take()

@@ -35,6 +35,7 @@ class WatchEvent:
     type: str  # ADDED, MODIFIED, DELETED
     resource: ResourceType
     obj: dict
+    old: dict | None = None  # the previous version, for MODIFIED: selectors may have stopped matching
 
 
 @dataclass
@@ -65,9 +66,9 @@ class Store:
         return obj
 
     def list(self, rt: ResourceType, namespace: str | None = None) -> list[dict]:
-        """Objects sorted by (namespace, name), as etcd's key order gives them."""
+        """Objects in etcd's key order: by the text "namespace/name" (so "team-a/x" before "team/x")."""
         objs = self._objects.get(rt, {})
-        keys = sorted(k for k in objs if namespace is None or k[0] == namespace)
+        keys = sorted((k for k in objs if namespace is None or k[0] == namespace), key=key_text)
         return [objs[k] for k in keys]
 
     def count(self, rt: ResourceType) -> int:
@@ -173,7 +174,7 @@ class Store:
         return new
 
     def _publish(self, rt: ResourceType, kind: str, old: dict | None, obj: dict, new: dict | None) -> None:
-        event = WatchEvent(self.rv, kind, rt, obj)
+        event = WatchEvent(self.rv, kind, rt, obj, old if kind == "MODIFIED" else None)
         self._history.append(event)
         for watcher in self._watchers:
             if watcher.resource is rt:
@@ -185,6 +186,15 @@ class Store:
     def oldest_watchable_rv(self) -> int:
         return self._history[0].rv - 1 if self._history else self.rv
 
+    def compact(self, rv: int | None = None) -> None:
+        """Forget the change history up to ``rv`` (all of it by default), as etcd compaction does.
+
+        A watch from a resourceVersion older than the history kept then gets 410 Gone.
+        """
+        upto = self.rv if rv is None else rv
+        while self._history and self._history[0].rv <= upto:
+            self._history.popleft()
+
     def history_since(self, rt: ResourceType, rv: int) -> Iterable[WatchEvent]:
         return [e for e in self._history if e.rv > rv and e.resource is rt]
 
@@ -194,6 +204,11 @@ class Store:
     def remove_watcher(self, watcher: Watcher) -> None:
         if watcher in self._watchers:
             self._watchers.remove(watcher)
+
+
+def key_text(key: Key) -> str:
+    """The part of an object's etcd key that orders lists and continue tokens: "namespace/name"."""
+    return f"{key[0]}/{key[1]}"
 
 
 def _same_content(old: dict, new: dict) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from simulator.k8s.selectors import SelectorError, selector_from_dict
 
@@ -190,8 +190,18 @@ def _last_restart(statuses: list[Mapping[str, Any]]) -> datetime.datetime | None
     return max((moment for moment in times if moment), default=None)
 
 
-def pod_status(pod: Object) -> tuple[int, int, str, int, datetime.datetime | None]:
-    """kubectl's pod READY, STATUS and RESTARTS, as (ready, total, status, restarts, last restart).
+class PodSummary(NamedTuple):
+    """What kubectl shows in a pod's READY (`ready/total`), STATUS and RESTARTS columns."""
+
+    ready: int
+    total: int
+    status: str
+    restarts: int
+    last_restart: datetime.datetime | None
+
+
+def pod_status(pod: Object) -> PodSummary:
+    """Summarise a pod for kubectl's READY, STATUS and RESTARTS columns.
 
     Follows the API server's pod printer: a waiting or failed init container
     shows as `Init:…`, a container's waiting or terminated reason (e.g.
@@ -254,7 +264,7 @@ def pod_status(pod: Object) -> tuple[int, int, str, int, datetime.datetime | Non
         elif phase not in ("Succeeded", "Failed"):
             reason = "Terminating"
     restarts = sum(container.get("restartCount", 0) for container in restarted)
-    return ready, total, reason, restarts, _last_restart(restarted)
+    return PodSummary(ready, total, reason, restarts, _last_restart(restarted))
 
 
 def _readiness_gates(pod: Object) -> str:
@@ -267,17 +277,17 @@ def _readiness_gates(pod: Object) -> str:
 
 
 def _pod_row(pod: Object, now: datetime.datetime) -> Row:
-    ready, total, reason, restarts, last_restart = pod_status(pod)
-    restarts_text = str(restarts)
-    if restarts and last_restart:
-        restarts_text = f"{restarts} ({human_duration(now - last_restart)} ago)"
+    summary = pod_status(pod)
+    restarts = str(summary.restarts)
+    if summary.restarts and summary.last_restart:
+        restarts = f"{summary.restarts} ({human_duration(now - summary.last_restart)} ago)"
     pod_ips = _get(pod, "status", "podIPs") or []
     pod_ip = (pod_ips[0].get("ip") if pod_ips else None) or _get(pod, "status", "podIP")
     return [
         _name(pod),
-        f"{ready}/{total}",
-        reason,
-        restarts_text,
+        f"{summary.ready}/{summary.total}",
+        summary.status,
+        restarts,
         _age(pod, now),
         pod_ip or "<none>",
         _get(pod, "spec", "nodeName") or "<none>",

@@ -150,16 +150,18 @@ def test_strategic_conditions_merge_by_type() -> None:
     ]
 
 
-def test_strategic_new_conditions_are_added() -> None:
+def test_strategic_new_elements_go_before_server_only_ones_as_in_kubernetes() -> None:
     patch = {"status": {"conditions": [{"type": "DiskPressure", "status": "False"}]}}
     types = [c["type"] for c in strategic_merge_patch(_node(), patch)["status"]["conditions"]]
-    assert types == ["MemoryPressure", "Ready", "DiskPressure"]
+    assert types == ["DiskPressure", "MemoryPressure", "Ready"]
 
 
 def test_strategic_merged_order_follows_the_api_server() -> None:
     # Patched elements keep the patch's order; a server-only element stays after
     # a patched element that preceded it on the server.
-    patch = {"status": {"conditions": [{"type": "PIDPressure", "status": "False"}, {"type": "MemoryPressure"}]}}
+    patch = {
+        "status": {"conditions": [{"type": "PIDPressure", "status": "False"}, {"type": "MemoryPressure"}]}
+    }
     types = [c["type"] for c in strategic_merge_patch(_node(), patch)["status"]["conditions"]]
     assert types == ["PIDPressure", "MemoryPressure", "Ready"]
 
@@ -203,11 +205,13 @@ def test_strategic_delete_from_primitive_list() -> None:
     patch = {"metadata": {"$deleteFromPrimitiveList/finalizers": ["one", "absent"]}}
     assert strategic_merge_patch(_node(), patch)["metadata"]["finalizers"] == ["two"]
     both = {"metadata": {"$deleteFromPrimitiveList/finalizers": ["one"], "finalizers": ["three"]}}
-    assert strategic_merge_patch(_node(), both)["metadata"]["finalizers"] == ["two", "three"]
+    assert strategic_merge_patch(_node(), both)["metadata"]["finalizers"] == ["three", "two"]
 
 
 def test_strategic_delete_from_missing_primitive_list_is_a_no_op() -> None:
-    result = strategic_merge_patch({"metadata": {"name": "x"}}, {"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}})
+    result = strategic_merge_patch(
+        {"metadata": {"name": "x"}}, {"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}
+    )
     assert result == {"metadata": {"name": "x"}}
 
 
@@ -215,7 +219,9 @@ def test_strategic_lists_without_merge_key_are_replaced() -> None:
     patch = {"spec": {"tolerations": [{"key": "b", "operator": "Exists"}]}}
     assert strategic_merge_patch(_pod(), patch)["spec"]["tolerations"] == [{"key": "b", "operator": "Exists"}]
     patch = {"spec": {"podCIDRs": ["10.0.0.0/24"]}}
-    assert strategic_merge_patch({"spec": {"podCIDRs": ["a", "b"]}}, patch)["spec"]["podCIDRs"] == ["10.0.0.0/24"]
+    assert strategic_merge_patch({"spec": {"podCIDRs": ["a", "b"]}}, patch)["spec"]["podCIDRs"] == [
+        "10.0.0.0/24"
+    ]
 
 
 def test_strategic_containers_env_ports_and_mounts_merge_by_their_keys() -> None:
@@ -237,7 +243,11 @@ def test_strategic_containers_env_ports_and_mounts_merge_by_their_keys() -> None
     spec = strategic_merge_patch(_pod(), patch)["spec"]
     app, sidecar = spec["containers"]
     assert app["image"] == "nginx:1.27"
-    assert app["env"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "two"}, {"name": "C", "value": "3"}]
+    assert app["env"] == [
+        {"name": "A", "value": "1"},
+        {"name": "B", "value": "two"},
+        {"name": "C", "value": "3"},
+    ]
     assert app["ports"] == [{"containerPort": 80, "protocol": "TCP", "name": "http"}]
     assert app["volumeMounts"] == [{"name": "data", "mountPath": "/data", "readOnly": True}]
     assert sidecar == {"name": "sidecar", "image": "busybox"}
@@ -247,14 +257,20 @@ def test_strategic_containers_env_ports_and_mounts_merge_by_their_keys() -> None
 
 def test_strategic_merge_keys_apply_inside_pod_templates() -> None:
     deployment = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "a", "env": []}]}}}}
-    patch = {"spec": {"template": {"spec": {"containers": [{"name": "app", "env": [{"name": "X", "value": "1"}]}]}}}}
+    patch = {
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "app", "env": [{"name": "X", "value": "1"}]}]}}
+        }
+    }
     containers = strategic_merge_patch(deployment, patch)["spec"]["template"]["spec"]["containers"]
     assert containers == [{"name": "app", "image": "a", "env": [{"name": "X", "value": "1"}]}]
 
 
 def test_strategic_replace_directive_on_a_list_element_replaces_the_list() -> None:
     patch = {"spec": {"taints": [{"$patch": "replace"}, {"key": "only", "effect": "NoSchedule"}]}}
-    assert strategic_merge_patch(_node(), patch)["spec"]["taints"] == [{"key": "only", "effect": "NoSchedule"}]
+    assert strategic_merge_patch(_node(), patch)["spec"]["taints"] == [
+        {"key": "only", "effect": "NoSchedule"}
+    ]
     cleared = {"spec": {"taints": [{"$patch": "replace"}]}}
     assert strategic_merge_patch(_node(), cleared)["spec"]["taints"] == []
 
@@ -291,7 +307,11 @@ def test_strategic_set_element_order_is_accepted_and_dropped() -> None:
     }
     result = strategic_merge_patch(_node(), patch)
     assert result["metadata"]["finalizers"] == ["one", "two"]
-    assert result["status"]["conditions"][1] == {"type": "Ready", "status": "Unknown", "reason": "KubeletReady"}
+    assert result["status"]["conditions"][1] == {
+        "type": "Ready",
+        "status": "Unknown",
+        "reason": "KubeletReady",
+    }
     assert not any(key.startswith("$") for key in result["metadata"]) and not any(
         key.startswith("$") for key in result["status"]
     )
@@ -300,7 +320,9 @@ def test_strategic_set_element_order_is_accepted_and_dropped() -> None:
 def test_strategic_directives_are_stripped_from_new_fields() -> None:
     original = {"metadata": {"name": "n"}}
     patch = {"spec": {"taints": [{"key": "a", "effect": "NoSchedule"}, {"key": "gone", "$patch": "delete"}]}}
-    assert strategic_merge_patch(original, patch)["spec"] == {"taints": [{"key": "a", "effect": "NoSchedule"}]}
+    assert strategic_merge_patch(original, patch)["spec"] == {
+        "taints": [{"key": "a", "effect": "NoSchedule"}]
+    }
 
 
 def test_strategic_patch_does_not_mutate_inputs() -> None:
