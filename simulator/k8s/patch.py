@@ -60,7 +60,6 @@ def json_patch(original: dict[str, Any], operations: list[Any]) -> dict[str, Any
 # path (list indexes are not part of a path), with the field naming an element.
 _MERGE_KEYS: dict[tuple[str, str], str] = {
     ("metadata", "ownerReferences"): "uid",
-    ("spec", "taints"): "key",
     ("status", "conditions"): "type",
     ("status", "addresses"): "type",
     ("spec", "containers"): "name",
@@ -86,12 +85,13 @@ def strategic_merge_patch(original: dict[str, Any], patch: dict[str, Any]) -> di
     """Apply a Kubernetes strategic merge patch.
 
     It is a merge patch, except that some lists merge element by element,
-    matched on a merge key (owner references by uid, taints by key, conditions
+    matched on a merge key (owner references by uid, conditions
     and addresses by type, containers, env and volumes by name, volume mounts
     by mountPath, container ports by containerPort), `metadata.finalizers`
     merges as a set, and the `$patch`, `$retainKeys`, `$setElementOrder/…` and
     `$deleteFromPrimitiveList/…` directives are honoured. Other lists are
-    replaced whole.
+    replaced whole: `spec.taints` among them, since Kubernetes declares no patch strategy for it
+    (kubectl taint reads the node and sends the whole list).
     """
     if not isinstance(patch, dict):
         raise PatchError("a strategic merge patch must be a JSON object")

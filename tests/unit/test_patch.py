@@ -174,20 +174,18 @@ def test_strategic_addresses_merge_by_type() -> None:
     ]
 
 
-def test_strategic_taints_merge_by_key_and_delete_directive() -> None:
-    patch = {
-        "spec": {
-            "taints": [
-                {"key": "a", "$patch": "delete"},
-                {"key": "b", "value": "3"},
-                {"key": "c", "effect": "NoSchedule"},
-            ]
-        }
-    }
-    assert strategic_merge_patch(_node(), patch)["spec"]["taints"] == [
-        {"key": "b", "value": "3", "effect": "NoExecute"},
-        {"key": "c", "effect": "NoSchedule"},
-    ]
+def test_strategic_taints_are_replaced_whole() -> None:
+    # NodeSpec.Taints has no patch strategy in Kubernetes: a strategic merge patch replaces the list
+    patch = {"spec": {"taints": [{"key": "c", "effect": "NoSchedule"}]}}
+    assert strategic_merge_patch(_node(), patch)["spec"]["taints"] == [{"key": "c", "effect": "NoSchedule"}]
+
+
+def test_strategic_conditions_merge_by_type_and_delete_directive() -> None:
+    patch = {"status": {"conditions": [{"type": "MemoryPressure", "$patch": "delete"},
+                                       {"type": "Ready", "status": "False"}]}}
+    conditions = strategic_merge_patch(_node(), patch)["status"]["conditions"]
+    assert [c["type"] for c in conditions] == ["Ready"]
+    assert conditions[0]["status"] == "False"
 
 
 def test_strategic_owner_references_merge_by_uid() -> None:
@@ -267,12 +265,10 @@ def test_strategic_merge_keys_apply_inside_pod_templates() -> None:
 
 
 def test_strategic_replace_directive_on_a_list_element_replaces_the_list() -> None:
-    patch = {"spec": {"taints": [{"$patch": "replace"}, {"key": "only", "effect": "NoSchedule"}]}}
-    assert strategic_merge_patch(_node(), patch)["spec"]["taints"] == [
-        {"key": "only", "effect": "NoSchedule"}
-    ]
-    cleared = {"spec": {"taints": [{"$patch": "replace"}]}}
-    assert strategic_merge_patch(_node(), cleared)["spec"]["taints"] == []
+    patch = {"status": {"conditions": [{"$patch": "replace"}, {"type": "Only", "status": "True"}]}}
+    assert strategic_merge_patch(_node(), patch)["status"]["conditions"] == [{"type": "Only", "status": "True"}]
+    cleared = {"status": {"conditions": [{"$patch": "replace"}]}}
+    assert strategic_merge_patch(_node(), cleared)["status"]["conditions"] == []
 
 
 def test_strategic_replace_directive_on_a_map() -> None:
@@ -319,10 +315,8 @@ def test_strategic_set_element_order_is_accepted_and_dropped() -> None:
 
 def test_strategic_directives_are_stripped_from_new_fields() -> None:
     original = {"metadata": {"name": "n"}}
-    patch = {"spec": {"taints": [{"key": "a", "effect": "NoSchedule"}, {"key": "gone", "$patch": "delete"}]}}
-    assert strategic_merge_patch(original, patch)["spec"] == {
-        "taints": [{"key": "a", "effect": "NoSchedule"}]
-    }
+    patch = {"status": {"conditions": [{"type": "A", "status": "True"}, {"type": "Gone", "$patch": "delete"}]}}
+    assert strategic_merge_patch(original, patch)["status"] == {"conditions": [{"type": "A", "status": "True"}]}
 
 
 def test_strategic_patch_does_not_mutate_inputs() -> None:
@@ -341,10 +335,10 @@ def test_strategic_patch_does_not_mutate_inputs() -> None:
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"spec": {"taints": [{"effect": "NoSchedule"}]}}, "merge key 'key'"),
-        ({"spec": {"taints": [{"$patch": "delete", "effect": "NoSchedule"}]}}, "merge key 'key'"),
-        ({"spec": {"taints": [{"key": "a", "$patch": "merge"}]}}, "unknown patch directive 'merge'"),
-        ({"spec": {"taints": ["a"]}}, "list of objects"),
+        ({"status": {"conditions": [{"status": "True"}]}}, "merge key 'type'"),
+        ({"status": {"conditions": [{"$patch": "delete", "status": "True"}]}}, "merge key 'type'"),
+        ({"status": {"conditions": [{"type": "a", "$patch": "merge"}]}}, "unknown patch directive 'merge'"),
+        ({"status": {"conditions": ["a"]}}, "list of objects"),
         ({"metadata": {"labels": {"$patch": "explode"}}}, "unknown patch directive 'explode'"),
         ({"metadata": {"finalizers": [{"a": 1}]}}, "plain values"),
         ({"metadata": {"$deleteFromPrimitiveList/finalizers": "one"}}, "must be a list"),
