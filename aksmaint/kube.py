@@ -21,6 +21,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from aksmaint.azure import fetch_kubeconfig
 from aksmaint.errors import ClusterAccessError, TransientApiError
 from aksmaint.params import ClusterConnection
 
@@ -115,6 +116,9 @@ class Kube:
 def connect(cluster: ClusterConnection) -> Kube:
     """Build a client for the cluster and check that it answers (before any mutating request)."""
     configuration = client.Configuration()
+    if cluster.aks is not None:
+        kubeconfig = fetch_kubeconfig(cluster.aks)
+        cluster = ClusterConnection(kubeconfig=str(kubeconfig))
     try:
         if cluster.in_cluster:
             config.load_incluster_config(client_configuration=configuration)

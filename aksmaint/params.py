@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from aksmaint.azure import AksCluster
+
 _LABEL_SELECTOR = re.compile(r"^[A-Za-z0-9_./\-!=,() ]*$")
 _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -52,7 +54,8 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
 
 
 class ClusterConnection(_Model):
-    """How to reach the cluster's Kubernetes API. TLS certificates are always verified."""
+    """How to reach the cluster's Kubernetes API: a kubeconfig, the in-cluster service account, or an
+    AKS cluster by its Azure id (the kubeconfig is then fetched from AKS). TLS is always verified."""
 
     kubeconfig: str | None = Field(
         None,
@@ -63,18 +66,21 @@ class ClusterConnection(_Model):
         None, description="Context in the kubeconfig; empty means its current context."
     )
     in_cluster: bool = Field(False, description="Use the service account of the pod the flow runs in.")
+    aks: AksCluster | None = Field(None, description="An AKS cluster by subscription, resource group and name.")
 
     @model_validator(mode="after")
     def _one_source(self) -> ClusterConnection:
-        if bool(self.kubeconfig) == self.in_cluster:
-            raise ValueError("set exactly one of kubeconfig and in_cluster")
-        if self.in_cluster and self.context:
-            raise ValueError("context applies to a kubeconfig, not to in_cluster")
+        if sum([bool(self.kubeconfig), self.in_cluster, self.aks is not None]) != 1:
+            raise ValueError("set exactly one of kubeconfig, in_cluster and aks")
+        if self.context and not self.kubeconfig:
+            raise ValueError("context applies to a kubeconfig")
         return self
 
     def describe(self) -> str:
         if self.in_cluster:
             return "in-cluster service account"
+        if self.aks is not None:
+            return f"AKS cluster {self.aks.name} (resource group {self.aks.resource_group})"
         return f"kubeconfig {self.kubeconfig}" + (f" (context {self.context})" if self.context else "")
 
 

@@ -1,0 +1,366 @@
+"""Cluster upgrade: AKS node-image and Kubernetes-version upgrades through the management API.
+
+connect -> preflight (states, version path, skew, blocking PDBs, maintenance window) -> control plane
+step by step -> each pool -> verify nodes -> kernel diff. A run that finds an operation in progress
+(its own, from a crashed run) waits for it instead of starting another one.
+
+``python -m flows.cluster_upgrade --subscription-id S --resource-group RG --name N
+--mode node-image|kubernetes-version [--target V] [--pools a,b] [--dry-run]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import Annotated
+
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.events import emit_event
+from prefect.states import Completed, Failed
+from pydantic import BaseModel, Field, ValidationError
+
+from aksmaint.azure import AksCluster, CredentialKind, describe_azure_error, management_client
+from aksmaint.errors import ClusterAccessError, MaintenanceError
+from aksmaint.kube import Kube, kube_for
+from aksmaint.params import ClusterConnection
+from aksmaint.tasking import maintenance_task
+from tasks.aks import (
+    OperationResult,
+    UpgradeError,
+    UpgradeMode,
+    UpgradeStep,
+    maintenance_window_open,
+    resolve_target,
+    run_operation,
+    skew_problem,
+    upgrade_path,
+    wait_for_idle,
+)
+from tasks.drain import blocking_budgets
+from tasks.kernel_diff import kernel_diff_report
+from tasks.update_check import POOL_LABEL, list_nodes, node_facts
+
+
+class UpgradePlan(BaseModel):
+    steps: list[dict] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    blocking_pdbs: list[str] = Field(default_factory=list)
+    window: str = ""
+    window_open: bool = True
+
+
+class UpgradeReport(BaseModel):
+    cluster: str
+    mode: UpgradeMode
+    dry_run: bool
+    started_at: str
+    finished_at: str = ""
+    plan: UpgradePlan
+    operations: list[dict] = Field(default_factory=list)
+    verified: bool = False
+    verify_problems: list[str] = Field(default_factory=list)
+    kernels_after: dict[str, int] = Field(default_factory=dict)
+    outcome: str = ""
+
+
+def _pool_names(pools: list, wanted: list[str]) -> list[str]:
+    names = [p.name for p in pools]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise UpgradeError(f"unknown pool(s) {', '.join(unknown)}; the cluster has {', '.join(names)}")
+    return [n for n in names if not wanted or n in wanted]
+
+
+@maintenance_task(name="aks-preflight", retries=2)
+def preflight(cluster: AksCluster, mode: UpgradeMode, target: str, pools: list[str], control_plane_only: bool,
+              respect_maintenance_window: bool) -> UpgradePlan:
+    """Everything checked before the first mutating call: states, versions, skew, budgets, window."""
+    client = management_client(cluster)
+    try:
+        mc = client.managed_clusters.get(cluster.resource_group, cluster.name)
+    except ResourceNotFoundError as exc:
+        raise ClusterAccessError(f"AKS cluster {cluster.name} not found in resource group "
+                                 f"{cluster.resource_group} of subscription {cluster.subscription_id}") from exc
+    agent_pools = list(client.agent_pools.list(cluster.resource_group, cluster.name))
+    selected = _pool_names(agent_pools, pools)
+    plan = UpgradePlan()
+    problems = []
+    if mc.provisioning_state in ("Failed", "Canceled"):
+        problems.append(f"cluster is in provisioning state {mc.provisioning_state}; fix it before upgrading")
+    for p in agent_pools:
+        if p.name in selected and p.provisioning_state in ("Failed", "Canceled"):
+            problems.append(f"pool {p.name} is in provisioning state {p.provisioning_state}")
+    if mc.provisioning_state not in ("Succeeded", "Failed", "Canceled"):
+        plan.notes.append(f"an operation is in progress ({mc.provisioning_state}); it will be waited for")
+    if problems:
+        raise UpgradeError("; ".join(problems))
+
+    if mode == UpgradeMode.node_image:
+        for name in selected:
+            pool = next(p for p in agent_pools if p.name == name)
+            profile = client.agent_pools.get_upgrade_profile(cluster.resource_group, cluster.name, name)
+            latest = profile.latest_node_image_version
+            if latest and latest == pool.node_image_version:
+                plan.notes.append(f"pool {name}: node image {pool.node_image_version} is already the latest; "
+                                  "nothing to do")
+                continue
+            plan.steps.append(vars(UpgradeStep("node-image", name, pool.node_image_version or "?", latest or "latest")))
+    else:
+        current = mc.current_kubernetes_version or mc.kubernetes_version
+        versions = client.managed_clusters.list_kubernetes_versions(mc.location)
+        available = [pv for v in versions.values or [] for pv in (v.patch_versions or {})]
+        final = resolve_target(current, available, target)
+        if final is None:
+            plan.notes.append(f"the control plane already runs {current}: no newer version matches target "
+                              f"{target!r}; nothing to do")
+        else:
+            cp = current
+            pool_versions = {p.name: p.current_orchestrator_version or p.orchestrator_version for p in agent_pools}
+            for hop in upgrade_path(current, final, available):
+                if control_plane_only:
+                    for name in selected:
+                        if problem := skew_problem(hop, pool_versions[name]):
+                            raise UpgradeError(f"pool {name}: {problem}")
+                plan.steps.append(vars(UpgradeStep("control-plane", None, cp, hop)))
+                if not control_plane_only:
+                    for name in selected:
+                        plan.steps.append(vars(UpgradeStep("pool-version", name, pool_versions[name], hop)))
+                        pool_versions[name] = hop
+                cp = hop
+        for p in agent_pools:
+            if p.name not in selected and plan.steps and (problem := skew_problem(
+                    plan.steps[-1]["to_version"], p.current_orchestrator_version or p.orchestrator_version)):
+                raise UpgradeError(f"pool {p.name} is not part of this upgrade but {problem}")
+
+    if respect_maintenance_window:
+        name = "aksManagedNodeOSUpgradeSchedule" if mode == UpgradeMode.node_image else "aksManagedAutoUpgradeSchedule"
+        config = None
+        try:
+            config = client.maintenance_configurations.get(cluster.resource_group, cluster.name, name)
+        except ResourceNotFoundError:
+            try:
+                config = client.maintenance_configurations.get(cluster.resource_group, cluster.name, "default")
+            except ResourceNotFoundError:
+                config = None
+        check = maintenance_window_open(config)
+        plan.window, plan.window_open = check.description, check.open
+
+    if plan.steps:
+        kube = kube_for(ClusterConnection(aks=cluster))
+        pods = kube.call(kube.core.list_pod_for_all_namespaces).items
+        pools_touched = {s["pool"] for s in plan.steps if s["pool"]}
+        nodes = {n.metadata.name: (n.metadata.labels or {}).get(POOL_LABEL) for n in list_nodes(kube, "")}
+        on_pools = [p for p in pods if nodes.get(p.spec.node_name) in pools_touched]
+        plan.blocking_pdbs = blocking_budgets(kube, on_pools)
+    return plan
+
+
+def _pool_state(client, cluster: AksCluster, pool: str | None):
+    def get() -> str:
+        if pool is None:
+            return client.managed_clusters.get(cluster.resource_group, cluster.name).provisioning_state
+        return client.agent_pools.get(cluster.resource_group, cluster.name, pool).provisioning_state
+    return get
+
+
+@maintenance_task(name="aks-operation", retries=0)
+def execute_step(cluster: AksCluster, step: dict, poll_interval: float, timeout: float) -> dict:
+    """One AKS operation, waited for; a crashed run's operation in progress is waited for first."""
+    logger = get_run_logger()
+    client = management_client(cluster, polling_interval=poll_interval)
+    s = UpgradeStep(**step)
+    get_state = _pool_state(client, cluster, s.pool)
+    wait_for_idle(_pool_state(client, cluster, None), timeout, poll_interval)
+    rg, name = cluster.resource_group, cluster.name
+
+    def begin():
+        if s.kind == "node-image":
+            return client.agent_pools.begin_upgrade_node_image_version(rg, name, s.pool)
+        if s.kind == "control-plane":
+            mc = client.managed_clusters.get(rg, name)
+            if (mc.current_kubernetes_version or mc.kubernetes_version) == s.to_version:
+                return _Done()
+            mc.kubernetes_version = s.to_version
+            return client.managed_clusters.begin_create_or_update(rg, name, mc)
+        pool = client.agent_pools.get(rg, name, s.pool)
+        if (pool.current_orchestrator_version or pool.orchestrator_version) == s.to_version:
+            return _Done()
+        pool.orchestrator_version = s.to_version
+        return client.agent_pools.begin_create_or_update(rg, name, s.pool, pool)
+
+    progress = create_progress_artifact(progress=0.0, description=s.describe())
+    last = {"state": ""}
+
+    def report(state: str) -> None:
+        if state != last["state"]:
+            logger.info("%s: %s", s.describe(), state)
+            last["state"] = state
+
+    result: OperationResult = run_operation(s, begin, get_state, timeout, poll_interval, report)
+    update_progress_artifact(progress, 100.0)
+    emit_event(event=f"aks.upgrade.{result.status}", resource={"prefect.resource.id": f"aks.cluster.{name}"},
+               payload={"step": s.describe(), "message": result.message})
+    logger.info("%s: %s %s", s.describe(), result.status, result.message)
+    return {"step": step, "status": result.status, "message": result.message, "seconds": round(result.seconds, 1),
+            "waited_for_other_operation": result.waited_for_other_operation}
+
+
+class _Done:
+    """A poller for a step that turned out to be done already (a crashed run finished it)."""
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> None:
+        return None
+
+
+@maintenance_task(name="verify-nodes")
+def verify_nodes(kube: Kube, mode: UpgradeMode, plan: UpgradePlan) -> list[str]:
+    problems = []
+    nodes = list_nodes(kube, "")
+    for step in plan.steps:
+        if step["pool"] is None:
+            continue
+        pool_nodes = [n for n in nodes if (n.metadata.labels or {}).get(POOL_LABEL) == step["pool"]]
+        for n in pool_nodes:
+            f = node_facts(n)
+            if not f.ready:
+                problems.append(f"{f.name} is not Ready")
+            if f.unschedulable:
+                problems.append(f"{f.name} is still cordoned")
+            if mode == UpgradeMode.node_image and f.node_image_version != step["to_version"] \
+                    and step["to_version"] != "latest":
+                problems.append(f"{f.name} runs image {f.node_image_version}, not {step['to_version']}")
+            if mode == UpgradeMode.kubernetes_version and step["kind"] == "pool-version" \
+                    and f.kubelet_version.lstrip("v") != step["to_version"] and step is plan.steps[-1]:
+                problems.append(f"{f.name} runs kubelet {f.kubelet_version}, not {step['to_version']}")
+    return sorted(set(problems))
+
+
+@flow(name="cluster-upgrade")
+def cluster_upgrade(
+    cluster: AksCluster,
+    mode: UpgradeMode = UpgradeMode.node_image,
+    target: str = "latest",
+    pools: list[str] | None = None,
+    control_plane_only: bool = False,
+    respect_maintenance_window: bool = True,
+    dry_run: bool = False,
+    poll_interval_seconds: Annotated[float, Field(gt=0)] = 15,
+    operation_timeout_seconds: Annotated[float, Field(gt=0)] = 7200,
+):
+    """Upgrade an AKS cluster's node images or Kubernetes version, one safe step at a time."""
+    logger = get_run_logger()
+    report = UpgradeReport(cluster=cluster.name, mode=mode, dry_run=dry_run,
+                           started_at=datetime.now(UTC).isoformat(timespec="seconds"), plan=UpgradePlan())
+    try:
+        plan = preflight(cluster, mode, target, pools or [], control_plane_only, respect_maintenance_window)
+    except (HttpResponseError, ServiceRequestError) as exc:
+        raise ClusterAccessError(f"Azure Resource Manager call failed: {describe_azure_error(exc)}") from exc
+    report.plan = plan
+    lines = [f"# Upgrade plan for {cluster.name} ({mode.value}, target {target})", ""]
+    lines += [f"{i}. {UpgradeStep(**s).describe()}" for i, s in enumerate(plan.steps, 1)] or ["Nothing to do."]
+    lines += [""] + [f"- {n}" for n in plan.notes]
+    if plan.blocking_pdbs:
+        lines += ["", "PodDisruptionBudgets that would block a drain now: " + ", ".join(plan.blocking_pdbs)]
+    if plan.window:
+        lines += ["", f"Maintenance window: {plan.window}"]
+    create_markdown_artifact(key="upgrade-plan", markdown="\n".join(lines), description=f"Plan for {cluster.name}")
+    for note in plan.notes:
+        logger.info(note)
+    if plan.blocking_pdbs:
+        logger.warning("PodDisruptionBudgets that would block a drain now: %s", ", ".join(plan.blocking_pdbs))
+    if dry_run or not plan.steps:
+        report.outcome = "dry run: nothing changed" if dry_run else "nothing to do"
+        return _finish(report, logger)
+    if not plan.window_open:
+        report.outcome = f"not started: {plan.window}"
+        return _finish(report, logger)
+    kube = kube_for(ClusterConnection(aks=cluster))
+    before = [node_facts(n) for n in list_nodes(kube, "")]
+    for step in plan.steps:
+        outcome = execute_step(cluster, step, poll_interval_seconds, operation_timeout_seconds)
+        report.operations.append(outcome)
+        if outcome["status"] == "failed":
+            report.outcome = f"failed: {UpgradeStep(**step).describe()}: {outcome['message']}"
+            break
+    report.verify_problems = verify_nodes(kube, mode, plan)
+    report.verified = not report.verify_problems
+    diff = kernel_diff_report(kube, "", before, [], [])
+    report.kernels_after = diff["summary"]["kernels"]
+    if not report.outcome:
+        report.outcome = "upgraded" if report.verified else "upgraded, but verification found problems"
+    return _finish(report, logger)
+
+
+def _finish(report: UpgradeReport, logger):
+    report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+    logger.info("%s: %s", report.cluster, report.outcome)
+    if report.outcome.startswith("failed") or report.verify_problems:
+        return Failed(message=f"{report.outcome}; {'; '.join(report.verify_problems)}".rstrip("; "), data=report)
+    return Completed(message=report.outcome, data=report)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.cluster_upgrade", description=__doc__.split("\n")[0])
+    parser.add_argument("--subscription-id", required=True)
+    parser.add_argument("--resource-group", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--mode", required=True, choices=[m.value for m in UpgradeMode])
+    parser.add_argument("--target", default="latest",
+                        help="a version, latest-patch, next-minor or latest (default: latest)")
+    parser.add_argument("--pools", default="", help="comma-separated pools (default: all)")
+    parser.add_argument("--control-plane-only", action="store_true")
+    parser.add_argument("--ignore-maintenance-window", action="store_true")
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--arm-endpoint", default="https://management.azure.com")
+    parser.add_argument("--ca-bundle")
+    parser.add_argument("--credential", default="default", choices=[c.value for c in CredentialKind])
+    parser.add_argument("--poll-interval", type=float, default=15)
+    args = parser.parse_args(argv)
+    try:
+        cluster = AksCluster(subscription_id=args.subscription_id, resource_group=args.resource_group,
+                             name=args.name, arm_endpoint=args.arm_endpoint, ca_bundle=args.ca_bundle,
+                             credential=args.credential)
+    except ValidationError as exc:
+        for err in exc.errors():
+            print(f"error: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", file=sys.stderr)
+        return 2
+    state = cluster_upgrade(cluster=cluster, mode=UpgradeMode(args.mode), target=args.target,
+                            pools=[p for p in args.pools.split(",") if p], control_plane_only=args.control_plane_only,
+                            respect_maintenance_window=not args.ignore_maintenance_window, dry_run=args.dry_run,
+                            poll_interval_seconds=args.poll_interval, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, UpgradeReport):
+        print(format_upgrade(result))
+        return 0 if state.is_completed() else 1
+    if isinstance(result, MaintenanceError):
+        print(f"error: {result}", file=sys.stderr)
+        return 1
+    print(f"error: the run ended {state.name}: {state.message}", file=sys.stderr)
+    return 1
+
+
+def format_upgrade(report: UpgradeReport) -> str:
+    lines = [f"Cluster upgrade of {report.cluster} ({report.mode.value}{', dry run' if report.dry_run else ''})", ""]
+    for s in report.plan.steps:
+        done = next((o for o in report.operations if o["step"] == s), None)
+        status = done["status"] if done else ("planned" if report.dry_run else "not run")
+        lines.append(f"  {UpgradeStep(**s).describe():<60} {status} {done['message'] if done else ''}".rstrip())
+    lines += [f"  note: {n}" for n in report.plan.notes]
+    if report.plan.blocking_pdbs:
+        lines.append(f"  PodDisruptionBudgets blocking drains now: {', '.join(report.plan.blocking_pdbs)}")
+    if report.verify_problems:
+        lines += [f"  verify: {p}" for p in report.verify_problems]
+    if report.kernels_after:
+        lines.append("  kernels now: " + ", ".join(f"{k} x{v}" for k, v in report.kernels_after.items()))
+    lines += ["", f"Result: {report.outcome}"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""AKS management-API operations: version paths, preflight checks, and waiting on long-running operations.
+
+The rules mirror AKS's own: no "upgrade" to the version already running, no skipped minor version, node
+pools never newer than the control plane nor more than three minors behind it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotModifiedError
+
+from aksmaint.azure import describe_azure_error
+from aksmaint.errors import MaintenanceError
+
+MAX_POOL_MINOR_SKEW = 3
+IN_PROGRESS_STATES = {"Upgrading", "UpgradingNodeImageVersion", "Updating", "Creating", "Scaling", "Deleting",
+                      "Starting", "Stopping", "Canceling"}
+
+
+class UpgradeMode(StrEnum):
+    node_image = "node-image"
+    kubernetes_version = "kubernetes-version"
+
+
+class UpgradeError(MaintenanceError):
+    """A rule or AKS itself refused the upgrade; the message says why."""
+
+
+Version = tuple[int, int, int]
+
+
+def parse_version(text: str) -> Version:
+    parts = text.lstrip("v").split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise UpgradeError(f"{text!r} is not a Kubernetes version like 1.30.5")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def fmt(version: Version) -> str:
+    return ".".join(str(p) for p in version)
+
+
+def resolve_target(current: str, available: list[str], target: str) -> str | None:
+    """The version to end on, or None when there is nothing to do. Raises UpgradeError for a bad target."""
+    cur = parse_version(current)
+    versions = sorted({parse_version(v) for v in available})
+    if target == "latest-patch":
+        same_minor = [v for v in versions if v[:2] == cur[:2] and v > cur]
+        return fmt(same_minor[-1]) if same_minor else None
+    if target == "next-minor":
+        nxt = [v for v in versions if v[:2] == (cur[0], cur[1] + 1)]
+        if not nxt:
+            raise UpgradeError(f"no {cur[0]}.{cur[1] + 1}.x version is offered in this region "
+                               f"(available: {', '.join(fmt(v) for v in versions)})")
+        return fmt(nxt[-1])
+    if target == "latest":
+        newer = [v for v in versions if v > cur]
+        return fmt(newer[-1]) if newer else None
+    wanted = parse_version(target)
+    if wanted == cur:
+        return None
+    if wanted < cur:
+        raise UpgradeError(f"downgrading from {current} to {target} is not allowed")
+    if wanted not in versions:
+        raise UpgradeError(f"version {target} is not offered in this region "
+                           f"(available: {', '.join(fmt(v) for v in versions)})")
+    return target
+
+
+def upgrade_path(current: str, target: str, available: list[str]) -> list[str]:
+    """Versions to go through, one minor at a time, each the newest patch of its minor; ends on target."""
+    cur, end = parse_version(current), parse_version(target)
+    versions = sorted({parse_version(v) for v in available})
+    path = []
+    for minor in range(cur[1] + 1, end[1]):
+        hop = [v for v in versions if v[:2] == (cur[0], minor)]
+        if not hop:
+            raise UpgradeError(f"cannot reach {target} from {current}: no {cur[0]}.{minor}.x version is offered, "
+                               "and AKS does not skip minor versions")
+        path.append(fmt(hop[-1]))
+    path.append(target)
+    return path
+
+
+def skew_problem(control_plane: str, pool_version: str) -> str | None:
+    cp, pool = parse_version(control_plane), parse_version(pool_version)
+    if pool > cp:
+        return f"pool version {pool_version} would be newer than the control plane {control_plane}"
+    if cp[1] - pool[1] > MAX_POOL_MINOR_SKEW:
+        return (f"pool version {pool_version} would be more than {MAX_POOL_MINOR_SKEW} minor versions behind "
+                f"the control plane {control_plane}")
+    return None
+
+
+@dataclass
+class UpgradeStep:
+    kind: str  # "control-plane", "pool-version", "node-image"
+    pool: str | None
+    from_version: str
+    to_version: str
+
+    def describe(self) -> str:
+        what = "control plane" if self.kind == "control-plane" else f"pool {self.pool}"
+        noun = "node image" if self.kind == "node-image" else "Kubernetes"
+        return f"{what}: {noun} {self.from_version} -> {self.to_version}"
+
+
+@dataclass
+class OperationResult:
+    step: UpgradeStep
+    status: str  # "succeeded", "already-current", "failed"
+    message: str = ""
+    seconds: float = 0.0
+    waited_for_other_operation: bool = False
+
+
+def wait_for_idle(get_state: Callable[[], str], timeout: float, poll: float) -> str:
+    """Wait while an operation (ours from a crashed run, or someone else's) is in progress."""
+    deadline = time.monotonic() + timeout
+    state = get_state()
+    while state in IN_PROGRESS_STATES:
+        if time.monotonic() > deadline:
+            raise UpgradeError(f"an operation was still in progress ({state}) after {timeout:.0f}s")
+        time.sleep(poll)
+        state = get_state()
+    return state
+
+
+def run_operation(step: UpgradeStep, begin: Callable[[], object], get_state: Callable[[], str],
+                  timeout: float, poll: float, on_progress: Callable[[str], None] = lambda s: None) -> OperationResult:
+    """Start one AKS operation and wait for it; 409 "in progress" waits and retries, 304 means current."""
+    started = time.monotonic()
+    waited = False
+    while True:
+        try:
+            poller = begin()
+            break
+        except ResourceNotModifiedError:
+            return OperationResult(step, "already-current", "AKS reports the node image is already the latest",
+                                   time.monotonic() - started)
+        except ResourceExistsError as exc:
+            waited = True
+            on_progress(f"another operation is in progress ({describe_azure_error(exc)}); waiting")
+            wait_for_idle(get_state, timeout, poll)
+        except HttpResponseError as exc:
+            if exc.status_code and 400 <= exc.status_code < 500:
+                raise UpgradeError(f"AKS refused {step.describe()}: {describe_azure_error(exc)}") from exc
+            raise
+    deadline = time.monotonic() + timeout
+    while not poller.done():
+        if time.monotonic() > deadline:
+            raise UpgradeError(f"{step.describe()} did not finish within {timeout:.0f}s "
+                               f"(status {poller.status()})")
+        on_progress(get_state())
+        poller.wait(poll)
+    try:
+        poller.result()
+    except HttpResponseError as exc:
+        return OperationResult(step, "failed", describe_azure_error(exc), time.monotonic() - started, waited)
+    return OperationResult(step, "succeeded", "", time.monotonic() - started, waited)
+
+
+# ---- AKS maintenance configurations ----------------------------------------------------------------------
+DAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def _offset(text: str | None) -> timedelta:
+    if not text:
+        return timedelta(0)
+    sign = -1 if text.startswith("-") else 1
+    hours, _, minutes = text.lstrip("+-").partition(":")
+    return sign * timedelta(hours=int(hours), minutes=int(minutes or 0))
+
+
+@dataclass
+class WindowCheck:
+    open: bool
+    description: str = ""
+    details: list[str] = field(default_factory=list)
+
+
+def maintenance_window_open(config, now: datetime | None = None) -> WindowCheck:
+    """Whether an AKS maintenance configuration allows work now (weekly/daily schedules, or timeInWeek)."""
+    now = now or datetime.now(UTC)
+    if config is None:
+        return WindowCheck(True, "no maintenance configuration: any time")
+    window = getattr(config, "maintenance_window", None)
+    if window is not None and window.schedule is not None:
+        local = now + _offset(window.utc_offset)
+        start_h, start_m = (int(x) for x in window.start_time.split(":"))
+        duration = timedelta(hours=window.duration_hours)
+        schedule = window.schedule
+        for days_back in range(0, 8):
+            day = local - timedelta(days=days_back)
+            begins = day.replace(hour=start_h, minute=start_m, second=0, microsecond=0)
+            if schedule.weekly is not None and DAY_NAMES[begins.weekday()] != schedule.weekly.day_of_week:
+                continue
+            if begins <= local < begins + duration:
+                return WindowCheck(True, f"inside the window that began {begins:%a %H:%M} "
+                                         f"(UTC{window.utc_offset or '+00:00'})")
+        return WindowCheck(False, f"outside the maintenance window (starts {window.start_time}, "
+                                  f"{window.duration_hours}h, UTC{window.utc_offset or '+00:00'})")
+    slots = getattr(config, "time_in_week", None) or []
+    if slots:
+        today = DAY_NAMES[now.weekday()]
+        for slot in slots:
+            if slot.day == today and now.hour in (slot.hour_slots or []):
+                return WindowCheck(True, f"inside {today} hour {now.hour} (UTC)")
+        return WindowCheck(False, "outside the allowed hours of the default maintenance configuration")
+    return WindowCheck(True, "the maintenance configuration sets no window")
