@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 
@@ -12,8 +13,12 @@ from simulator.runtime import Endpoints
 
 class SimObserver:
     def __init__(self, endpoints: Endpoints):
-        self._http = httpx.Client(base_url=endpoints.kube_api, verify=endpoints.ca_bundle, timeout=30,
-                                  headers={"Authorization": f"Bearer {endpoints.token}"})
+        self._http = httpx.Client(
+            base_url=endpoints.kube_api,
+            verify=ssl.create_default_context(cafile=endpoints.ca_bundle),
+            timeout=30,
+            headers={"Authorization": f"Bearer {endpoints.token}"},
+        )
 
     def _get(self, path: str, **params: object) -> object:
         response = self._http.get(path, params=params)

@@ -244,16 +244,19 @@ class KubeAPI:
             was_in = event.old is not None and matches(event.old)
             if now_in:
                 return ("MODIFIED" if was_in else "ADDED", event.obj)
-            return ("DELETED", event.obj) if was_in else None
+            if not was_in:
+                return None
+            # as the watch cache does: the last content that matched, at the event's resourceVersion
+            rv = event.obj["metadata"]["resourceVersion"]
+            return "DELETED", {**event.old, "metadata": {**event.old["metadata"], "resourceVersion": rv}}
 
         watcher = Watcher(rt, namespace, matches)
         initial: list[tuple[str, dict]] = []
         gone = False
-        if send_initial is not None or rv_text in ("", "0"):
-            # a watch list (sendInitialEvents) or "any/most recent": start from the current state
-            if send_initial is not False:
-                initial = [("ADDED", o) for o in store.list(rt, namespace) if matches(o)]
-        else:
+        if send_initial or (send_initial is None and rv_text in ("", "0")):
+            # a watch list, or a watch from "any" or "the most recent" version: the current state first
+            initial = [("ADDED", o) for o in store.list(rt, namespace) if matches(o)]
+        elif rv_text not in ("", "0"):  # (sendInitialEvents=false without one: changes from now on)
             try:
                 since = int(rv_text)
             except ValueError as exc:
