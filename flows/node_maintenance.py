@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from aksmaint.errors import ClusterAccessError, LockTimeout, MaintenanceError, NodeBusy
 from aksmaint.hostexec import HostPodSettings, run_on_host
 from aksmaint.kube import Kube, kube_for
-from aksmaint.nodestate import Phase, now_iso, read_record
+from aksmaint.nodestate import Phase, has_pending_taint, now_iso, read_record
 from aksmaint.params import (
     Blockers,
     ClusterConnection,
@@ -60,7 +60,7 @@ from tasks.kernel_diff import kernel_diff_report
 from tasks.lock import RebootSlots, SlotRenewer
 from tasks.reboot import cleanup_reboot_pod, request_reboot
 from tasks.sentinel import PROBE_SCRIPT, probe_facts, scan_sentinels
-from tasks.update_check import check_updates, node_facts
+from tasks.update_check import check_updates, list_nodes, node_facts
 
 
 class Approval(RunInput):
@@ -467,6 +467,8 @@ def run_maintenance(params: MaintenanceParams):
         started_at=started_at,
     )
     todo = [e for e in plan if e.action in ("reboot", "resume")]
+    if not params.dry_run:
+        clear_stale_pending_taints(kube, [e.node for e in plan if e.action == "skip"])
     reports: dict[str, NodeReport] = {}
     for e in plan:
         if e.action in ("skip", "check"):
@@ -516,6 +518,15 @@ def run_maintenance(params: MaintenanceParams):
         message = (report.halt_reason + ". " if report.halted else "") + "Failed nodes: " + "; ".join(failed)
         return Failed(message=message, data=report)
     return Completed(message=report.summary_line(), data=report)
+
+
+@maintenance_task(name="clear-stale-taints")
+def clear_stale_pending_taints(kube: Kube, nodes: list[str]) -> list[str]:
+    """Remove the reboot-pending taint that a crashed run left on nodes that no longer need a reboot."""
+    tainted = [n.metadata.name for n in list_nodes(kube, "") if n.metadata.name in set(nodes) and has_pending_taint(n)]
+    for name in tainted:
+        cordon_ops.set_pending_taint(kube, name, False)
+    return tainted
 
 
 def _approved(params: MaintenanceParams, plan: list[PlanEntry], logger) -> bool:
