@@ -111,7 +111,7 @@ def preflight(cluster: AksCluster, mode: UpgradeMode, target: str, pools: list[s
     else:
         current = mc.current_kubernetes_version or mc.kubernetes_version
         versions = client.managed_clusters.list_kubernetes_versions(mc.location)
-        available = [pv for v in versions.values or [] for pv in (v.patch_versions or {})]
+        available = [pv for v in versions.values_property or [] for pv in (v.patch_versions or {})]
         final = resolve_target(current, available, target)
         if final is None:
             plan.notes.append(f"the control plane already runs {current}: no newer version matches target "

@@ -18,7 +18,7 @@ import random
 import re
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -168,10 +168,9 @@ class Cluster:
         return (time.monotonic() - self.started_at) / self.scale
 
     def after(self, sim_seconds: float, fn: Callable[[], None]) -> None:
-        def run() -> None:
-            fn()
-            self.reconcile()
-        self.loop.call_later(max(0.0, sim_seconds * self.scale), run)
+        # the changes ``fn`` makes schedule one reconcile (see _mark_dirty), shared by all timers that
+        # fire in the same loop turn: a thousand pods starting together reconcile once, not a thousand times
+        self.loop.call_later(max(0.0, sim_seconds * self.scale), fn)
 
     def record(self, event: str, node: str | None = None, **details: object) -> None:
         self.timeline.append({"time": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -390,7 +389,7 @@ class Cluster:
             name = obj["metadata"]["name"]
             was = bool(old and old.get("spec", {}).get("unschedulable"))
             now = bool(new and new.get("spec", {}).get("unschedulable"))
-            if now != was:
+            if now != was and new is not None:  # a deleted node is gone, not uncordoned
                 self.record("cordoned" if now else "uncordoned", name)
             if new is not None:
                 self._nodes_dirty.add(name)
@@ -462,7 +461,9 @@ class Cluster:
                 self._reconcile_pdbs()
         finally:
             self._reconciling = False
-            self._dirty = False
+            if self._dirty:  # still changing after 20 rounds: go on in the next loop turn
+                self._dirty = False
+                self._mark_dirty()
 
     def _reconcile_node_taints(self) -> None:
         """The node lifecycle controller's part: a cordoned node carries the unschedulable NoSchedule taint."""
@@ -620,11 +621,20 @@ class Cluster:
         if not pending:
             return
         nodes = [n for n in self.store.list(NODES) if self._node_ready(n)]
+        feasible: dict[str, list[tuple[str, int]]] = {}  # pods of one template share their node filter
+        load: dict[str, tuple[int, Counter]] = {}  # node -> (pods on it, pods per controller uid)
         for pod in pending:
-            node = self._pick_node(pod, nodes)
+            spec = pod["spec"]
+            signature = json.dumps([spec.get("tolerations", []), spec.get("nodeSelector") or {}], sort_keys=True)
+            if signature not in feasible:
+                feasible[signature] = self._feasible_nodes(spec, nodes)
+            node = self._pick_node(pod, feasible[signature], load)
             if node is None:
                 self._mark_unschedulable(pod)
                 continue
+            count, owners = load[node]
+            load[node] = (count + 1, owners)
+            owners[(controller_of(pod) or {}).get("uid")] += 1
             stamp = now_rfc3339()
             status = dict(pod.get("status", {}))
             status["conditions"] = [c for c in status.get("conditions", []) if c["type"] != "PodScheduled"]
@@ -633,24 +643,34 @@ class Cluster:
             self.store.update_internal(PODS, {**pod, "spec": {**pod["spec"], "nodeName": node},
                                               "status": status})
 
+    def _node_load(self, name: str) -> tuple[int, Counter]:
+        owners: Counter = Counter()
+        count = 0
+        for key in self._pods_by_node.get(name, ()):
+            pod = self.store.get(PODS, *key)
+            if pod is not None and not is_terminal(pod):
+                count += 1
+                owners[(controller_of(pod) or {}).get("uid")] += 1
+        return count, owners
+
     def _mark_unschedulable(self, pod: dict) -> None:
         conds = pod.get("status", {}).get("conditions", [])
         if any(c["type"] == "PodScheduled" and c["status"] == "False" for c in conds):
             return
         status = {**pod.get("status", {}), "phase": "Pending", "conditions": [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-            "message": "0/{} nodes are available.".format(self.store.count(NODES)),
+            "message": f"0/{self.store.count(NODES)} nodes are available.",
             "lastTransitionTime": now_rfc3339()}]}
         self.store.update_internal(PODS, {**pod, "status": status})
 
-    def _pick_node(self, pod: dict, nodes: list[dict]) -> str | None:
-        spec = pod["spec"]
+    @staticmethod
+    def _feasible_nodes(spec: dict, nodes: list[dict]) -> list[tuple[str, int]]:
+        """The nodes a pod spec may run on (cordon, taints, nodeSelector), each with the number of
+        PreferNoSchedule taints the pod does not tolerate."""
         tolerations = spec.get("tolerations", [])
         selector = spec.get("nodeSelector") or {}
-        owner = controller_of(pod)
-        best = None
+        out = []
         for node in nodes:
-            name = node["metadata"]["name"]
             if node["spec"].get("unschedulable") and not tolerates(
                     tolerations, {"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule"}):
                 continue
@@ -661,16 +681,27 @@ class Cluster:
             labels = node["metadata"].get("labels", {})
             if any(labels.get(k) != v for k, v in selector.items()):
                 continue
-            on_node = [p for p in self._pods(self._pods_by_node.get(name, ())) if not is_terminal(p)]
-            if len(on_node) >= self.pool_of[name].max_pods:
-                continue
             prefer_not = sum(1 for t in taints if t.get("effect") == "PreferNoSchedule"
                              and not tolerates(tolerations, t))
-            siblings = sum(1 for p in on_node if owner and (controller_of(p) or {}).get("uid") == owner["uid"])
-            score = (prefer_not, siblings, len(on_node), name)
-            if best is None or score < best[0]:
-                best = (score, name)
-        return best[1] if best else None
+            out.append((node["metadata"]["name"], prefer_not))
+        return out
+
+    def _pick_node(self, pod: dict, candidates: list[tuple[str, int]],
+                   load: dict[str, tuple[int, Counter]]) -> str | None:
+        """Among feasible nodes with room (max_pods), prefer: no untolerated PreferNoSchedule taint,
+        fewest pods of the same controller, fewest pods, name. ``load`` caches node loads for one pass."""
+        owner_uid = (controller_of(pod) or {}).get("uid")
+        best = None
+        for name, prefer_not in candidates:
+            if name not in load:
+                load[name] = self._node_load(name)
+            count, owners = load[name]
+            if count >= self.pool_of[name].max_pods:
+                continue
+            score = (prefer_not, owners[owner_uid] if owner_uid else 0, count, name)
+            if best is None or score < best:
+                best = score
+        return best[-1] if best else None
 
     # ---- kubelet -------------------------------------------------------------------------
     def _kubelet_start_pods(self) -> None:
@@ -773,8 +804,9 @@ class Cluster:
 
     # ---- pods: creation and deletion -----------------------------------------------------
     def create_pod(self, pod: dict) -> dict:
-        pod = copy.deepcopy(pod)
-        spec = pod.setdefault("spec", {})
+        # the store keeps a deep copy; here only the top level and spec are changed
+        spec = dict(pod.get("spec") or {})
+        pod = {**pod, "spec": spec}
         if not spec.get("containers"):
             raise invalid("Pod", pod["metadata"].get("name", ""), "spec.containers", "Required value")
         spec.setdefault("restartPolicy", "Always")
@@ -1017,6 +1049,45 @@ class Cluster:
     def invariants_report(self) -> dict:
         return {**self.invariants, "reboots": dict(self.invariants["reboots"]),
                 "unschedulable_now": sorted(self._unschedulable), "not_ready_now": sorted(self._not_ready)}
+
+    # ---- node pool changes (AKS upgrades through the ARM emulator) -----------------------
+    def add_node(self, pool: PoolSpec, index: int) -> str:
+        """Join a new VMSS instance of ``pool``, Ready, as AKS does when it surges a pool; returns its name."""
+        nodes = self.store.list(NODES)
+        taken_ips = {a["address"] for n in nodes for a in n["status"].get("addresses", []) if a["type"] == "InternalIP"}
+        taken_cidrs = {n["spec"].get("podCIDR") for n in nodes}
+        self._add_node(pool, index, None)
+        name = node_name(self.scenario.cluster.name, pool.name, index)
+        node = self.store.get(NODES, "", name)
+        if node["status"]["addresses"][0]["address"] in taken_ips or node["spec"].get("podCIDR") in taken_cidrs:
+            # names of removed nodes free their slot in the host count: pick an address nobody holds
+            ip = next(str(ipaddress.ip_address("10.224.0.4") + i) for i in range(65536)
+                      if str(ipaddress.ip_address("10.224.0.4") + i) not in taken_ips)
+            cidr = next(f"10.244.{i}.0/24" for i in range(256) if f"10.244.{i}.0/24" not in taken_cidrs)
+            self.store.update_internal(NODES, {
+                **node, "spec": {**node["spec"], "podCIDR": cidr},
+                "status": {**node["status"], "addresses": [{"type": "InternalIP", "address": ip},
+                                                           {"type": "Hostname", "address": name}]}})
+        self.record("node_added", name, pool=pool.name, kubelet_version=f"v{pool.orchestrator_version}",
+                    node_image_version=pool.node_image_version, kernel=pool.kernel)
+        self.reconcile()
+        return name
+
+    def remove_node(self, name: str) -> None:
+        """Delete a node's VM: its pods, heartbeat Lease, host and Node object go at once."""
+        for pod in self._pods(self._pods_by_node.get(name, ())):
+            self._count_violation_if_covered(pod, cause="node removed with the pod on it")
+            self.store.remove(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if self.store.get(LEASES, NODE_LEASE_NS, name) is not None:
+            self.store.remove(LEASES, NODE_LEASE_NS, name)
+        if self.store.get(NODES, "", name) is not None:
+            self.store.remove(NODES, "", name)
+        self.hosts.pop(name, None)
+        self.pool_of.pop(name, None)
+        self._heartbeat_from.pop(name, None)
+        self._heartbeat_frozen.pop(name, None)
+        self.record("node_removed", name)
+        self.reconcile()
 
 
 def check_preconditions(obj: dict, preconditions: dict | None, plural: str) -> None:

@@ -24,7 +24,8 @@ command                                                      effect
 ==========================================================  =========================================
 
 Commands may be joined with ``;``, ``&&``, ``||`` and newlines, and run through ``sh -c``. Redirections
-to ``/dev/null`` are accepted and ignored. Anything else exits 127 with ``sh: 1: X: not found``.
+to ``/dev/null`` are accepted and ignored; a pipeline (``|``) exits 2. Anything else exits 127 with
+``sh: 1: X: not found``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ class CommandResult:
 
 
 _OPERATORS = re.compile(r"(&&|\|\||;|\n)")
-_REDIRECT = re.compile(r"^\d?>>?(&\d|/dev/null)$|^&>/dev/null$")
 
 
 def split_host_command(argv: list[str]) -> list[str] | None:
@@ -122,9 +122,11 @@ def _run_script(host: Host, script: str) -> CommandResult:
 
 def _run_simple(host: Host, text: str) -> CommandResult:
     try:
-        words = [w for w in shlex.split(text) if not _REDIRECT.match(w)]
+        words, quiet = _without_redirects(shlex.split(text))
     except ValueError as exc:
         return CommandResult(2, f"sh: 1: Syntax error: {exc}\n")
+    if "|" in words:  # refuse rather than run the first command and print its unfiltered output
+        return CommandResult(2, "sh: 1: pipelines (|) are not supported by the simulated host\n")
     while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
         words = words[1:]  # environment assignments such as DEBIAN_FRONTEND=noninteractive
     if words and words[0] == "sudo":
@@ -134,9 +136,35 @@ def _run_simple(host: Host, text: str) -> CommandResult:
     name = words[0].rsplit("/", 1)[-1]
     args = words[1:]
     handler = _COMMANDS.get(name)
-    if handler is None:
-        return CommandResult(127, f"sh: 1: {words[0]}: not found\n")
-    return handler(host, args)
+    result = CommandResult(127, f"sh: 1: {words[0]}: not found\n") if handler is None else handler(host, args)
+    # one output stream stands for both: a failing command's text is taken as stderr, else as stdout
+    if ("2" if result.exit_code else "1") in quiet:
+        result.output = ""
+    return result
+
+
+def _without_redirects(words: list[str]) -> tuple[list[str], set[str]]:
+    """Drop redirections (``2>/dev/null``, ``> /dev/null``, ``2>&1``, ``&>/dev/null``); return the
+    remaining words and the streams ("1", "2") sent to /dev/null."""
+    out: list[str] = []
+    quiet: set[str] = set()
+    pending: str | None = None  # a redirection operator waiting for its target word
+    for word in words:
+        if pending is not None:
+            if word == "/dev/null":
+                quiet |= {"1", "2"} if pending == "&" else {pending}
+            pending = None
+            continue
+        match = re.fullmatch(r"(\d|&)?>>?(&\d|/dev/null)?", word)
+        if match is None:
+            out.append(word)
+            continue
+        stream, target = match.group(1) or "1", match.group(2)
+        if target is None:
+            pending = stream
+        elif target == "/dev/null":
+            quiet |= {"1", "2"} if stream == "&" else {stream}
+    return out, quiet
 
 
 def _test(host: Host, args: list[str]) -> CommandResult:

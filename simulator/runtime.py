@@ -25,8 +25,9 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import Response
 
+from simulator.arm import ArmAPI, ArmEmulator, route
 from simulator.cluster import NODES, Cluster
-from simulator.k8s.api import MUTATING, KubeAPI, Target
+from simulator.k8s.api import MUTATING, KubeAPI, Target, parse_resource_path
 from simulator.k8s.errors import ApiError, bad_request, not_found
 from simulator.scenario import Scenario
 
@@ -90,13 +91,14 @@ class Faults:
     async def apply(self, request: Request, verb: str, path: str) -> None:
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000)
-        for rule in self.rules:
-            if rule.count > 0 and rule.matches(verb, path):
-                rule.count -= 1
-                headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else None
-                raise _fault_error(rule.status, headers)
+        rule = next((r for r in self.rules if r.count > 0 and r.matches(verb, path)), None)
+        if rule is not None:
+            rule.count -= 1
         self.rules = [r for r in self.rules if r.count > 0]
-        if not (path.startswith("/api/") or path.startswith("/apis/")) or path.count("/") < 3:
+        if rule is not None:
+            headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else None
+            raise _fault_error(rule.status, headers)
+        if parse_resource_path(path) is None:
             return  # discovery documents are served without random faults
         roll = self.rng.random()
         if roll < self.error_rate:
@@ -105,13 +107,20 @@ class Faults:
             raise _fault_error(429, {"Retry-After": "1"})
 
 
+_FAULT_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+                  410: "Expired", 422: "Invalid", 504: "Timeout"}
+
+
 def _fault_error(status: int, headers: dict | None = None) -> ApiError:
     if status == 429:
-        return ApiError(429, "TooManyRequests", "Too many requests, please try again later.",
-                        {"retryAfterSeconds": int((headers or {}).get("Retry-After", 1))}, headers)
+        retry_after = (headers or {}).get("Retry-After")
+        details = {"retryAfterSeconds": int(retry_after)} if retry_after is not None else None
+        return ApiError(429, "TooManyRequests", "Too many requests, please try again later.", details, headers)
     if status == 503:
         return ApiError(503, "ServiceUnavailable", "The server is currently unable to handle the request",
                         headers=headers)
+    if status in _FAULT_REASONS:
+        return ApiError(status, _FAULT_REASONS[status], f"injected fault ({status})", headers=headers)
     return ApiError(status, "InternalError", "Internal error occurred: injected fault", headers=headers)
 
 
@@ -170,10 +179,11 @@ class Endpoints:
     kubeconfig: str
     ca_bundle: str
     token: str
+    arm: str = ""  # Azure Resource Manager base URL (the same server)
 
     def ready_line(self) -> str:
         return json.dumps({"kube_api": self.kube_api, "kubeconfig": self.kubeconfig,
-                           "ca_bundle": self.ca_bundle, "token": self.token})
+                           "ca_bundle": self.ca_bundle, "token": self.token, "arm": self.arm})
 
 
 def write_kubeconfig(path: Path, name: str, server: str, ca_pem: bytes, token: str) -> None:
@@ -205,6 +215,7 @@ class SimulatedAKS:
         self.kubeconfig_path = Path(kubeconfig) if kubeconfig else self.state_dir / "kubeconfig"
         self.token = token or secrets.token_urlsafe(24)
         self.sim: Simulation | None = None
+        self.arm: ArmEmulator | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -238,7 +249,8 @@ class SimulatedAKS:
             raise RuntimeError(f"simulator failed to start: {self._error}") from self._error
         if self._server is None or not self._server.started:
             raise RuntimeError("simulator did not start in time")
-        self.endpoints = Endpoints(url, str(self.kubeconfig_path.resolve()), str(ca_path.resolve()), self.token)
+        self.endpoints = Endpoints(url, str(self.kubeconfig_path.resolve()), str(ca_path.resolve()), self.token,
+                                   arm=url)
         return self.endpoints
 
     def _run(self, sock: socket.socket, server_pem: Path) -> None:
@@ -247,7 +259,11 @@ class SimulatedAKS:
         self.loop = loop
         try:
             self.sim = Simulation(self.scenario, loop, self.token)
-            config = uvicorn.Config(KubeAPI(self.sim), ssl_certfile=str(server_pem), log_level="warning",
+            # ARM paths (/subscriptions/...) go to the emulator, everything else to the Kubernetes API
+            self.arm = ArmEmulator(self.sim, f"https://127.0.0.1:{sock.getsockname()[1]}",
+                                   (self.state_dir / "ca.pem").read_bytes())
+            app = route(ArmAPI(self.arm), KubeAPI(self.sim))
+            config = uvicorn.Config(app, ssl_certfile=str(server_pem), log_level="warning",
                                     access_log=False, lifespan="off", timeout_graceful_shutdown=1,
                                     timeout_keep_alive=30)
             server = uvicorn.Server(config)

@@ -7,6 +7,8 @@ badly typed field is an error that names the field, and nothing starts.
 
 from __future__ import annotations
 
+import re
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,8 +22,115 @@ class ScenarioError(ValueError):
     """A scenario file that cannot be loaded; the message names the file and the field."""
 
 
+class _FieldError(ValueError):
+    """A problem found by a validator that looks across fields, with the path of the field at fault."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str):
+        super().__init__(message)
+        self.loc = loc
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UpgradeSettingsSpec(_Strict):
+    """How AKS upgrades the pool (the agent pool's ``upgradeSettings``); AKS's defaults."""
+
+    max_surge: int | str = "10%"  # nodes or a percentage of the pool, rounded up
+    max_unavailable: int | str = 0
+    drain_timeout_minutes: int = Field(default=30, ge=1, le=1440)
+    node_soak_minutes: int = Field(default=0, ge=0, le=30)
+    undrainable_node_behavior: Literal["Schedule", "Cordon"] = "Schedule"
+
+    @field_validator("max_surge", "max_unavailable")
+    @classmethod
+    def _count_or_percent(cls, value: int | str) -> int | str:
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("must not be negative")
+            return value
+        if not re.fullmatch(r"\d+%?", value) or (value.endswith("%") and int(value[:-1]) > 100):
+            raise ValueError(f"{value!r} is neither a node count nor a percentage like '33%'")
+        return int(value) if value.isdigit() else value
+
+
+Weekday = Literal["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+class TimeInWeekSpec(_Strict):
+    day: Weekday
+    hour_slots: list[Annotated[int, Field(ge=0, le=23)]] = Field(default_factory=list)
+
+
+class TimeSpanSpec(_Strict):
+    start: datetime
+    end: datetime
+
+
+class DateSpanSpec(_Strict):
+    start: date
+    end: date
+
+
+class DailySpec(_Strict):
+    interval_days: int = Field(ge=1, le=7)
+
+
+class WeeklySpec(_Strict):
+    interval_weeks: int = Field(ge=1, le=4)
+    day_of_week: Weekday
+
+
+class AbsoluteMonthlySpec(_Strict):
+    interval_months: int = Field(ge=1, le=6)
+    day_of_month: int = Field(ge=1, le=31)
+
+
+class RelativeMonthlySpec(_Strict):
+    interval_months: int = Field(ge=1, le=6)
+    week_index: Literal["First", "Second", "Third", "Fourth", "Last"]
+    day_of_week: Weekday
+
+
+class ScheduleSpec(_Strict):
+    daily: DailySpec | None = None
+    weekly: WeeklySpec | None = None
+    absolute_monthly: AbsoluteMonthlySpec | None = None
+    relative_monthly: RelativeMonthlySpec | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ScheduleSpec:
+        if sum(s is not None for s in (self.daily, self.weekly, self.absolute_monthly, self.relative_monthly)) != 1:
+            raise ValueError("set exactly one of daily, weekly, absolute_monthly and relative_monthly")
+        return self
+
+
+class MaintenanceWindowSpec(_Strict):
+    schedule: ScheduleSpec
+    duration_hours: int = Field(ge=4, le=24)
+    utc_offset: str | None = Field(default=None, pattern=r"^[+-]\d\d:\d\d$")
+    start_date: date | None = None
+    start_time: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    not_allowed_dates: list[DateSpanSpec] = Field(default_factory=list)
+
+
+class MaintenanceConfigSpec(_Strict):
+    """An AKS maintenance configuration: ``default`` uses time_in_week, the managed schedules a window."""
+
+    time_in_week: list[TimeInWeekSpec] = Field(default_factory=list)
+    not_allowed_time: list[TimeSpanSpec] = Field(default_factory=list)
+    maintenance_window: MaintenanceWindowSpec | None = None
+
+
+MaintenanceConfigName = Literal["default", "aksManagedAutoUpgradeSchedule", "aksManagedNodeOSUpgradeSchedule"]
+
+
+class OperationFailureSpec(_Strict):
+    """The error the next AKS operation ends with."""
+
+    code: str = "InternalOperationError"
+    message: str = "The operation failed (injected by the simulator)."
 
 
 class ClusterSpec(_Strict):
@@ -31,12 +140,24 @@ class ClusterSpec(_Strict):
     location: str
     kubernetes_version: Version
     available_versions: list[Version] = Field(default_factory=list)
+    maintenance_configurations: dict[MaintenanceConfigName, MaintenanceConfigSpec] = Field(default_factory=dict)
+    control_plane_upgrade_seconds: float = Field(default=30, ge=0)
 
     @field_validator("available_versions", mode="before")
     @classmethod
     def _versions_as_text(cls, value: object) -> object:
         # YAML reads 1.30 as a float; versions are always text here.
         return [str(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("maintenance_configurations")
+    @classmethod
+    def _window_where_aks_wants_one(cls, value: dict) -> dict:
+        for name, config in value.items():
+            if name == "default" and config.maintenance_window is not None:
+                raise ValueError("the default configuration takes time_in_week/not_allowed_time, not a window")
+            if name != "default" and config.maintenance_window is None:
+                raise ValueError(f"{name} needs a maintenance_window")
+        return value
 
 
 class PoolSpec(_Strict):
@@ -53,6 +174,10 @@ class PoolSpec(_Strict):
     vm_size: str = "Standard_D4s_v5"
     max_pods: int = Field(default=110, ge=1, le=250)
     boot_seconds: float = Field(default=30, ge=0)
+    # the kernel of the latest node image (default: derived from ``kernel`` when the image is newer)
+    latest_node_image_kernel: str | None = None
+    upgrade_settings: UpgradeSettingsSpec = Field(default_factory=UpgradeSettingsSpec)
+    node_provision_seconds: float = Field(default=20, ge=0)  # a new (surge) node's time to join Ready
 
 
 class NodeRef(_Strict):
@@ -120,6 +245,7 @@ class FaultSpec(_Strict):
     api_error_rate: float = Field(default=0.0, ge=0, le=1)
     api_throttle_rate: float = Field(default=0.0, ge=0, le=1)
     api_latency_ms: float = Field(default=0.0, ge=0)
+    fail_next_operation: OperationFailureSpec | None = None  # the next AKS operation fails
 
 
 class Scenario(_Strict):
@@ -133,20 +259,26 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:
-        pools = {p.name: p for p in self.pools}
-        if len(pools) != len(self.pools):
-            raise ValueError("pool names must be unique")
-        for ref in [*self.nodes, *(w.node for w in self.workloads if w.node)]:
+        pools: dict[str, PoolSpec] = {}
+        for i, pool in enumerate(self.pools):
+            if pool.name in pools:
+                raise _FieldError(("pools", i, "name"), f"pool name {pool.name!r} is used twice")
+            pools[pool.name] = pool
+        refs = [(("nodes", i), n) for i, n in enumerate(self.nodes)]
+        refs += [(("workloads", i, "node"), w.node) for i, w in enumerate(self.workloads) if w.node]
+        for loc, ref in refs:
             pool = pools.get(ref.pool)
             if pool is None:
-                raise ValueError(f"node reference names unknown pool {ref.pool!r}")
+                raise _FieldError((*loc, "pool"), f"node reference names unknown pool {ref.pool!r}")
             if ref.index >= pool.count:
-                raise ValueError(f"node index {ref.index} is outside pool {ref.pool!r} (count {pool.count})")
+                raise _FieldError((*loc, "index"),
+                                  f"node index {ref.index} is outside pool {ref.pool!r} (count {pool.count})")
         seen = set()
-        for w in self.workloads:
+        for i, w in enumerate(self.workloads):
             key = (w.kind, w.namespace, w.name)
             if key in seen:
-                raise ValueError(f"workload {w.kind} {w.namespace}/{w.name} is defined twice")
+                raise _FieldError(("workloads", i, "name"),
+                                  f"workload {w.kind} {w.namespace}/{w.name} is defined twice")
             seen.add(key)
         return self
 
@@ -174,6 +306,10 @@ def parse_scenario(raw: object, source: str = "scenario", time_scale: float | No
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            problems.append(f"{where}: {err['msg']}")
+            loc, msg = err["loc"], err["msg"]
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, _FieldError):
+                loc, msg = (*loc, *cause.loc), str(cause)
+            where = ".".join(str(p) for p in loc) or "(top level)"
+            problems.append(f"{where}: {msg}")
         raise ScenarioError(f"{source}: invalid scenario:\n  " + "\n  ".join(problems)) from exc

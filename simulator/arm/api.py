@@ -1,0 +1,407 @@
+"""The HTTP face of the ARM emulator: the containerservice REST API as an ASGI app.
+
+Served by the same HTTPS server as the Kubernetes API: ``route`` sends ``/subscriptions/...`` here
+and everything else to the Kubernetes API. Requests need the same bearer token, land in the same
+audit log and meet the same injected faults. Paths match case-insensitively, as ARM's do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from simulator.arm.emulator import ArmEmulator
+from simulator.arm.errors import ArmError
+from simulator.arm.state import PROVIDER, Operation
+from simulator.arm.versions import kubernetes_versions
+from simulator.k8s.errors import ApiError
+from simulator.scenario import OperationFailureSpec
+
+ASGIApp = Callable[..., Awaitable[None]]
+RETRY_AFTER_SIM_SECONDS = 10.0  # the polling pause suggested to clients, in simulated seconds
+
+_SUB = r"/subscriptions/(?P<sub>[^/]+)"
+_MC = (
+    _SUB
+    + r"/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.containerservice/managedclusters/(?P<name>[^/]+)"
+)
+_POOL = _MC + r"/agentpools/(?P<pool>[^/]+)"
+_LOC = _SUB + r"/providers/microsoft\.containerservice/locations/(?P<loc>[^/]+)"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern
+    handler: str
+    resource: str  # for the audit log
+    verb: str  # get | list | update | action
+    mutating: bool = False
+
+
+def _route(
+    method: str, pattern: str, handler: str, resource: str, verb: str, mutating: bool = False
+) -> Route:
+    return Route(method, re.compile(f"^{pattern}/?$", re.IGNORECASE), handler, resource, verb, mutating)
+
+
+ROUTES = [
+    _route("GET", _MC, "get_cluster", "managedClusters", "get"),
+    _route("PUT", _MC, "put_cluster", "managedClusters", "update", mutating=True),
+    _route("GET", _MC + "/upgradeprofiles/default", "get_upgrade_profile", "upgradeProfiles", "get"),
+    _route(
+        "GET",
+        _MC + "/availableagentpoolversions",
+        "get_available_pool_versions",
+        "availableAgentPoolVersions",
+        "get",
+    ),
+    _route("POST", _MC + "/abort", "abort_cluster", "managedClusters", "action", mutating=True),
+    _route("POST", _MC + "/listclusterusercredential", "list_user_credential", "managedClusters", "action"),
+    _route("GET", _MC + "/agentpools", "list_pools", "agentPools", "list"),
+    _route("GET", _POOL, "get_pool", "agentPools", "get"),
+    _route("PUT", _POOL, "put_pool", "agentPools", "update", mutating=True),
+    _route("GET", _POOL + "/upgradeprofiles/default", "get_pool_upgrade_profile", "upgradeProfiles", "get"),
+    _route(
+        "POST",
+        _POOL + "/upgradenodeimageversion",
+        "upgrade_node_image",
+        "agentPools",
+        "action",
+        mutating=True,
+    ),
+    _route("POST", _POOL + "/abort", "abort_pool", "agentPools", "action", mutating=True),
+    _route(
+        "GET", _MC + "/maintenanceconfigurations", "list_maintenance", "maintenanceConfigurations", "list"
+    ),
+    _route(
+        "GET",
+        _MC + "/maintenanceconfigurations/(?P<config>[^/]+)",
+        "get_maintenance",
+        "maintenanceConfigurations",
+        "get",
+    ),
+    _route("GET", _LOC + "/kubernetesversions", "kubernetes_versions", "kubernetesVersions", "list"),
+    _route("GET", _LOC + "/operations/(?P<op>[^/]+)", "operation_status", "operations", "get"),
+    _route("GET", _LOC + "/operationresults/(?P<op>[^/]+)", "operation_result", "operationresults", "get"),
+    _route(
+        "GET",
+        _SUB + r"/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.containerservice/managedclusters",
+        "list_clusters",
+        "managedClusters",
+        "list",
+    ),
+    _route(
+        "GET",
+        _SUB + r"/providers/microsoft\.containerservice/managedclusters",
+        "list_clusters",
+        "managedClusters",
+        "list",
+    ),
+]
+
+
+def _json(body: object, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def route(arm: ASGIApp, kube: ASGIApp) -> ASGIApp:
+    """One ASGI app for both APIs: ARM paths (and ``/_sim/arm/``) to ``arm``, the rest to ``kube``."""
+
+    async def app(scope, receive, send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.lower().startswith("/subscriptions/") or path.startswith("/_sim/arm/"):
+            await arm(scope, receive, send)
+        else:
+            await kube(scope, receive, send)
+
+    return app
+
+
+class ArmAPI:
+    """ASGI application serving the containerservice API of one simulated cluster."""
+
+    def __init__(self, emulator: ArmEmulator):
+        self.arm = emulator
+        self.sim = emulator.sim
+
+    async def __call__(self, scope, receive, send) -> None:
+        request = Request(scope, receive)
+        response = await self.handle(request)
+        await response(scope, receive, send)
+
+    def _match(self, request: Request) -> tuple[Route | None, dict, bool]:
+        path = request.url.path
+        known_path = False
+        for r in ROUTES:
+            match = r.pattern.match(path)
+            if match:
+                known_path = True
+                if r.method == request.method:
+                    return r, match.groupdict(), True
+        return None, {}, known_path
+
+    async def handle(self, request: Request) -> Response:
+        sim = self.sim
+        path = request.url.path
+        route_, params, known_path = self._match(request)
+        verb = route_.verb if route_ else request.method.lower()
+        entry = sim.audit.start(request, verb, None)
+        entry.update(
+            api="arm",
+            group=PROVIDER,
+            resource=route_.resource if route_ else None,
+            name=params.get("pool") or params.get("config") or params.get("op") or params.get("name"),
+            mutating=bool(route_ and route_.mutating),
+        )
+        try:
+            if request.headers.get("authorization") != f"Bearer {sim.token}":
+                missing = "authorization" not in request.headers
+                raise ArmError(
+                    401,
+                    "AuthenticationFailed" if missing else "InvalidAuthenticationToken",
+                    "Authentication failed. The 'Authorization' header is missing."
+                    if missing
+                    else "The access token is invalid.",
+                )
+            if path.startswith("/_sim/arm/"):
+                response = await self._observation(request)
+            else:
+                await self._faults(request, verb, path)
+                if route_ is None:
+                    if known_path:
+                        raise ArmError(
+                            405,
+                            "MethodNotAllowed",
+                            f"The requested resource does not support http method '{request.method}'.",
+                        )
+                    raise ArmError(
+                        404,
+                        "InvalidResourceType",
+                        f"The resource path '{path}' is not served by the simulated AKS.",
+                    )
+                if not request.query_params.get("api-version"):
+                    raise ArmError(
+                        400,
+                        "MissingApiVersionParameter",
+                        "The api-version query parameter (?api-version=) is required for all requests.",
+                    )
+                self._check_scope(params)
+                response = await getattr(self, route_.handler)(request, params)
+        except ArmError as exc:
+            response = exc.response()
+        except Exception as exc:  # the server must answer, as ARM does, with an error body
+            sim.cluster.record("simulator_error", None, path=path, error=repr(exc))
+            response = ArmError(500, "InternalServerError", f"Internal error: {exc!r}").response()
+        response.headers["x-ms-request-id"] = str(uuid.uuid4())
+        sim.audit.finish(entry, response.status_code)
+        return response
+
+    async def _faults(self, request: Request, verb: str, path: str) -> None:
+        """Fault rules, latency and the random error and throttle rates, as for the Kubernetes API."""
+        faults = self.sim.faults
+        try:
+            await faults.apply(request, verb, path)
+        except ApiError as exc:
+            raise ArmError(exc.code, exc.reason, exc.message, exc.headers) from exc
+        roll = faults.rng.random() if faults.error_rate or faults.throttle_rate else 1.0
+        if roll < faults.error_rate:
+            raise ArmError(500, "InternalServerError", "Internal error occurred: injected fault")
+        if roll < faults.error_rate + faults.throttle_rate:
+            raise ArmError(
+                429, "TooManyRequests", "Too many requests, please try again later.", {"Retry-After": "1"}
+            )
+
+    def _check_scope(self, params: dict) -> None:
+        spec = self.arm.mc.spec
+        if params.get("sub") and params["sub"].lower() != spec.subscription_id.lower():
+            raise ArmError(
+                404, "SubscriptionNotFound", f"The subscription '{params['sub']}' could not be found."
+            )
+        if params.get("rg") and params["rg"].lower() != spec.resource_group.lower():
+            raise ArmError(
+                404, "ResourceGroupNotFound", f"Resource group '{params['rg']}' could not be found."
+            )
+        if params.get("name") and params["name"].lower() != spec.name.lower():
+            raise ArmError(
+                404,
+                "ResourceNotFound",
+                f"The Resource '{PROVIDER}/managedClusters/{params['name']}' "
+                f"under resource group '{spec.resource_group}' was not found. For more details please "
+                "go to https://aka.ms/ARMResourceNotFoundFix",
+            )
+
+    # ---- helpers -----------------------------------------------------------------------
+    async def _body(self, request: Request) -> dict:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except json.JSONDecodeError as exc:
+            raise ArmError(
+                400,
+                "InvalidRequestContent",
+                f"The request content was invalid and could not be deserialized: {exc}",
+            ) from exc
+        if not isinstance(body, dict):
+            raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
+        return body
+
+    def _retry_after(self) -> str:
+        return str(round(RETRY_AFTER_SIM_SECONDS * self.sim.cluster.scale))
+
+    def _operation_urls(self, request: Request, op: Operation) -> dict[str, str]:
+        spec = self.arm.mc.spec
+        base = str(request.base_url).rstrip("/")
+        version = request.query_params.get("api-version")
+        where = f"{base}/subscriptions/{spec.subscription_id}/providers/{PROVIDER}/locations/{spec.location}"
+        return {
+            "Azure-AsyncOperation": f"{where}/operations/{op.id}?api-version={version}",
+            "Location": f"{where}/operationresults/{op.id}?api-version={version}",
+        }
+
+    def _lro(
+        self, request: Request, op: Operation, body: object | None, status: int, etag: str | None = None
+    ) -> Response:
+        """A long-running operation's first answer: Azure-AsyncOperation and Retry-After always."""
+        headers = self._operation_urls(request, op)
+        if request.method == "PUT":
+            headers.pop("Location")
+        headers["Retry-After"] = self._retry_after()
+        if etag:
+            headers["ETag"] = f'"{etag}"'
+        if body is None:
+            return Response(status_code=status, headers=headers)
+        return _json(body, status, headers)
+
+    @staticmethod
+    def _check_if_match(request: Request, etag: str) -> None:
+        wanted = request.headers.get("if-match")
+        if wanted is None or wanted.strip() == "*":
+            return
+        tags = {t.strip().removeprefix("W/").strip('"') for t in wanted.split(",")}
+        if etag not in tags:
+            raise ArmError(
+                412,
+                "PreconditionFailed",
+                f"Operation failed because the If-Match header value "
+                f'{wanted} does not match the current eTag "{etag}" of the resource.',
+            )
+
+    # ---- managed cluster ---------------------------------------------------------------
+    async def get_cluster(self, request: Request, params: dict) -> Response:
+        return _json(self.arm.render_cluster(), headers={"ETag": f'"{self.arm.mc.etag}"'})
+
+    async def list_clusters(self, request: Request, params: dict) -> Response:
+        return _json({"value": [self.arm.render_cluster()]})
+
+    async def put_cluster(self, request: Request, params: dict) -> Response:
+        body = await self._body(request)
+        self._check_if_match(request, self.arm.mc.etag)
+        if request.headers.get("if-none-match", "").strip() == "*":
+            raise ArmError(
+                412, "PreconditionFailed", "The managed cluster already exists (If-None-Match: *)."
+            )
+        op = self.arm.put_cluster(body)
+        return self._lro(request, op, self.arm.render_cluster(), 200, self.arm.mc.etag)
+
+    async def get_upgrade_profile(self, request: Request, params: dict) -> Response:
+        return _json(self.arm.upgrade_profile())
+
+    async def get_available_pool_versions(self, request: Request, params: dict) -> Response:
+        return _json(self.arm.available_pool_versions())
+
+    async def list_user_credential(self, request: Request, params: dict) -> Response:
+        return _json(self.arm.user_kubeconfig())
+
+    async def abort_cluster(self, request: Request, params: dict) -> Response:
+        return self._lro(request, self.arm.abort(None), None, 202)
+
+    # ---- agent pools -------------------------------------------------------------------
+    async def list_pools(self, request: Request, params: dict) -> Response:
+        return _json({"value": [self.arm.render_pool(p) for p in self.arm.pools.values()]})
+
+    async def get_pool(self, request: Request, params: dict) -> Response:
+        pool = self.arm.pool(params["pool"])
+        return _json(self.arm.render_pool(pool), headers={"ETag": f'"{pool.etag}"'})
+
+    async def put_pool(self, request: Request, params: dict) -> Response:
+        body = await self._body(request)
+        try:
+            pool = self.arm.pool(params["pool"])
+        except ArmError as exc:
+            raise ArmError(
+                400,
+                "NotSupportedBySimulator",
+                f"Creating agent pool {params['pool']} is not modelled by the simulated AKS.",
+            ) from exc
+        self._check_if_match(request, pool.etag)
+        op = self.arm.put_pool(pool, body)
+        return self._lro(request, op, self.arm.render_pool(pool), 200, pool.etag)
+
+    async def get_pool_upgrade_profile(self, request: Request, params: dict) -> Response:
+        return _json(self.arm.pool_upgrade_profile(self.arm.pool(params["pool"])))
+
+    async def upgrade_node_image(self, request: Request, params: dict) -> Response:
+        pool = self.arm.pool(params["pool"])
+        op = self.arm.upgrade_node_image(pool)
+        if op is None:  # AKS: the node image is already the latest
+            return Response(status_code=304)
+        return self._lro(request, op, self.arm.render_pool(pool), 202)
+
+    async def abort_pool(self, request: Request, params: dict) -> Response:
+        return self._lro(request, self.arm.abort(self.arm.pool(params["pool"])), None, 202)
+
+    # ---- maintenance configurations ----------------------------------------------------
+    async def list_maintenance(self, request: Request, params: dict) -> Response:
+        return _json({"value": self.arm.maintenance_configurations()})
+
+    async def get_maintenance(self, request: Request, params: dict) -> Response:
+        return _json(self.arm.maintenance_configuration(params["config"]))
+
+    # ---- locations and operations ------------------------------------------------------
+    async def kubernetes_versions(self, request: Request, params: dict) -> Response:
+        if params["loc"].replace(" ", "").lower() != self.arm.mc.spec.location.lower():
+            return _json({"values": []})
+        return _json(kubernetes_versions(self.arm.region))
+
+    def _operation(self, params: dict) -> Operation:
+        op = self.arm.operations.get(params["op"])
+        if op is None:
+            raise ArmError(404, "NotFound", f"Operation {params['op']} was not found.")
+        return op
+
+    async def operation_status(self, request: Request, params: dict) -> Response:
+        op = self._operation(params)
+        headers = None if op.done else {"Retry-After": self._retry_after()}
+        return _json(op.status_body(self.arm.mc.id), headers=headers)
+
+    async def operation_result(self, request: Request, params: dict) -> Response:
+        op = self._operation(params)
+        if not op.done:
+            headers = {"Location": str(request.url), "Retry-After": self._retry_after()}
+            return Response(status_code=202, headers=headers)
+        if op.status != "Succeeded":
+            return _json({"error": op.error}, 400)
+        return Response(status_code=204)
+
+    # ---- simulator controls ------------------------------------------------------------
+    async def _observation(self, request: Request) -> Response:
+        """``/_sim/arm/operations`` (GET) and ``/_sim/arm/faults`` (POST ``{"fail_next_operation": ...}``)."""
+        if request.method == "GET" and request.url.path == "/_sim/arm/operations":
+            return _json(
+                [
+                    {**op.status_body(self.arm.mc.id), "kind": op.kind, "target": op.target}
+                    for op in self.arm.operations.values()
+                ]
+            )
+        if request.method == "POST" and request.url.path == "/_sim/arm/faults":
+            body = await self._body(request)
+            failure = body.get("fail_next_operation")
+            self.arm.fail_next = OperationFailureSpec(**failure) if failure is not None else None
+            return _json({"fail_next_operation": failure})
+        raise ArmError(404, "NotFound", f"no simulator endpoint {request.method} {request.url.path}")
