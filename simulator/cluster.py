@@ -149,6 +149,7 @@ class Cluster:
         self._to_start: set[tuple[str, str]] = set()  # bound pods the kubelet has not started
         self._daemonsets_dirty = True
         self._nodes_dirty: set[str] = set()  # nodes whose cordon taint may need an update
+        self._npd_dirty: set[str] = set()  # nodes whose reboot-required condition may need an update
         self._pdb_namespaces_dirty: set[str] = set()
         self._heartbeat_from: dict[str, datetime] = {}
         self._heartbeat_frozen: dict[str, datetime] = {}
@@ -160,6 +161,8 @@ class Cluster:
         self.store.add_listener(self._on_change)
         self.store.add_view(LEASES, self._lease_view)
         self._build()
+        for name in self.hosts:
+            self.host_changed(name)
         self.reconcile()
 
     # ---- time and records ----------------------------------------------------------------
@@ -453,6 +456,7 @@ class Cluster:
                     break
                 self._dirty = False
                 self._reconcile_node_taints()
+                self._reconcile_problem_detector()
                 self._reconcile_deployments()
                 self._reconcile_replicasets()
                 self._reconcile_daemonsets()
@@ -464,6 +468,39 @@ class Cluster:
             if self._dirty:  # still changing after 20 rounds: go on in the next loop turn
                 self._dirty = False
                 self._mark_dirty()
+
+    def host_changed(self, name: str) -> None:
+        """Host state changed (sentinel, kernel): node-problem-detector, when modelled, reports it."""
+        if self.scenario.node_problem_detector is not None:
+            self._npd_dirty.add(name)
+            self._mark_dirty()
+
+    def _reconcile_problem_detector(self) -> None:
+        """node-problem-detector's custom plugin: a node condition mirroring /var/run/reboot-required."""
+        npd = self.scenario.node_problem_detector
+        names, self._npd_dirty = self._npd_dirty, set()
+        if npd is None:
+            return
+        for name in sorted(names):
+            node, host = self.store.get(NODES, "", name), self.hosts.get(name)
+            if node is None or host is None:
+                continue
+            if host.state != "up":
+                self._npd_dirty.add(name)  # it runs on the node: nothing changes until the node is back
+                continue
+            status = "True" if host.reboot_required else "False"
+            conds = node["status"].get("conditions", [])
+            current = next((c for c in conds if c["type"] == npd.condition_type), None)
+            if current is not None and current["status"] == status:
+                continue
+            stamp = now_rfc3339()
+            cond = {"type": npd.condition_type, "status": status,
+                    "reason": "RebootRequired" if status == "True" else "NoRebootRequired",
+                    "message": "/var/run/reboot-required exists" if status == "True"
+                    else "/var/run/reboot-required does not exist",
+                    "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
+            others = [c for c in conds if c["type"] != npd.condition_type]
+            self.store.update_internal(NODES, {**node, "status": {**node["status"], "conditions": others + [cond]}})
 
     def _reconcile_node_taints(self) -> None:
         """The node lifecycle controller's part: a cordoned node carries the unschedulable NoSchedule taint."""
@@ -765,6 +802,7 @@ class Cluster:
             if current is None:
                 return
             self.logs[uid] = output
+            self.host_changed(host.node_name)
             if reboot:
                 self.reboot_node(host.node_name, requested_by=f"pod {key[0]}/{key[1]}")
                 return
@@ -1020,6 +1058,7 @@ class Cluster:
         self.store.update_internal(NODES, node)
         self._set_node_ready(name, "True", "KubeletReady", "kubelet is posting ready status", [])
         self.record("ready", name, kernel=host.running_kernel, boot_id=host.boot_id)
+        self.host_changed(name)
         self.emit_event(self.store.get(NODES, "", name), "Rebooted",
                         f"Node {name} has been rebooted, boot id: {host.boot_id}", type_="Warning")
 
@@ -1031,7 +1070,9 @@ class Cluster:
         spec = {**node["spec"], "taints": new_taints}
         if not new_taints:
             spec.pop("taints")
-        status = {**node["status"], "conditions": self._conditions(ready, reason, message)}
+        kubelet_types = {"MemoryPressure", "DiskPressure", "PIDPressure", "Ready"}
+        others = [c for c in node["status"].get("conditions", []) if c["type"] not in kubelet_types]
+        status = {**node["status"], "conditions": self._conditions(ready, reason, message) + others}
         self.store.update_internal(NODES, {**node, "spec": spec, "status": status})
 
     # ---- Leases --------------------------------------------------------------------------

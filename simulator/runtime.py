@@ -168,6 +168,7 @@ class Simulation:
                 raise bad_request(f"unknown host fields: {sorted(set(changes) - allowed)}")
             for key, value in changes.items():
                 setattr(host, key, value)
+            self.cluster.host_changed(host.node_name)
             self.cluster.reconcile()
             return _json(host.snapshot())
         raise ApiError(404, "NotFound", f"no simulator endpoint {request.method} {path}")

@@ -248,6 +248,12 @@ class FaultSpec(_Strict):
     fail_next_operation: OperationFailureSpec | None = None  # the next AKS operation fails
 
 
+class NodeProblemDetectorSpec(_Strict):
+    """A node-problem-detector custom plugin that mirrors /var/run/reboot-required as a node condition."""
+
+    condition_type: str = Field(default="RebootRequired", pattern=r"^[A-Za-z][A-Za-z0-9]*$")
+
+
 class Scenario(_Strict):
     time_scale: float = Field(default=1.0, gt=0, le=100)
     seed: int = 0
@@ -256,6 +262,7 @@ class Scenario(_Strict):
     nodes: list[NodeSpec] = Field(default_factory=list)
     workloads: list[WorkloadSpec] = Field(default_factory=list)
     faults: FaultSpec = Field(default_factory=FaultSpec)
+    node_problem_detector: NodeProblemDetectorSpec | None = None
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:
