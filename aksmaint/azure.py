@@ -1,7 +1,7 @@
 """Reaching AKS through Azure Resource Manager: credentials, the management client, and kubeconfigs.
 
-The ARM endpoint, CA bundle and credential are configuration, so the same code reaches Azure and a
-simulated AKS. For clusters with Entra ID (AAD) integration, the Kubernetes API gets a token for the
+The ARM endpoint, CA bundle and credential are configuration, so the same code reaches the public
+cloud, a sovereign cloud or any endpoint that speaks the same API. For clusters with Entra ID (AAD) integration, the Kubernetes API gets a token for the
 AKS server application from azure-identity, so no kubelogin binary is needed.
 """
 
@@ -60,7 +60,7 @@ class AksCluster(BaseModel):
 
 
 class StaticTokenCredential:
-    """A bearer token from the environment (for the simulator or a token obtained elsewhere)."""
+    """A bearer token obtained elsewhere and passed in the environment."""
 
     def __init__(self, variable: str = TOKEN_ENV):
         token = os.environ.get(variable)

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import urllib3
@@ -97,7 +98,9 @@ class Kube:
                         f"the cluster {self.cluster_name} refused the request ({describe_api_error(exc)}); "
                         "check the credentials and RBAC of the identity the flow runs as"
                     ) from exc
-                if not retry or not is_transient(exc) or attempt == self.attempts:
+                if not retry:
+                    raise  # the caller judges every status itself (a drain retries an eviction's 429)
+                if not is_transient(exc) or attempt == self.attempts:
                     if is_transient(exc):
                         raise TransientApiError(f"{self.cluster_name}: {describe_api_error(exc)}") from exc
                     raise
@@ -124,6 +127,8 @@ def connect(cluster: ClusterConnection) -> Kube:
             config.load_incluster_config(client_configuration=configuration)
             name = "in-cluster"
         else:
+            if not Path(cluster.kubeconfig).expanduser().is_file():
+                raise ClusterAccessError(f"kubeconfig not found: {cluster.kubeconfig}")
             contexts, active = config.list_kube_config_contexts(config_file=cluster.kubeconfig)
             chosen = (
                 active
@@ -142,8 +147,6 @@ def connect(cluster: ClusterConnection) -> Kube:
                 persist_config=False,
             )
             name = chosen["context"].get("cluster", chosen["name"])
-    except FileNotFoundError as exc:
-        raise ClusterAccessError(f"kubeconfig not found: {cluster.kubeconfig}") from exc
     except ConfigException as exc:
         raise ClusterAccessError(f"cannot use {cluster.describe()}: {exc}") from exc
     configuration.verify_ssl = True

@@ -28,6 +28,7 @@ from aksmaint.kube import Kube, kube_for
 from aksmaint.params import ClusterConnection
 from aksmaint.tasking import maintenance_task
 from tasks.aks import (
+    IN_PROGRESS_STATES,
     OperationResult,
     UpgradeError,
     UpgradeMode,
@@ -93,8 +94,10 @@ def preflight(cluster: AksCluster, mode: UpgradeMode, target: str, pools: list[s
     for p in agent_pools:
         if p.name in selected and p.provisioning_state in ("Failed", "Canceled"):
             problems.append(f"pool {p.name} is in provisioning state {p.provisioning_state}")
-    if mc.provisioning_state not in ("Succeeded", "Failed", "Canceled"):
-        plan.notes.append(f"an operation is in progress ({mc.provisioning_state}); it will be waited for")
+    busy = [("the cluster", mc.provisioning_state)] + [(f"pool {p.name}", p.provisioning_state) for p in agent_pools]
+    for what, state in busy:
+        if state in IN_PROGRESS_STATES:
+            plan.notes.append(f"an operation is in progress on {what} ({state}); it will be waited for")
     if problems:
         raise UpgradeError("; ".join(problems))
 
@@ -158,11 +161,15 @@ def preflight(cluster: AksCluster, mode: UpgradeMode, target: str, pools: list[s
     return plan
 
 
-def _pool_state(client, cluster: AksCluster, pool: str | None):
+def _busy_state(client, cluster: AksCluster):
+    """The state of an operation in progress on the cluster or any pool (AKS answers 409 to a new operation
+    while one runs anywhere on the cluster), else the cluster's state."""
     def get() -> str:
-        if pool is None:
-            return client.managed_clusters.get(cluster.resource_group, cluster.name).provisioning_state
-        return client.agent_pools.get(cluster.resource_group, cluster.name, pool).provisioning_state
+        state = client.managed_clusters.get(cluster.resource_group, cluster.name).provisioning_state
+        if state in IN_PROGRESS_STATES:
+            return state
+        pools = client.agent_pools.list(cluster.resource_group, cluster.name)
+        return next((p.provisioning_state for p in pools if p.provisioning_state in IN_PROGRESS_STATES), state)
     return get
 
 
@@ -172,22 +179,34 @@ def execute_step(cluster: AksCluster, step: dict, poll_interval: float, timeout:
     logger = get_run_logger()
     client = management_client(cluster, polling_interval=poll_interval)
     s = UpgradeStep(**step)
-    get_state = _pool_state(client, cluster, s.pool)
-    wait_for_idle(_pool_state(client, cluster, None), timeout, poll_interval)
+    get_state = _busy_state(client, cluster)
+    waited = get_state() in IN_PROGRESS_STATES
+    if waited:
+        logger.info("%s: waiting for the operation in progress to finish first", s.describe())
+    wait_for_idle(get_state, timeout, poll_interval)
     rg, name = cluster.resource_group, cluster.name
+    already = []
+
+    def done() -> _Done:
+        already.append(True)
+        return _Done()
 
     def begin():
         if s.kind == "node-image":
+            pool = client.agent_pools.get(rg, name, s.pool)
+            latest = client.agent_pools.get_upgrade_profile(rg, name, s.pool).latest_node_image_version
+            if latest and pool.node_image_version == latest:
+                return done()
             return client.agent_pools.begin_upgrade_node_image_version(rg, name, s.pool)
         if s.kind == "control-plane":
             mc = client.managed_clusters.get(rg, name)
             if (mc.current_kubernetes_version or mc.kubernetes_version) == s.to_version:
-                return _Done()
+                return done()
             mc.kubernetes_version = s.to_version
             return client.managed_clusters.begin_create_or_update(rg, name, mc)
         pool = client.agent_pools.get(rg, name, s.pool)
         if (pool.current_orchestrator_version or pool.orchestrator_version) == s.to_version:
-            return _Done()
+            return done()
         pool.orchestrator_version = s.to_version
         return client.agent_pools.begin_create_or_update(rg, name, s.pool, pool)
 
@@ -200,6 +219,9 @@ def execute_step(cluster: AksCluster, step: dict, poll_interval: float, timeout:
             last["state"] = state
 
     result: OperationResult = run_operation(s, begin, get_state, timeout, poll_interval, report)
+    if already:
+        result.status, result.message = "already-current", "already done (by an earlier operation); nothing started"
+    result.waited_for_other_operation |= waited
     update_progress_artifact(progress, 100.0)
     emit_event(event=f"aks.upgrade.{result.status}", resource={"prefect.resource.id": f"aks.cluster.{name}"},
                payload={"step": s.describe(), "message": result.message})
@@ -222,9 +244,8 @@ class _Done:
 def verify_nodes(kube: Kube, mode: UpgradeMode, plan: UpgradePlan) -> list[str]:
     problems = []
     nodes = list_nodes(kube, "")
-    for step in plan.steps:
-        if step["pool"] is None:
-            continue
+    final_steps = {step["pool"]: step for step in plan.steps if step["pool"] is not None}
+    for step in final_steps.values():
         pool_nodes = [n for n in nodes if (n.metadata.labels or {}).get(POOL_LABEL) == step["pool"]]
         for n in pool_nodes:
             f = node_facts(n)
@@ -236,7 +257,7 @@ def verify_nodes(kube: Kube, mode: UpgradeMode, plan: UpgradePlan) -> list[str]:
                     and step["to_version"] != "latest":
                 problems.append(f"{f.name} runs image {f.node_image_version}, not {step['to_version']}")
             if mode == UpgradeMode.kubernetes_version and step["kind"] == "pool-version" \
-                    and f.kubelet_version.lstrip("v") != step["to_version"] and step is plan.steps[-1]:
+                    and f.kubelet_version.lstrip("v") != step["to_version"]:
                 problems.append(f"{f.name} runs kubelet {f.kubelet_version}, not {step['to_version']}")
     return sorted(set(problems))
 

@@ -472,7 +472,14 @@ def run_maintenance(params: MaintenanceParams):
     reports: dict[str, NodeReport] = {}
     for e in plan:
         if e.action in ("skip", "check"):
-            outcome = Outcome.planned if e.action == "check" else Outcome.not_needed
+            outcome = (
+                Outcome.planned
+                if e.action == "check"
+                # a node that could not be scanned is held back, never reported as needing nothing
+                else Outcome.held
+                if by_name[e.node].scan_error
+                else Outcome.not_needed
+            )
             reports[e.node] = NodeReport(
                 node=e.node,
                 pool=by_name[e.node].pool,

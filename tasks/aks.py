@@ -69,7 +69,7 @@ def resolve_target(current: str, available: list[str], target: str) -> str | Non
     if wanted not in versions:
         raise UpgradeError(f"version {target} is not offered in this region "
                            f"(available: {', '.join(fmt(v) for v in versions)})")
-    return target
+    return fmt(wanted)
 
 
 def upgrade_path(current: str, target: str, available: list[str]) -> list[str]:
@@ -145,7 +145,11 @@ def run_operation(step: UpgradeStep, begin: Callable[[], object], get_state: Cal
                                    time.monotonic() - started)
         except ResourceExistsError as exc:
             waited = True
+            if time.monotonic() - started > timeout:
+                raise UpgradeError(f"{step.describe()}: AKS still reports another operation in progress after "
+                                   f"{timeout:.0f}s ({describe_azure_error(exc)})") from exc
             on_progress(f"another operation is in progress ({describe_azure_error(exc)}); waiting")
+            time.sleep(poll)  # the state can read idle a moment before AKS accepts a new operation
             wait_for_idle(get_state, timeout, poll)
         except HttpResponseError as exc:
             if exc.status_code and 400 <= exc.status_code < 500:
@@ -167,6 +171,7 @@ def run_operation(step: UpgradeStep, begin: Callable[[], object], get_state: Cal
 
 # ---- AKS maintenance configurations ----------------------------------------------------------------------
 DAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+WEEK_INDEX = {"First": 0, "Second": 1, "Third": 2, "Fourth": 3}
 
 
 def _offset(text: str | None) -> timedelta:
@@ -184,27 +189,55 @@ class WindowCheck:
     details: list[str] = field(default_factory=list)
 
 
+def _scheduled_on(schedule, day: datetime) -> bool:
+    """Whether a window of ``schedule`` starts on ``day`` (intervals of more than one are not checked)."""
+    weekday = DAY_NAMES[day.weekday()]
+    if schedule.weekly is not None:
+        return weekday == schedule.weekly.day_of_week
+    if schedule.absolute_monthly is not None:
+        return day.day == schedule.absolute_monthly.day_of_month
+    if schedule.relative_monthly is not None:
+        rule = schedule.relative_monthly
+        if weekday != rule.day_of_week:
+            return False
+        if rule.week_index == "Last":
+            return (day + timedelta(days=7)).month != day.month
+        return (day.day - 1) // 7 == WEEK_INDEX[rule.week_index]
+    return True  # daily
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def maintenance_window_open(config, now: datetime | None = None) -> WindowCheck:
-    """Whether an AKS maintenance configuration allows work now (weekly/daily schedules, or timeInWeek)."""
+    """Whether an AKS maintenance configuration allows work now (a scheduled window, or timeInWeek)."""
     now = now or datetime.now(UTC)
     if config is None:
         return WindowCheck(True, "no maintenance configuration: any time")
     window = getattr(config, "maintenance_window", None)
     if window is not None and window.schedule is not None:
         local = now + _offset(window.utc_offset)
+        zone = f"UTC{window.utc_offset or '+00:00'}"
+        for span in window.not_allowed_dates or []:
+            if span.start <= local.date() <= span.end:
+                return WindowCheck(False, f"{local:%Y-%m-%d} ({zone}) is in the not-allowed dates "
+                                          f"{span.start} to {span.end}")
         start_h, start_m = (int(x) for x in window.start_time.split(":"))
         duration = timedelta(hours=window.duration_hours)
-        schedule = window.schedule
         for days_back in range(0, 8):
             day = local - timedelta(days=days_back)
             begins = day.replace(hour=start_h, minute=start_m, second=0, microsecond=0)
-            if schedule.weekly is not None and DAY_NAMES[begins.weekday()] != schedule.weekly.day_of_week:
+            if not _scheduled_on(window.schedule, begins):
                 continue
             if begins <= local < begins + duration:
-                return WindowCheck(True, f"inside the window that began {begins:%a %H:%M} "
-                                         f"(UTC{window.utc_offset or '+00:00'})")
+                return WindowCheck(True, f"inside the window that began {begins:%a %H:%M} ({zone})")
         return WindowCheck(False, f"outside the maintenance window (starts {window.start_time}, "
-                                  f"{window.duration_hours}h, UTC{window.utc_offset or '+00:00'})")
+                                  f"{window.duration_hours}h, {zone})")
+    for span in getattr(config, "not_allowed_time", None) or []:
+        if _utc(span.start) <= now <= _utc(span.end):
+            return WindowCheck(False, f"inside the not-allowed time {span.start:%Y-%m-%d %H:%M} to "
+                                      f"{span.end:%Y-%m-%d %H:%M} (UTC)")
     slots = getattr(config, "time_in_week", None) or []
     if slots:
         today = DAY_NAMES[now.weekday()]

@@ -51,6 +51,12 @@ def diff_rows(before: list[NodeFacts], after: list[NodeFacts], reports: list[Nod
                 "duration_s": round(rep.duration_seconds, 1) if rep else 0.0,
             }
         )
+    known = {f.name for f in before}
+    rows += [  # nodes that joined during the run (an AKS upgrade replaces nodes)
+        {"node": f.name, "pool": f.pool, "kernel_before": "(new node)", "kernel_after": f.kernel,
+         "boot_id_changed": False, "outcome": "-", "reason": "", "duration_s": 0.0}
+        for f in after if f.name not in known
+    ]
     return rows
 
 
