@@ -97,7 +97,15 @@ def run_on_host(
     try:
         deadline = time.monotonic() + timeout
         while True:
-            pod = kube.call(kube.core.read_namespaced_pod, name, settings.namespace)
+            try:
+                pod = kube.call(kube.core.read_namespaced_pod, name, settings.namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                raise HostCommandError(
+                    f"{purpose} pod {settings.namespace}/{name} on node {node} disappeared before it "
+                    "finished (the node rebooted, or the pod was deleted)"
+                ) from exc
             phase = pod.status.phase if pod.status else None
             if phase in ("Succeeded", "Failed"):
                 break
