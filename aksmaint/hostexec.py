@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from kubernetes.client.exceptions import ApiException
 
@@ -123,3 +124,26 @@ def run_on_host(
         return HostResult(node, exit_code, output or "")
     finally:
         delete_host_pod(kube, name, settings)
+
+
+def delete_stale_host_pods(
+    kube: Kube, settings: HostPodSettings, older_than_seconds: float = 600
+) -> list[str]:
+    """Delete finished host pods a killed run left behind (a live run reads and deletes its own in seconds)."""
+    pods = kube.call(
+        kube.core.list_namespaced_pod,
+        settings.namespace,
+        label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
+    ).items
+    now = datetime.now(UTC)
+    stale = [
+        p.metadata.name
+        for p in pods
+        if p.status
+        and p.status.phase in ("Succeeded", "Failed")
+        and p.metadata.creation_timestamp
+        and (now - p.metadata.creation_timestamp).total_seconds() > older_than_seconds
+    ]
+    for name in stale:
+        delete_host_pod(kube, name, settings)
+    return stale
