@@ -26,13 +26,14 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.events import emit_event
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run as current_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Completed, Failed
 from pydantic import ValidationError
 
 from aksmaint.errors import ClusterAccessError, LockTimeout, MaintenanceError, NodeBusy
-from aksmaint.hostexec import HostPodSettings, run_on_host
+from aksmaint.hostexec import HostPodSettings, delete_stale_host_pods, run_on_host
 from aksmaint.kube import Kube, kube_for
 from aksmaint.nodestate import Phase, has_pending_taint, now_iso, read_record
 from aksmaint.params import (
@@ -53,6 +54,7 @@ from aksmaint.report import MaintenanceReport, NodeFacts, NodeReport, Outcome, P
 from aksmaint.tasking import maintenance_task
 from tasks import cordon as cordon_ops
 from tasks import notify
+from tasks.cancellation import clean_up_cancelled_run
 from tasks.drain import DrainResult, delete_pods, drain_node
 from tasks.gates import gate_reason, window_closed
 from tasks.health import wait_until_back
@@ -290,6 +292,16 @@ def maintain_node(
             rebooted_already = (
                 record is not None and record.boot_id_before and now.boot_id != record.boot_id_before
             )
+            if (
+                record is not None
+                and record.phase == Phase.rebooting
+                and not rebooted_already
+                and now.ready
+                and not _reboot_pods(kube, node, settings)
+            ):
+                # the earlier run stopped between recording the reboot and starting it: start over
+                record = record.model_copy(update={"phase": Phase.cordoned})
+                cordon_ops.update_record(kube, node, record)
             if not now.reboot_required and not rebooted_already:
                 if record is not None:
                     cordon_ops.uncordon(kube, node, record)
@@ -384,13 +396,16 @@ def maintain_node(
             release_reboot_slot(kube, params, slot, holder)
 
 
-def _cleanup_reboot_pods(kube: Kube, node: str, settings: HostPodSettings) -> None:
-    pods = kube.call(
+def _reboot_pods(kube: Kube, node: str, settings: HostPodSettings) -> list:
+    return kube.call(
         kube.core.list_namespaced_pod,
         settings.namespace,
         label_selector=f"aksmaint.io/purpose=reboot,aksmaint.io/node={node}",
     ).items
-    for pod in pods:
+
+
+def _cleanup_reboot_pods(kube: Kube, node: str, settings: HostPodSettings) -> None:
+    for pod in _reboot_pods(kube, node, settings):
         cleanup_reboot_pod(kube, pod.metadata.name, settings)
 
 
@@ -402,7 +417,14 @@ def connect_cluster(cluster: ClusterConnection) -> Kube:
     return kube
 
 
-@flow(name="node-maintenance", log_prints=False)
+def release_after_cancel(flow, flow_run, state) -> None:
+    """on_cancellation hook (possibly in another process): put interrupted nodes back in service,
+    keep the record of nodes already rebooting for the next run, and release the run's reboot slots."""
+    cleanup = clean_up_cancelled_run(flow_run.parameters, flow_run.id)
+    flow_run_logger(flow_run, flow).warning("Cancelled: %s", cleanup.describe())
+
+
+@flow(name="node-maintenance", log_prints=False, on_cancellation=[release_after_cancel])
 def node_maintenance(
     cluster: ClusterConnection,
     node_selector: str = "",
@@ -468,7 +490,7 @@ def run_maintenance(params: MaintenanceParams):
     )
     todo = [e for e in plan if e.action in ("reboot", "resume")]
     if not params.dry_run:
-        clear_stale_pending_taints(kube, [e.node for e in plan if e.action == "skip"])
+        clean_up_leftovers(kube, [e.node for e in plan if e.action == "skip"], settings)
     reports: dict[str, NodeReport] = {}
     for e in plan:
         if e.action in ("skip", "check"):
@@ -527,10 +549,16 @@ def run_maintenance(params: MaintenanceParams):
     return Completed(message=report.summary_line(), data=report)
 
 
-@maintenance_task(name="clear-stale-taints")
-def clear_stale_pending_taints(kube: Kube, nodes: list[str]) -> list[str]:
-    """Remove the reboot-pending taint that a crashed run left on nodes that no longer need a reboot."""
-    tainted = [n.metadata.name for n in list_nodes(kube, "") if n.metadata.name in set(nodes) and has_pending_taint(n)]
+@maintenance_task(name="clean-up-leftovers")
+def clean_up_leftovers(kube: Kube, nodes: list[str], settings: HostPodSettings) -> list[str]:
+    """Remove what a killed run left behind: finished host pods, and the reboot-pending taint on nodes
+    that no longer need a reboot."""
+    delete_stale_host_pods(kube, settings)
+    tainted = [
+        n.metadata.name
+        for n in list_nodes(kube, "")
+        if n.metadata.name in set(nodes) and has_pending_taint(n)
+    ]
     for name in tainted:
         cordon_ops.set_pending_taint(kube, name, False)
     return tainted
@@ -544,6 +572,7 @@ def _approved(params: MaintenanceParams, plan: list[PlanEntry], logger) -> bool:
     answer = pause_flow_run(
         wait_for_input=Approval.with_initial_data(description=f"Approve rebooting {nodes}?", approve=False),
         timeout=int(params.approval_timeout_seconds),
+        poll_interval=2,
     )
     logger.info(
         "Approval answer: %s%s",
