@@ -7,7 +7,7 @@ export PREFECT_HOME ?= $(CURDIR)/.cache/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: setup demo test lint format kubectl clean
+.PHONY: setup demo demo-upgrade test lint format kubectl clean
 
 setup: .venv/.synced
 
@@ -23,6 +23,9 @@ kubectl: .cache/bin/kubectl
 
 demo: setup kubectl
 	$(RUN) python scripts/demo.py
+
+demo-upgrade: setup kubectl
+	$(RUN) python scripts/demo_upgrade.py
 
 test: setup kubectl
 	$(RUN) pytest -q

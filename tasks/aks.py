@@ -161,11 +161,16 @@ def run_operation(step: UpgradeStep, begin: Callable[[], object], get_state: Cal
             raise UpgradeError(f"{step.describe()} did not finish within {timeout:.0f}s "
                                f"(status {poller.status()})")
         on_progress(get_state())
-        poller.wait(poll)
+        try:
+            poller.wait(poll)
+        except HttpResponseError:
+            break  # the operation ended Failed or Canceled; result() raises the same error again
     try:
         poller.result()
     except HttpResponseError as exc:
-        return OperationResult(step, "failed", describe_azure_error(exc), time.monotonic() - started, waited)
+        error = exc.error if exc.error is not None and exc.error.code else None
+        message = f"{error.code}: {error.message}" if error else describe_azure_error(exc)
+        return OperationResult(step, "failed", message, time.monotonic() - started, waited)
     return OperationResult(step, "succeeded", "", time.monotonic() - started, waited)
 
 

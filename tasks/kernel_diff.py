@@ -53,9 +53,18 @@ def diff_rows(before: list[NodeFacts], after: list[NodeFacts], reports: list[Nod
         )
     known = {f.name for f in before}
     rows += [  # nodes that joined during the run (an AKS upgrade replaces nodes)
-        {"node": f.name, "pool": f.pool, "kernel_before": "(new node)", "kernel_after": f.kernel,
-         "boot_id_changed": False, "outcome": "-", "reason": "", "duration_s": 0.0}
-        for f in after if f.name not in known
+        {
+            "node": f.name,
+            "pool": f.pool,
+            "kernel_before": "(new node)",
+            "kernel_after": f.kernel,
+            "boot_id_changed": False,
+            "outcome": "-",
+            "reason": "",
+            "duration_s": 0.0,
+        }
+        for f in after
+        if f.name not in known
     ]
     return rows
 
