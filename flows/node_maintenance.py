@@ -57,9 +57,9 @@ from tasks import notify
 from tasks.cancellation import clean_up_cancelled_run
 from tasks.drain import DrainResult, delete_pods, drain_node
 from tasks.gates import gate_reason, window_closed
-from tasks.health import wait_until_back
+from tasks.health import check_node, wait_until_back
 from tasks.kernel_diff import kernel_diff_report
-from tasks.lock import RebootSlots, SlotRenewer
+from tasks.lock import RebootSlots, SlotRenewer, failed_holder
 from tasks.reboot import cleanup_reboot_pod, request_reboot
 from tasks.sentinel import PROBE_SCRIPT, probe_facts, scan_sentinels
 from tasks.update_check import check_updates, list_nodes, node_facts
@@ -274,11 +274,16 @@ def maintain_node(
         return report
 
     slots = RebootSlots(kube, params.lock, params.concurrency)
+    if entry.action == "resume":
+        record = read_record(kube.call(kube.core.read_node, node))
+        if record is not None and record.phase == Phase.failed:
+            return recover_failed_node(kube, node, record, slots, params, done)
     try:
         slot = acquire_reboot_slot(kube, params, holder)
     except LockTimeout as exc:
         return done(Outcome.held, str(exc))
     reboot_pod = None
+    failed = False
     try:
         with SlotRenewer(slots, slot, holder) as renewer:
             try:
@@ -287,7 +292,7 @@ def maintain_node(
                 return done(Outcome.held, str(exc))
             record = checked["record"]
             now = checked["facts"]
-            if record is not None and record.phase == Phase.failed and entry.action != "resume":
+            if record is not None and record.phase == Phase.failed:
                 return done(Outcome.held, f"left failed by an earlier run: {record.reason}")
             rebooted_already = (
                 record is not None and record.boot_id_before and now.boot_id != record.boot_id_before
@@ -362,6 +367,7 @@ def maintain_node(
             report.boot_id_changed = bool(health.boot_id and health.boot_id != record.boot_id_before)
             if not health.healthy:
                 mark_node_failed(kube, node, record, health.reason)
+                failed = True
                 notify.send(
                     params.notify,
                     params.notify.failure_template,
@@ -393,7 +399,31 @@ def maintain_node(
             if reboot_pod:
                 _cleanup_reboot_pods(kube, node, settings)
         finally:
-            release_reboot_slot(kube, params, slot, holder)
+            if failed:  # still down: it keeps its slot, so it keeps counting against the concurrency
+                slots.keep_for_failed_node(slot, holder, node)
+            else:
+                release_reboot_slot(kube, params, slot, holder)
+
+
+def recover_failed_node(
+    kube: Kube, node: str, record, slots: RebootSlots, params: MaintenanceParams, done
+) -> NodeReport:
+    """A node an earlier run left failed: if it is healthy again, put it back in service and free the slot
+    it kept; otherwise leave it as it is (cordoned, recorded, holding its slot)."""
+    health = check_node(kube, node, record.boot_id_before or "")
+    if not health.healthy:
+        return done(
+            Outcome.held,
+            f"left failed by run {record.run_id} and still not healthy ({health.reason}): {record.reason}",
+        )
+    uncordon_node(kube, node, record, params)
+    slots.release_all_held_by(failed_holder(node))
+    return done(
+        Outcome.rebooted,
+        f"came back after run {record.run_id} gave up on it; kernel {health.kernel}",
+        kernel_after=health.kernel,
+        boot_id_changed=True,
+    )
 
 
 def _reboot_pods(kube: Kube, node: str, settings: HostPodSettings) -> list:

@@ -1038,6 +1038,13 @@ class Cluster:
             self.store.remove(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
         self.after(host.boot_seconds, lambda: self._boot_finished(name))
 
+    def repair_node(self, name: str) -> None:
+        """An operator repaired a node that never came back: it boots and rejoins."""
+        host = self.hosts[name]
+        host.state = "booting"
+        host.boot_id = str(uuid.uuid4())
+        self.after(host.boot_seconds, lambda: self._boot_finished(name))
+
     def _boot_finished(self, name: str) -> None:
         host = self.hosts[name]
         node = self.store.get(NODES, "", name)

@@ -169,6 +169,8 @@ class Simulation:
             for key, value in changes.items():
                 setattr(host, key, value)
             self.cluster.host_changed(host.node_name)
+            if host.state == "down" and not host.fail_after_reboot:
+                self.cluster.repair_node(host.node_name)
             self.cluster.reconcile()
             return _json(host.snapshot())
         raise ApiError(404, "NotFound", f"no simulator endpoint {request.method} {path}")

@@ -32,6 +32,13 @@ def slot_names(options: LockOptions, concurrency: int) -> list[str]:
     return [f"{options.name_prefix}-{i}" for i in range(concurrency)]
 
 
+FAILED_HOLD_SECONDS = 365 * 24 * 3600
+
+
+def failed_holder(node: str) -> str:
+    return f"failed/{node}"
+
+
 class SlotObserver:
     """Remembers when each slot's record last changed, in local monotonic time."""
 
@@ -55,6 +62,7 @@ class RebootSlots:
         self.options = options
         self.names = slot_names(options, concurrency)
         self.observer = SlotObserver()
+        self.kept_by_failed: list[str] = []  # nodes whose slot was kept because they did not come back
 
     def _body(
         self, name: str, holder: str, transitions: int, rv: str | None = None, acquire: bool = True
@@ -81,6 +89,7 @@ class RebootSlots:
         """One pass over the slots; the slot taken, or None when all are busy."""
         coord = self.kube.coordination
         ns = self.options.namespace
+        self.kept_by_failed = []
         for name in self.names:
             try:
                 lease = self.kube.call(coord.read_namespaced_lease, name, ns)
@@ -96,6 +105,9 @@ class RebootSlots:
                     raise
             spec = lease.spec
             current = spec.holder_identity or ""
+            if current.startswith(failed_holder("")):
+                self.kept_by_failed.append(current.removeprefix(failed_holder("")))
+                continue
             if current and current != holder and not self.observer.expired(name, lease):
                 continue
             transitions = (spec.lease_transitions or 0) + (0 if current == holder else 1)
@@ -126,6 +138,11 @@ class RebootSlots:
             slot = self.try_acquire(holder)
             if slot is not None:
                 return slot
+            if len(self.kept_by_failed) == len(self.names):
+                raise LockTimeout(
+                    f"every reboot slot is kept by a node that did not come back "
+                    f"({', '.join(self.kept_by_failed)}); fix those nodes first"
+                )
             if reason := keep_waiting():
                 raise LockTimeout(f"stopped waiting for a reboot slot: {reason}")
             if time.monotonic() > deadline:
@@ -204,6 +221,28 @@ class RebootSlots:
                 name, "", lease.spec.lease_transitions or 0, lease.metadata.resource_version, acquire=False
             )
             body["spec"]["leaseDurationSeconds"] = 1
+            try:
+                self.kube.call(coord.replace_namespaced_lease, name, self.options.namespace, body)
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+
+    def keep_for_failed_node(self, name: str, holder: str, node: str) -> None:
+        """Hand our slot to a node that did not come back: it stays disrupted, so it keeps counting
+        against the concurrency until a later run sees it healthy again (or an operator deletes the Lease)."""
+        coord = self.kube.coordination
+        for _ in range(3):
+            lease = self.kube.call(coord.read_namespaced_lease, name, self.options.namespace)
+            if lease.spec.holder_identity != holder:
+                return
+            body = self._body(
+                name,
+                failed_holder(node),
+                (lease.spec.lease_transitions or 0) + 1,
+                lease.metadata.resource_version,
+            )
+            body["spec"]["leaseDurationSeconds"] = FAILED_HOLD_SECONDS
             try:
                 self.kube.call(coord.replace_namespaced_lease, name, self.options.namespace, body)
                 return

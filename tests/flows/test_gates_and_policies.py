@@ -288,12 +288,14 @@ def test_blocked_drain_policies_that_reboot(start_sim, prefect_api, policy, caus
 
 
 # ---- a node that does not come back -----------------------------------------------------------
-@pytest.mark.parametrize("max_failures", [0, 1])
-def test_node_that_never_returns_fails_the_run(start_sim, prefect_api, max_failures):
+@pytest.mark.parametrize(("max_failures", "concurrency"), [(0, 1), (1, 1), (1, 2)])
+def test_node_that_never_returns_fails_the_run(start_sim, prefect_api, max_failures, concurrency):
     lost, healthy = node("nodepool1", 0), node("nodepool1", 1)
     sim = start_sim(scenario({("nodepool1", 0): {"fail_after_reboot": True}, ("nodepool1", 1): {}}))
 
-    state, report = run(sim, max_failures=max_failures, reboot={"boot_timeout_seconds": 2})
+    state, report = run(
+        sim, max_failures=max_failures, concurrency=concurrency, reboot={"boot_timeout_seconds": 2}
+    )
 
     assert state.is_failed()
     assert report.nodes, "a failed run still returns its report"
@@ -316,8 +318,42 @@ def test_node_that_never_returns_fails_the_run(start_sim, prefect_api, max_failu
         assert [e["node"] for e in events(sim, "cordoned")] == [lost]
         assert not read_nodes(sim)[healthy].spec.unschedulable
         assert inv["max_disrupted"] == 1
-    else:  # one failure tolerated: the rollout goes on while the lost node stays down
+    elif concurrency == 1:  # tolerated, but the lost node keeps the only slot: nothing else goes down
+        assert not report.halted
+        held = next(n for n in report.nodes if n.node == healthy)
+        assert held.outcome == Outcome.held
+        assert f"kept by a node that did not come back ({lost})" in held.reason
+        assert inv["reboots"] == {lost: 1}
+        assert inv["max_disrupted"] == 1
+    else:  # one failure tolerated with a second slot: the rollout goes on while the lost node stays down
         assert not report.halted
         assert outcomes(report)[healthy] == Outcome.rebooted
         assert inv["reboots"] == {lost: 1, healthy: 1}
+        assert inv["max_disrupted"] <= 2
     assert inv["pdb_violations"] == 0
+
+
+def test_a_failed_node_that_comes_back_is_recovered_by_the_next_run(start_sim, prefect_api):
+    lost = node("nodepool1", 0)
+    sim = start_sim(scenario({("nodepool1", 0): {"fail_after_reboot": True}}))
+    state, _ = run(sim, reboot={"boot_timeout_seconds": 2})
+    assert state.is_failed()
+    api = config.new_client_from_config(config_file=sim.kubeconfig)
+    try:
+        leases = client.CoordinationV1Api(api).list_namespaced_lease("kube-system").items
+        assert [lease.spec.holder_identity for lease in leases] == [f"failed/{lost}"]
+
+        sim.observer.set_host(lost, fail_after_reboot=False)  # an operator repairs the VM
+        sim.observer.wait_for(lambda: lost not in sim.observer.invariants()["not_ready_now"], timeout=10)
+        state, report = run(sim)
+        assert state.is_completed(), state.message
+        recovered = next(n for n in report.nodes if n.node == lost)
+        assert recovered.outcome == Outcome.rebooted
+        assert "came back after run" in recovered.reason
+        node_now = read_nodes(sim)[lost]
+        assert not node_now.spec.unschedulable
+        assert STATE_ANNOTATION not in (node_now.metadata.annotations or {})
+        leases = client.CoordinationV1Api(api).list_namespaced_lease("kube-system").items
+        assert all(not lease.spec.holder_identity for lease in leases), "the kept slot is free again"
+    finally:
+        api.close()
