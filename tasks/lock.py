@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from kubernetes.client.exceptions import ApiException
@@ -152,30 +152,30 @@ class RebootSlots:
                 )
             time.sleep(poll)
 
-    def holders(self) -> list[str]:
-        out = []
+    def existing(self) -> Iterator[tuple[str, object]]:
+        """(slot name, Lease) for every slot Lease that exists."""
         for name in self.names:
             try:
-                lease = self.kube.call(
-                    self.kube.coordination.read_namespaced_lease, name, self.options.namespace
+                yield (
+                    name,
+                    self.kube.call(
+                        self.kube.coordination.read_namespaced_lease, name, self.options.namespace
+                    ),
                 )
-            except ApiException:
-                continue
-            if lease.spec.holder_identity:
-                out.append(f"{name}={lease.spec.holder_identity}")
-        return out
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+    def holders(self) -> list[str]:
+        return [
+            f"{name}={lease.spec.holder_identity}"
+            for name, lease in self.existing()
+            if lease.spec.holder_identity
+        ]
 
     def holder_alive(self, holder: str) -> bool:
         """True when ``holder`` holds one of the slots and has not been seen to let it expire."""
-        for name in self.names:
-            try:
-                lease = self.kube.call(
-                    self.kube.coordination.read_namespaced_lease, name, self.options.namespace
-                )
-            except ApiException as exc:
-                if exc.status == 404:
-                    continue
-                raise
+        for name, lease in self.existing():
             if lease.spec.holder_identity == holder:
                 return not self.observer.expired(name, lease)
         return False
@@ -253,13 +253,7 @@ class RebootSlots:
     def release_all_held_by(self, run_prefix: str) -> list[str]:
         """Free every slot whose holder starts with ``run_prefix`` (cleanup after a cancelled run)."""
         freed = []
-        for name in self.names:
-            try:
-                lease = self.kube.call(
-                    self.kube.coordination.read_namespaced_lease, name, self.options.namespace
-                )
-            except ApiException:
-                continue
+        for name, lease in self.existing():
             holder = lease.spec.holder_identity or ""
             if holder.startswith(run_prefix):
                 self.release(name, holder)
