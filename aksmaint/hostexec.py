@@ -97,6 +97,7 @@ def run_on_host(
     name = start_host_pod(kube, node, ["sh", "-c", script], purpose, settings)
     try:
         deadline = time.monotonic() + timeout
+        pause = min(poll, 0.1)  # a short script is often done in well under a poll: look early, then back off
         while True:
             try:
                 pod = kube.call(kube.core.read_namespaced_pod, name, settings.namespace)
@@ -115,7 +116,8 @@ def run_on_host(
                     f"{purpose} on node {node} did not finish within {timeout:.0f}s "
                     f"(pod {settings.namespace}/{name} is {phase})"
                 )
-            time.sleep(poll)
+            time.sleep(pause)
+            pause = min(poll, pause * 2)
         exit_code = 0
         for status in pod.status.container_statuses or []:
             if status.state and status.state.terminated:

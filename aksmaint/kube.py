@@ -40,6 +40,15 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
 
 
+def _tls_verification_failure(exc: BaseException) -> str | None:
+    """The reason when a request failed because the server's certificate did not verify (no retry helps)."""
+    reason = getattr(exc, "reason", None) if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    if isinstance(reason, urllib3.exceptions.SSLError) and "certificate verify failed" in str(reason):
+        text = str(reason)
+        return text[text.index("certificate verify failed") :].split(" (_ssl")[0].rstrip(")'\"")
+    return None
+
+
 def retry_after_seconds(exc: ApiException) -> float | None:
     value = (exc.headers or {}).get("Retry-After") if exc.headers else None
     try:
@@ -106,6 +115,12 @@ class Kube:
                     raise
                 wait = retry_after_seconds(exc) or delay
             except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+                if tls_failure := _tls_verification_failure(exc):
+                    raise ClusterAccessError(
+                        f"TLS verification of the Kubernetes API of {self.cluster_name} failed ({tls_failure}); "
+                        "check the CA the kubeconfig names (certificate-authority or certificate-authority-data) "
+                        "or the service account's ca.crt: verification cannot be turned off"
+                    ) from exc
                 if attempt == self.attempts:
                     raise TransientApiError(
                         f"{self.cluster_name}: API server unreachable: {type(exc).__name__}"
@@ -151,6 +166,9 @@ def connect(cluster: ClusterConnection) -> Kube:
         raise ClusterAccessError(f"cannot use {cluster.describe()}: {exc}") from exc
     configuration.verify_ssl = True
     configuration.retries = 1
+    # one pooled connection per thread that may call at once (scan parallelism, drains of several nodes):
+    # the default (5 per CPU) drops connections under load, and each new one costs a TLS handshake
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 64)
     kube = Kube(client.ApiClient(configuration), name)
     kube.api_client.user_agent = "aks-node-maintenance/0.1"
     try:

@@ -24,6 +24,8 @@ _LABEL_KEY = re.compile(
 )
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _DNS_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+# HH:MM, 24-hour: also in the JSON schema, so the Prefect server refuses a bad time before a run exists
+_CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -42,6 +44,13 @@ def _check_selector(value: str) -> str:
 
 
 Selector = Annotated[str, Field(description="A Kubernetes label selector, e.g. `app=web,tier!=batch`.")]
+
+# Limits of top-level node-maintenance parameters, shared by the flow's signature and MaintenanceParams:
+# the server enforces them from the flow's JSON schema, the command line through MaintenanceParams.
+# Their descriptions for the UI are in the flow's docstring, where Prefect reads them.
+Concurrency = Annotated[int, Field(ge=1, le=100)]
+MaxFailures = Annotated[int, Field(ge=0)]
+ApprovalTimeout = Annotated[float, Field(gt=0)]
 
 
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
@@ -66,7 +75,9 @@ class ClusterConnection(_Model):
         None, description="Context in the kubeconfig; empty means its current context."
     )
     in_cluster: bool = Field(False, description="Use the service account of the pod the flow runs in.")
-    aks: AksCluster | None = Field(None, description="An AKS cluster by subscription, resource group and name.")
+    aks: AksCluster | None = Field(
+        None, description="An AKS cluster by subscription, resource group and name."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ClusterConnection:
@@ -91,9 +102,10 @@ class MaintenanceWindow(_Model):
         default_factory=lambda: list(DAYS),
         description="Days on which the window opens (the day the window starts, for windows past midnight).",
     )
-    start: str = Field("00:00", description="Local time the window opens, HH:MM (24-hour).")
+    start: str = Field("00:00", pattern=_CLOCK, description="Local time the window opens, HH:MM (24-hour).")
     end: str = Field(
         "23:59",
+        pattern=_CLOCK,
         description="Local time the window closes, HH:MM. Earlier than start means "
         "the window runs past midnight into the next day.",
     )
@@ -153,7 +165,7 @@ class DrainOptions(_Model):
         "terminationGracePeriodSeconds.",
     )
     timeout_seconds: float = Field(
-        900, gt=0, description="Give up draining a node after this long (then on_timeout decides)."
+        900, gt=0, description="Seconds to wait for a node's pods to leave; after that, on_timeout decides."
     )
     delete_emptydir_data: bool = Field(
         True, description="Evict pods that use emptyDir volumes; their local data is lost."
@@ -207,7 +219,7 @@ class Blockers(_Model):
     alert_filter_match_only: bool = Field(
         False, description="Only alerts matching alert_filter_regexp block."
     )
-    prometheus_timeout_seconds: float = Field(10, gt=0, description="Timeout of one Prometheus query.")
+    prometheus_timeout_seconds: float = Field(10, gt=0, description="Seconds one Prometheus query may take.")
 
     @field_validator("pod_selectors")
     @classmethod
@@ -246,12 +258,12 @@ class RebootOptions(_Model):
         description="Command run on the node (through nsenter into the host's namespaces).",
         min_length=1,
     )
-    delay_seconds: float = Field(0, ge=0, description="Wait this long after the drain before rebooting.")
+    delay_seconds: float = Field(0, ge=0, description="Seconds to wait between the drain and the reboot.")
     boot_timeout_seconds: float = Field(
         600,
         gt=0,
-        description="A node not back (Ready, new boot id) within this time is left cordoned "
-        "and counted as failed.",
+        description="Seconds a node may take to come back (Ready, new boot id, kubelet heartbeat); "
+        "a node not back by then is left cordoned and counted as failed.",
     )
     host_pod_namespace: str = Field(
         "kube-system",
@@ -280,7 +292,9 @@ class LockOptions(_Model):
         description="A slot not renewed for this long (seen from here) may be taken over; "
         "the holder renews it every third of it.",
     )
-    release_delay_seconds: float = Field(0, ge=0, description="Hold the slot this long after a node is done.")
+    release_delay_seconds: float = Field(
+        0, ge=0, description="Seconds to keep the slot after a node is done (kured's lock-release-delay)."
+    )
     respect_kured_lock: bool = Field(
         False,
         description="Wait while kured's DaemonSet lock annotation is held, so both can run during "
@@ -291,7 +305,9 @@ class LockOptions(_Model):
         pattern=r"^[a-z0-9-]+/[a-z0-9-]+$",
         description="namespace/name of kured's DaemonSet.",
     )
-    wait_seconds: float = Field(1800, gt=0, description="Give up waiting for a free slot after this long.")
+    wait_seconds: float = Field(
+        1800, gt=0, description="Seconds a node waits for a free slot; then it is held for a later run."
+    )
 
 
 class SentinelMode(StrEnum):
@@ -352,8 +368,8 @@ class MaintenanceParams(_Model):
 
     cluster: ClusterConnection
     node_selector: Selector = ""
-    concurrency: int = Field(1, ge=1, le=100)
-    max_failures: int = Field(0, ge=0)
+    concurrency: Concurrency = 1
+    max_failures: MaxFailures = 0
     window: MaintenanceWindow | None = None
     drain: DrainOptions = Field(default_factory=DrainOptions)
     blockers: Blockers = Field(default_factory=Blockers)
@@ -364,7 +380,7 @@ class MaintenanceParams(_Model):
     labels: NodeLabels = Field(default_factory=NodeLabels)
     notify: NotifyOptions = Field(default_factory=NotifyOptions)
     require_approval: bool = False
-    approval_timeout_seconds: float = Field(3600, gt=0)
+    approval_timeout_seconds: ApprovalTimeout = 3600
     dry_run: bool = False
 
     @field_validator("node_selector")

@@ -1,0 +1,263 @@
+"""A real Prefect server, the project's deployments from prefect.yaml, workers, and simulated clusters.
+
+Everything runs as the operator would run it: `prefect server start`, `prefect work-pool create`,
+`prefect --no-prompt deploy --all`, `prefect deployment run`, `prefect worker start`, each a
+subprocess with its own PREFECT_HOME in a temporary folder. The clusters of prefect.yaml are simulated
+AKS clusters whose kubeconfigs land where the deploy-time variables say.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from simulator.observe import SimObserver
+from simulator.runtime import SimulatedAKS
+from simulator.scenario import parse_scenario
+from tests.conftest import ROOT, scenario_dict
+
+POOL = "aks-maintenance"
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+SCALE = 0.05
+NEW_KERNEL = "5.15.0-1081-azure"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM the process group we started (a worker wants two), then SIGKILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=timeout / 2)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def prefect_yaml() -> dict:
+    return yaml.safe_load((ROOT / "prefect.yaml").read_text())
+
+
+def cluster_block(name: str) -> dict:
+    return prefect_yaml()["definitions"]["clusters"][name]
+
+
+class PrefectServer:
+    """A local Prefect server plus the CLI and REST calls the tests make against it."""
+
+    def __init__(self, home: Path, env: dict[str, str]):
+        self.home = home
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env["PREFECT_API_URL"] = f"{self.url}/api"
+        self.env["PREFECT_UI_API_URL"] = f"{self.url}/api"  # what the browser calls
+        self.process: subprocess.Popen | None = None
+        self.http = httpx.Client(base_url=f"{self.url}/api", timeout=30)
+        self.workers: list[subprocess.Popen] = []
+
+    def start(self, timeout: float = 180) -> None:
+        log = open(self.home / "server.log", "w")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prefect server exited: {(self.home / 'server.log').read_text()[-2000:]}")
+            try:
+                if self.http.get("/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("prefect server did not answer in time")
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 180, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [PREFECT, *args], env=env or self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"prefect {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def start_worker(self, *extra: str) -> subprocess.Popen:
+        log = open(self.home / f"worker{len(self.workers)}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", POOL, *extra],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def worker_log(self, index: int = -1) -> str:
+        n = index if index >= 0 else len(self.workers) + index
+        return (self.home / f"worker{n}.log").read_text()
+
+    # ---- REST ------------------------------------------------------------------------------------
+    def get(self, path: str) -> dict:
+        response = self.http.get(path)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: dict) -> object:
+        response = self.http.post(path, json=body)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def deployment(self, full_name: str) -> dict:
+        return self.get(f"/deployments/name/{full_name}")
+
+    def flow_run(self, run_id: str) -> dict:
+        return self.get(f"/flow_runs/{run_id}")
+
+    def runs_of(self, deployment_id: str) -> list[dict]:
+        return self.post("/flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}}})
+
+    def wait_for_state(self, run_id: str, states: set[str], timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.flow_run(run_id)
+            if run["state"] and run["state"]["type"] in states:
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} is {run['state']} after {timeout}s")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            stop_process(worker)
+        if self.process is not None:
+            stop_process(self.process)
+        self.http.close()
+
+
+@pytest.fixture(scope="session")
+def e2e_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(e2e_dir) -> Iterator[PrefectServer]:
+    """A local Prefect server with the process pool and every deployment of prefect.yaml deployed."""
+    home = e2e_dir / "prefect-home"
+    kubeconfigs = e2e_dir / "kubeconfigs"
+    home.mkdir()
+    kubeconfigs.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AKSMAINT_", "AZURE_"))}
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="INFO",
+        PREFECT_CLI_WRAP_LINES="false",
+        # deploy-time variables of prefect.yaml (the "test profile")
+        AKSMAINT_KUBECONFIG_DIR=str(kubeconfigs),
+        AKSMAINT_AZURE_CREDENTIAL="static-token",
+        AKSMAINT_ARM_ENDPOINT="https://127.0.0.1:9",  # replaced per simulator where ARM is used
+    )
+    # the pull step's variable is read where the flow runs (the workers), so the deploy must not see it:
+    # a value present at deploy time would be written into the deployment instead
+    deploy_env = dict(env)
+    env["AKSMAINT_PROJECT_DIR"] = str(ROOT)
+    server = PrefectServer(home, env)
+    try:
+        server.start()
+        server.cli("work-pool", "create", POOL, "--type", "process")
+        server.cli(
+            "--no-prompt",
+            "deploy",
+            "--all",
+            env={**deploy_env, **{k: server.env[k] for k in ("PREFECT_API_URL", "PREFECT_UI_API_URL")}},
+        )
+        yield server
+    finally:
+        server.stop()
+
+
+class SimCluster:
+    """A simulated AKS standing in for one cluster of prefect.yaml (same name, resource group, subscription),
+    its kubeconfig written where that cluster's deployments look for it."""
+
+    def __init__(self, key: str, kubeconfig_dir: Path, state_dir: Path, scenario: dict):
+        azure = cluster_block(key)["azure"]
+        sc = copy.deepcopy(scenario)
+        sc["cluster"].update(
+            name=azure["name"],
+            resource_group=azure["resource_group"],
+            subscription_id=azure["subscription_id"],
+        )
+        self.key = key
+        self.sim = SimulatedAKS(
+            parse_scenario(sc), state_dir=state_dir, kubeconfig=kubeconfig_dir / f"{key}.kubeconfig"
+        )
+        self.endpoints = self.sim.start()
+        self.observer = SimObserver(self.endpoints)
+
+    @property
+    def kubeconfig(self) -> str:
+        return self.endpoints.kubeconfig
+
+    def kernels(self) -> dict[str, str]:
+        return {name: h["running_kernel"] for name, h in self.observer.hosts().items()}
+
+    def stop(self) -> None:
+        self.observer.close()
+        self.sim.stop()
+
+
+def demo_scenario(reboot: list[tuple[str, int]], **changes: object) -> dict:
+    sc = scenario_dict()
+    sc["time_scale"] = SCALE
+    sc["nodes"] = [
+        {"pool": pool, "index": index, "reboot_required": True, "pending_kernel": NEW_KERNEL}
+        for pool, index in reboot
+    ]
+    sc.update(changes)
+    return sc
+
+
+@pytest.fixture
+def sim_cluster(prefect_server, tmp_path) -> Iterator:
+    """Start simulated clusters for keys of prefect.yaml; stopped at the end of the test."""
+    started: list[SimCluster] = []
+    kubeconfigs = Path(prefect_server.env["AKSMAINT_KUBECONFIG_DIR"])
+
+    def start(key: str, scenario: dict) -> SimCluster:
+        cluster = SimCluster(key, kubeconfigs, tmp_path / f"sim-{key}", scenario)
+        started.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.stop()
