@@ -255,6 +255,14 @@ def mark_node_failed(kube: Kube, node: str, record, reason: str) -> None:
     _emit(kube, "node.failed", node, reason=reason)
 
 
+_STOPS: dict[str, threading.Event] = {}  # run id -> set when the run is being cancelled
+
+
+def stop_requested(run_id: str) -> bool:
+    event = _STOPS.get(run_id)
+    return event is not None and event.is_set()
+
+
 # ---- per-node subflow -----------------------------------------------------------------------
 @flow(name="maintain-node", flow_run_name="{node}", validate_parameters=False)
 def maintain_node(
@@ -357,6 +365,9 @@ def maintain_node(
                         logger.warning("%s: %s; rebooting anyway as configured", node, why)
                 if renewer.lost:
                     raise LockTimeout(f"lost reboot slot {slot} before rebooting {node}")
+                if stop_requested(run_id):
+                    uncordon_node(kube, node, record, params)
+                    return done(Outcome.held, "run cancelled before the reboot; node put back in service")
                 notify.send(params.notify, params.notify.reboot_template, node=node, cluster=cluster)
                 boot_started = time.monotonic()
                 record = reboot_node(kube, node, record, params)
@@ -681,6 +692,8 @@ def _execute(
                 return
             with lock:
                 halted = state["halted"]
+            if stop_requested(run_id):
+                halted = "run cancelled"
             if halted:
                 hold(entry, f"not started: {halted}")
                 continue
@@ -725,10 +738,21 @@ def _execute(
         )
         for i in range(min(params.concurrency, len(todo)))
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _STOPS[run_id] = threading.Event()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    except BaseException:
+        # cancelled or terminated: nodes in progress stop at the next safe point (before a reboot) and
+        # are put back in service; Prefect's grace period is 30 s, the cancellation hook does the rest
+        _STOPS[run_id].set()
+        for t in threads:
+            t.join(timeout=20)
+        raise
+    finally:
+        _STOPS.pop(run_id, None)
     if params.labels.prefer_no_schedule_taint:
         for node, r in results.items():
             if r.outcome != Outcome.failed:
