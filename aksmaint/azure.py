@@ -47,16 +47,22 @@ class AksCluster(BaseModel):
     credential: CredentialKind = Field(
         CredentialKind.default,
         description="How to authenticate: default (DefaultAzureCredential), workload-identity, "
-                    "managed-identity, azure-cli, environment (service principal from AZURE_* variables), "
-                    "or static-token (a bearer token from AZURE_ACCESS_TOKEN).")
+        "managed-identity, azure-cli, environment (service principal from AZURE_* variables), "
+        "or static-token (a bearer token from AZURE_ACCESS_TOKEN).",
+    )
     client_id: str | None = Field(None, description="Client id of a user-assigned managed identity.")
-    arm_endpoint: str = Field(PUBLIC_ARM, pattern=r"^https://",
-                              description="Azure Resource Manager endpoint (HTTPS only).")
-    ca_bundle: str | None = Field(None, description="CA bundle file to verify ARM with (default: system CAs).")
+    arm_endpoint: str = Field(
+        PUBLIC_ARM, pattern=r"^https://", description="Azure Resource Manager endpoint (HTTPS only)."
+    )
+    ca_bundle: str | None = Field(
+        None, description="CA bundle file to verify ARM with (default: system CAs)."
+    )
 
     def resource_id(self) -> str:
-        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}/providers/"
-                f"Microsoft.ContainerService/managedClusters/{self.name}")
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}/providers/"
+            f"Microsoft.ContainerService/managedClusters/{self.name}"
+        )
 
 
 class StaticTokenCredential:
@@ -78,8 +84,11 @@ def make_credential(kind: CredentialKind, client_id: str | None = None) -> Token
     if kind == CredentialKind.static_token:
         return StaticTokenCredential()
     if kind == CredentialKind.workload_identity:
-        return identity.WorkloadIdentityCredential(client_id=client_id) if client_id \
+        return (
+            identity.WorkloadIdentityCredential(client_id=client_id)
+            if client_id
             else identity.WorkloadIdentityCredential()
+        )
     if kind == CredentialKind.managed_identity:
         return identity.ManagedIdentityCredential(client_id=client_id)
     if kind == CredentialKind.azure_cli:
@@ -95,8 +104,9 @@ def management_client(cluster: AksCluster, polling_interval: float = 30) -> Cont
         kwargs["connection_verify"] = cluster.ca_bundle
     if cluster.arm_endpoint != PUBLIC_ARM:
         kwargs["credential_scopes"] = [cluster.arm_endpoint.rstrip("/") + "/.default"]
-    return ContainerServiceClient(make_credential(cluster.credential, cluster.client_id), cluster.subscription_id,
-                                  **kwargs)
+    return ContainerServiceClient(
+        make_credential(cluster.credential, cluster.client_id), cluster.subscription_id, **kwargs
+    )
 
 
 def describe_azure_error(exc: Exception) -> str:
@@ -117,8 +127,9 @@ def fetch_kubeconfig(cluster: AksCluster, folder: str | None = None) -> Path:
     try:
         result = client.managed_clusters.list_cluster_user_credentials(cluster.resource_group, cluster.name)
     except (HttpResponseError, ServiceRequestError, ClientAuthenticationError) as exc:
-        raise ClusterAccessError(f"cannot get the kubeconfig of AKS cluster {cluster.name}: "
-                                 f"{describe_azure_error(exc)}") from exc
+        raise ClusterAccessError(
+            f"cannot get the kubeconfig of AKS cluster {cluster.name}: {describe_azure_error(exc)}"
+        ) from exc
     if not result.kubeconfigs:
         raise ClusterAccessError(f"AKS returned no kubeconfig for {cluster.name}")
     raw = result.kubeconfigs[0].value

@@ -76,15 +76,23 @@ def _pool_names(pools: list, wanted: list[str]) -> list[str]:
 
 
 @maintenance_task(name="aks-preflight", retries=2)
-def preflight(cluster: AksCluster, mode: UpgradeMode, target: str, pools: list[str], control_plane_only: bool,
-              respect_maintenance_window: bool) -> UpgradePlan:
+def preflight(
+    cluster: AksCluster,
+    mode: UpgradeMode,
+    target: str,
+    pools: list[str],
+    control_plane_only: bool,
+    respect_maintenance_window: bool,
+) -> UpgradePlan:
     """Everything checked before the first mutating call: states, versions, skew, budgets, window."""
     client = management_client(cluster)
     try:
         mc = client.managed_clusters.get(cluster.resource_group, cluster.name)
     except ResourceNotFoundError as exc:
-        raise ClusterAccessError(f"AKS cluster {cluster.name} not found in resource group "
-                                 f"{cluster.resource_group} of subscription {cluster.subscription_id}") from exc
+        raise ClusterAccessError(
+            f"AKS cluster {cluster.name} not found in resource group "
+            f"{cluster.resource_group} of subscription {cluster.subscription_id}"
+        ) from exc
     agent_pools = list(client.agent_pools.list(cluster.resource_group, cluster.name))
     selected = _pool_names(agent_pools, pools)
     plan = UpgradePlan()
@@ -94,7 +102,9 @@ def preflight(cluster: AksCluster, mode: UpgradeMode, target: str, pools: list[s
     for p in agent_pools:
         if p.name in selected and p.provisioning_state in ("Failed", "Canceled"):
             problems.append(f"pool {p.name} is in provisioning state {p.provisioning_state}")
-    busy = [("the cluster", mc.provisioning_state)] + [(f"pool {p.name}", p.provisioning_state) for p in agent_pools]
+    busy = [("the cluster", mc.provisioning_state)] + [
+        (f"pool {p.name}", p.provisioning_state) for p in agent_pools
+    ]
     for what, state in busy:
         if state in IN_PROGRESS_STATES:
             plan.notes.append(f"an operation is in progress on {what} ({state}); it will be waited for")
@@ -107,21 +117,28 @@ def preflight(cluster: AksCluster, mode: UpgradeMode, target: str, pools: list[s
             profile = client.agent_pools.get_upgrade_profile(cluster.resource_group, cluster.name, name)
             latest = profile.latest_node_image_version
             if latest and latest == pool.node_image_version:
-                plan.notes.append(f"pool {name}: node image {pool.node_image_version} is already the latest; "
-                                  "nothing to do")
+                plan.notes.append(
+                    f"pool {name}: node image {pool.node_image_version} is already the latest; nothing to do"
+                )
                 continue
-            plan.steps.append(vars(UpgradeStep("node-image", name, pool.node_image_version or "?", latest or "latest")))
+            plan.steps.append(
+                vars(UpgradeStep("node-image", name, pool.node_image_version or "?", latest or "latest"))
+            )
     else:
         current = mc.current_kubernetes_version or mc.kubernetes_version
         versions = client.managed_clusters.list_kubernetes_versions(mc.location)
         available = [pv for v in versions.values_property or [] for pv in (v.patch_versions or {})]
         final = resolve_target(current, available, target)
         if final is None:
-            plan.notes.append(f"the control plane already runs {current}: no newer version matches target "
-                              f"{target!r}; nothing to do")
+            plan.notes.append(
+                f"the control plane already runs {current}: no newer version matches target "
+                f"{target!r}; nothing to do"
+            )
         else:
             cp = current
-            pool_versions = {p.name: p.current_orchestrator_version or p.orchestrator_version for p in agent_pools}
+            pool_versions = {
+                p.name: p.current_orchestrator_version or p.orchestrator_version for p in agent_pools
+            }
             for hop in upgrade_path(current, final, available):
                 if control_plane_only:
                     for name in selected:
@@ -134,18 +151,31 @@ def preflight(cluster: AksCluster, mode: UpgradeMode, target: str, pools: list[s
                         pool_versions[name] = hop
                 cp = hop
         for p in agent_pools:
-            if p.name not in selected and plan.steps and (problem := skew_problem(
-                    plan.steps[-1]["to_version"], p.current_orchestrator_version or p.orchestrator_version)):
+            if (
+                p.name not in selected
+                and plan.steps
+                and (
+                    problem := skew_problem(
+                        plan.steps[-1]["to_version"], p.current_orchestrator_version or p.orchestrator_version
+                    )
+                )
+            ):
                 raise UpgradeError(f"pool {p.name} is not part of this upgrade but {problem}")
 
     if respect_maintenance_window:
-        name = "aksManagedNodeOSUpgradeSchedule" if mode == UpgradeMode.node_image else "aksManagedAutoUpgradeSchedule"
+        name = (
+            "aksManagedNodeOSUpgradeSchedule"
+            if mode == UpgradeMode.node_image
+            else "aksManagedAutoUpgradeSchedule"
+        )
         config = None
         try:
             config = client.maintenance_configurations.get(cluster.resource_group, cluster.name, name)
         except ResourceNotFoundError:
             try:
-                config = client.maintenance_configurations.get(cluster.resource_group, cluster.name, "default")
+                config = client.maintenance_configurations.get(
+                    cluster.resource_group, cluster.name, "default"
+                )
             except ResourceNotFoundError:
                 config = None
         check = maintenance_window_open(config)
@@ -164,12 +194,16 @@ def preflight(cluster: AksCluster, mode: UpgradeMode, target: str, pools: list[s
 def _busy_state(client, cluster: AksCluster):
     """The state of an operation in progress on the cluster or any pool (AKS answers 409 to a new operation
     while one runs anywhere on the cluster), else the cluster's state."""
+
     def get() -> str:
         state = client.managed_clusters.get(cluster.resource_group, cluster.name).provisioning_state
         if state in IN_PROGRESS_STATES:
             return state
         pools = client.agent_pools.list(cluster.resource_group, cluster.name)
-        return next((p.provisioning_state for p in pools if p.provisioning_state in IN_PROGRESS_STATES), state)
+        return next(
+            (p.provisioning_state for p in pools if p.provisioning_state in IN_PROGRESS_STATES), state
+        )
+
     return get
 
 
@@ -220,14 +254,25 @@ def execute_step(cluster: AksCluster, step: dict, poll_interval: float, timeout:
 
     result: OperationResult = run_operation(s, begin, get_state, timeout, poll_interval, report)
     if already:
-        result.status, result.message = "already-current", "already done (by an earlier operation); nothing started"
+        result.status, result.message = (
+            "already-current",
+            "already done (by an earlier operation); nothing started",
+        )
     result.waited_for_other_operation |= waited
     update_progress_artifact(progress, 100.0)
-    emit_event(event=f"aks.upgrade.{result.status}", resource={"prefect.resource.id": f"aks.cluster.{name}"},
-               payload={"step": s.describe(), "message": result.message})
+    emit_event(
+        event=f"aks.upgrade.{result.status}",
+        resource={"prefect.resource.id": f"aks.cluster.{name}"},
+        payload={"step": s.describe(), "message": result.message},
+    )
     logger.info("%s: %s %s", s.describe(), result.status, result.message)
-    return {"step": step, "status": result.status, "message": result.message, "seconds": round(result.seconds, 1),
-            "waited_for_other_operation": result.waited_for_other_operation}
+    return {
+        "step": step,
+        "status": result.status,
+        "message": result.message,
+        "seconds": round(result.seconds, 1),
+        "waited_for_other_operation": result.waited_for_other_operation,
+    }
 
 
 class _Done:
@@ -253,11 +298,17 @@ def verify_nodes(kube: Kube, mode: UpgradeMode, plan: UpgradePlan) -> list[str]:
                 problems.append(f"{f.name} is not Ready")
             if f.unschedulable:
                 problems.append(f"{f.name} is still cordoned")
-            if mode == UpgradeMode.node_image and f.node_image_version != step["to_version"] \
-                    and step["to_version"] != "latest":
+            if (
+                mode == UpgradeMode.node_image
+                and f.node_image_version != step["to_version"]
+                and step["to_version"] != "latest"
+            ):
                 problems.append(f"{f.name} runs image {f.node_image_version}, not {step['to_version']}")
-            if mode == UpgradeMode.kubernetes_version and step["kind"] == "pool-version" \
-                    and f.kubelet_version.lstrip("v") != step["to_version"]:
+            if (
+                mode == UpgradeMode.kubernetes_version
+                and step["kind"] == "pool-version"
+                and f.kubelet_version.lstrip("v") != step["to_version"]
+            ):
                 problems.append(f"{f.name} runs kubelet {f.kubelet_version}, not {step['to_version']}")
     return sorted(set(problems))
 
@@ -276,21 +327,30 @@ def cluster_upgrade(
 ):
     """Upgrade an AKS cluster's node images or Kubernetes version, one safe step at a time."""
     logger = get_run_logger()
-    report = UpgradeReport(cluster=cluster.name, mode=mode, dry_run=dry_run,
-                           started_at=datetime.now(UTC).isoformat(timespec="seconds"), plan=UpgradePlan())
+    report = UpgradeReport(
+        cluster=cluster.name,
+        mode=mode,
+        dry_run=dry_run,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        plan=UpgradePlan(),
+    )
     try:
         plan = preflight(cluster, mode, target, pools or [], control_plane_only, respect_maintenance_window)
     except (HttpResponseError, ServiceRequestError) as exc:
         raise ClusterAccessError(f"Azure Resource Manager call failed: {describe_azure_error(exc)}") from exc
     report.plan = plan
     lines = [f"# Upgrade plan for {cluster.name} ({mode.value}, target {target})", ""]
-    lines += [f"{i}. {UpgradeStep(**s).describe()}" for i, s in enumerate(plan.steps, 1)] or ["Nothing to do."]
+    lines += [f"{i}. {UpgradeStep(**s).describe()}" for i, s in enumerate(plan.steps, 1)] or [
+        "Nothing to do."
+    ]
     lines += [""] + [f"- {n}" for n in plan.notes]
     if plan.blocking_pdbs:
         lines += ["", "PodDisruptionBudgets that would block a drain now: " + ", ".join(plan.blocking_pdbs)]
     if plan.window:
         lines += ["", f"Maintenance window: {plan.window}"]
-    create_markdown_artifact(key="upgrade-plan", markdown="\n".join(lines), description=f"Plan for {cluster.name}")
+    create_markdown_artifact(
+        key="upgrade-plan", markdown="\n".join(lines), description=f"Plan for {cluster.name}"
+    )
     for note in plan.notes:
         logger.info(note)
     if plan.blocking_pdbs:
@@ -322,18 +382,23 @@ def _finish(report: UpgradeReport, logger):
     report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     logger.info("%s: %s", report.cluster, report.outcome)
     if report.outcome.startswith("failed") or report.verify_problems:
-        return Failed(message=f"{report.outcome}; {'; '.join(report.verify_problems)}".rstrip("; "), data=report)
+        return Failed(
+            message=f"{report.outcome}; {'; '.join(report.verify_problems)}".rstrip("; "), data=report
+        )
     return Completed(message=report.outcome, data=report)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.cluster_upgrade", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.cluster_upgrade", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--subscription-id", required=True)
     parser.add_argument("--resource-group", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--mode", required=True, choices=[m.value for m in UpgradeMode])
-    parser.add_argument("--target", default="latest",
-                        help="a version, latest-patch, next-minor or latest (default: latest)")
+    parser.add_argument(
+        "--target", default="latest", help="a version, latest-patch, next-minor or latest (default: latest)"
+    )
     parser.add_argument("--pools", default="", help="comma-separated pools (default: all)")
     parser.add_argument("--control-plane-only", action="store_true")
     parser.add_argument("--ignore-maintenance-window", action="store_true")
@@ -344,17 +409,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=15)
     args = parser.parse_args(argv)
     try:
-        cluster = AksCluster(subscription_id=args.subscription_id, resource_group=args.resource_group,
-                             name=args.name, arm_endpoint=args.arm_endpoint, ca_bundle=args.ca_bundle,
-                             credential=args.credential)
+        cluster = AksCluster(
+            subscription_id=args.subscription_id,
+            resource_group=args.resource_group,
+            name=args.name,
+            arm_endpoint=args.arm_endpoint,
+            ca_bundle=args.ca_bundle,
+            credential=args.credential,
+        )
     except ValidationError as exc:
         for err in exc.errors():
             print(f"error: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", file=sys.stderr)
         return 2
-    state = cluster_upgrade(cluster=cluster, mode=UpgradeMode(args.mode), target=args.target,
-                            pools=[p for p in args.pools.split(",") if p], control_plane_only=args.control_plane_only,
-                            respect_maintenance_window=not args.ignore_maintenance_window, dry_run=args.dry_run,
-                            poll_interval_seconds=args.poll_interval, return_state=True)
+    state = cluster_upgrade(
+        cluster=cluster,
+        mode=UpgradeMode(args.mode),
+        target=args.target,
+        pools=[p for p in args.pools.split(",") if p],
+        control_plane_only=args.control_plane_only,
+        respect_maintenance_window=not args.ignore_maintenance_window,
+        dry_run=args.dry_run,
+        poll_interval_seconds=args.poll_interval,
+        return_state=True,
+    )
     result = state.result(raise_on_failure=False)
     if isinstance(result, UpgradeReport):
         print(format_upgrade(result))
@@ -367,11 +444,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_upgrade(report: UpgradeReport) -> str:
-    lines = [f"Cluster upgrade of {report.cluster} ({report.mode.value}{', dry run' if report.dry_run else ''})", ""]
+    lines = [
+        f"Cluster upgrade of {report.cluster} ({report.mode.value}{', dry run' if report.dry_run else ''})",
+        "",
+    ]
     for s in report.plan.steps:
         done = next((o for o in report.operations if o["step"] == s), None)
         status = done["status"] if done else ("planned" if report.dry_run else "not run")
-        lines.append(f"  {UpgradeStep(**s).describe():<60} {status} {done['message'] if done else ''}".rstrip())
+        lines.append(
+            f"  {UpgradeStep(**s).describe():<60} {status} {done['message'] if done else ''}".rstrip()
+        )
     lines += [f"  note: {n}" for n in report.plan.notes]
     if report.plan.blocking_pdbs:
         lines.append(f"  PodDisruptionBudgets blocking drains now: {', '.join(report.plan.blocking_pdbs)}")

@@ -28,7 +28,9 @@ def main() -> int:
     with SimulatedAKS(scenario) as sim:
         kubeconfig = sim.endpoints.kubeconfig
         observer = SimObserver(sim.endpoints)
-        print(f"== Simulated AKS cluster '{scenario.cluster.name}' at {sim.endpoints.kube_api} ==\n", flush=True)
+        print(
+            f"== Simulated AKS cluster '{scenario.cluster.name}' at {sim.endpoints.kube_api} ==\n", flush=True
+        )
         kubectl(kubeconfig, "get", "nodes", "-o", "wide")
         waiting = [n for n, h in observer.hosts().items() if h["reboot_required"]]
         print(f"Nodes with /var/run/reboot-required: {', '.join(waiting) or 'none'}\n")
@@ -42,12 +44,19 @@ def main() -> int:
         origin = events[0]["t"] if events else 0.0
         for event in events:
             detail = event["details"]
-            extra = (f" {detail['kernel_before']} -> {detail['kernel_after']}" if event["event"] == "rebooted"
-                     else f" {detail['pod']}" if "pod" in detail else "")
+            extra = (
+                f" {detail['kernel_before']} -> {detail['kernel_after']}"
+                if event["event"] == "rebooted"
+                else f" {detail['pod']}"
+                if "pod" in detail
+                else ""
+            )
             print(f"  t={event['t'] - origin:6.1f}s  {event['event']:<12} {event['node']}{extra}")
         inv = observer.invariants()
-        print(f"\nSafety: at most {inv['max_disrupted']} node(s) disrupted at once, "
-              f"{inv['pdb_violations']} PodDisruptionBudget violation(s), reboots per node {inv['reboots']}\n")
+        print(
+            f"\nSafety: at most {inv['max_disrupted']} node(s) disrupted at once, "
+            f"{inv['pdb_violations']} PodDisruptionBudget violation(s), reboots per node {inv['reboots']}\n"
+        )
         kubectl(kubeconfig, "get", "nodes", "-o", "wide")
         observer.close()
     return code

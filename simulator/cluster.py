@@ -44,10 +44,14 @@ HEARTBEAT_SECONDS = 10.0
 NODE_LEASE_SECONDS = 40
 CONTAINER_START_SECONDS = 0.5
 MICROTIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")
-NOT_READY_TAINTS = [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"},
-                    {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]
-UNREACHABLE_TAINTS = [{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"},
-                      {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]
+NOT_READY_TAINTS = [
+    {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"},
+]
+UNREACHABLE_TAINTS = [
+    {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
+]
 UNSCHEDULABLE_TAINT_KEY = "node.kubernetes.io/unschedulable"
 # status fields without omitempty: clients (the Python client validates them) expect them even when 0
 _REQUIRED_STATUS = {
@@ -153,8 +157,13 @@ class Cluster:
         self._pdb_namespaces_dirty: set[str] = set()
         self._heartbeat_from: dict[str, datetime] = {}
         self._heartbeat_frozen: dict[str, datetime] = {}
-        self.invariants = {"max_unschedulable": 0, "max_not_ready": 0, "max_disrupted": 0,
-                           "pdb_violations": 0, "reboots": {}}
+        self.invariants = {
+            "max_unschedulable": 0,
+            "max_not_ready": 0,
+            "max_disrupted": 0,
+            "pdb_violations": 0,
+            "reboots": {},
+        }
         self._dirty = False
         self._reconciling = False
         self._ip_counter = 0
@@ -176,23 +185,43 @@ class Cluster:
         self.loop.call_later(max(0.0, sim_seconds * self.scale), fn)
 
     def record(self, event: str, node: str | None = None, **details: object) -> None:
-        self.timeline.append({"time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                              "t": round(self.sim_now(), 3), "event": event, "node": node,
-                              "details": details})
+        self.timeline.append(
+            {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "t": round(self.sim_now(), 3),
+                "event": event,
+                "node": node,
+                "details": details,
+            }
+        )
 
-    def emit_event(self, involved: dict, reason: str, message: str, type_: str = "Normal",
-                   component: str = "kubelet") -> None:
+    def emit_event(
+        self, involved: dict, reason: str, message: str, type_: str = "Normal", component: str = "kubelet"
+    ) -> None:
         meta = involved["metadata"]
         namespace = meta.get("namespace") or "default"
         stamp = now_rfc3339()
-        self.store.create(EVENTS, {
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
-            "involvedObject": {"kind": involved["kind"], "name": meta["name"], "uid": meta["uid"],
-                               "namespace": meta.get("namespace", ""), "apiVersion": involved["apiVersion"]},
-            "reason": reason, "message": message, "type": type_, "count": 1,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "source": {"component": component},
-            "reportingComponent": component,
-        })
+        self.store.create(
+            EVENTS,
+            {
+                "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+                "involvedObject": {
+                    "kind": involved["kind"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "namespace": meta.get("namespace", ""),
+                    "apiVersion": involved["apiVersion"],
+                },
+                "reason": reason,
+                "message": message,
+                "type": type_,
+                "count": 1,
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "source": {"component": component},
+                "reportingComponent": component,
+            },
+        )
 
     # ---- building the scenario -----------------------------------------------------------
     def _build(self) -> None:
@@ -200,9 +229,14 @@ class Cluster:
         namespaces = {"default", "kube-system", "kube-public", NODE_LEASE_NS}
         namespaces |= {w.namespace for w in sc.workloads}
         for ns in sorted(namespaces):
-            self.store.create(NAMESPACES, {"metadata": {"name": ns, "labels": {
-                "kubernetes.io/metadata.name": ns}}, "spec": {"finalizers": ["kubernetes"]},
-                "status": {"phase": "Active"}})
+            self.store.create(
+                NAMESPACES,
+                {
+                    "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
+                    "spec": {"finalizers": ["kubernetes"]},
+                    "status": {"phase": "Active"},
+                },
+            )
         overrides = {(n.pool, n.index): n for n in sc.nodes}
         for pool in sc.pools:
             for index in range(pool.count):
@@ -213,8 +247,13 @@ class Cluster:
     def _add_node(self, pool: PoolSpec, index: int, spec) -> None:
         sc = self.scenario
         name = node_name(sc.cluster.name, pool.name, index)
-        host = Host(node_name=name, pool=pool.name, running_kernel=pool.kernel, os_image=pool.os_image,
-                    boot_seconds=pool.boot_seconds)
+        host = Host(
+            node_name=name,
+            pool=pool.name,
+            running_kernel=pool.kernel,
+            os_image=pool.os_image,
+            boot_seconds=pool.boot_seconds,
+        )
         if spec is not None:
             host.reboot_required = spec.reboot_required
             host.pending_kernel = spec.pending_kernel
@@ -234,7 +273,7 @@ class Cluster:
             "failure-domain.beta.kubernetes.io/zone": region_zone,
             "kubernetes.azure.com/agentpool": pool.name,
             "kubernetes.azure.com/cluster": f"MC_{sc.cluster.resource_group}_{sc.cluster.name}_"
-                                            f"{sc.cluster.location}",
+            f"{sc.cluster.location}",
             "kubernetes.azure.com/mode": pool.mode.lower(),
             "kubernetes.azure.com/node-image-version": pool.node_image_version,
             "kubernetes.azure.com/os-sku": "Ubuntu",
@@ -253,45 +292,84 @@ class Cluster:
         node_rg = f"MC_{sc.cluster.resource_group}_{sc.cluster.name}_{sc.cluster.location}"
         vmss = name.rsplit("vmss", 1)[0] + "vmss"
         node = {
-            "metadata": {"name": name, "labels": labels, "annotations": {
-                "node.alpha.kubernetes.io/ttl": "0",
-                "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
-            "spec": {"podCIDR": f"10.244.{len(self.hosts) - 1}.0/24",
-                     "providerID": f"azure:///subscriptions/{sc.cluster.subscription_id}/resourceGroups/"
-                                   f"{node_rg.lower()}/providers/Microsoft.Compute/virtualMachineScaleSets/"
-                                   f"{vmss}/virtualMachines/{index}"},
+            "metadata": {
+                "name": name,
+                "labels": labels,
+                "annotations": {
+                    "node.alpha.kubernetes.io/ttl": "0",
+                    "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+                },
+            },
+            "spec": {
+                "podCIDR": f"10.244.{len(self.hosts) - 1}.0/24",
+                "providerID": f"azure:///subscriptions/{sc.cluster.subscription_id}/resourceGroups/"
+                f"{node_rg.lower()}/providers/Microsoft.Compute/virtualMachineScaleSets/"
+                f"{vmss}/virtualMachines/{index}",
+            },
             "status": {
-                "capacity": {"cpu": "4", "memory": "16374584Ki", "pods": str(pool.max_pods),
-                             "ephemeral-storage": "129886128Ki"},
-                "allocatable": {"cpu": "3860m", "memory": "12880184Ki", "pods": str(pool.max_pods),
-                                "ephemeral-storage": "119703055367"},
+                "capacity": {
+                    "cpu": "4",
+                    "memory": "16374584Ki",
+                    "pods": str(pool.max_pods),
+                    "ephemeral-storage": "129886128Ki",
+                },
+                "allocatable": {
+                    "cpu": "3860m",
+                    "memory": "12880184Ki",
+                    "pods": str(pool.max_pods),
+                    "ephemeral-storage": "119703055367",
+                },
                 "conditions": self._conditions(ready="True"),
                 "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
                 "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-                "nodeInfo": {"machineID": uuid.uuid4().hex, "systemUUID": str(uuid.uuid4()),
-                             "bootID": host.boot_id, "kernelVersion": host.running_kernel,
-                             "osImage": pool.os_image, "containerRuntimeVersion": pool.container_runtime,
-                             "kubeletVersion": f"v{pool.orchestrator_version}",
-                             "kubeProxyVersion": f"v{pool.orchestrator_version}",
-                             "operatingSystem": "linux", "architecture": "amd64"},
+                "nodeInfo": {
+                    "machineID": uuid.uuid4().hex,
+                    "systemUUID": str(uuid.uuid4()),
+                    "bootID": host.boot_id,
+                    "kernelVersion": host.running_kernel,
+                    "osImage": pool.os_image,
+                    "containerRuntimeVersion": pool.container_runtime,
+                    "kubeletVersion": f"v{pool.orchestrator_version}",
+                    "kubeProxyVersion": f"v{pool.orchestrator_version}",
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
+                },
             },
         }
         if spec is not None and spec.cordoned:
             node["spec"]["unschedulable"] = True
-            node["spec"]["taints"] = [{"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule",
-                                       "timeAdded": now_rfc3339()}]
+            node["spec"]["taints"] = [
+                {"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule", "timeAdded": now_rfc3339()}
+            ]
         self.store.create(NODES, node)
         now = datetime.now(UTC)
         self._heartbeat_from[name] = now
-        self.store.create(LEASES, {
-            "metadata": {"name": name, "namespace": NODE_LEASE_NS, "ownerReferences": [
-                {"apiVersion": "v1", "kind": "Node", "name": name,
-                 "uid": self.store.get(NODES, "", name)["metadata"]["uid"]}]},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": NODE_LEASE_SECONDS,
-                     "renewTime": microtime(now)}})
+        self.store.create(
+            LEASES,
+            {
+                "metadata": {
+                    "name": name,
+                    "namespace": NODE_LEASE_NS,
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Node",
+                            "name": name,
+                            "uid": self.store.get(NODES, "", name)["metadata"]["uid"],
+                        }
+                    ],
+                },
+                "spec": {
+                    "holderIdentity": name,
+                    "leaseDurationSeconds": NODE_LEASE_SECONDS,
+                    "renewTime": microtime(now),
+                },
+            },
+        )
 
-    def _conditions(self, ready: str, reason: str = "KubeletReady",
-                    message: str = "kubelet is posting ready status") -> list[dict]:
+    def _conditions(
+        self, ready: str, reason: str = "KubeletReady", message: str = "kubelet is posting ready status"
+    ) -> list[dict]:
         stamp = now_rfc3339()
         conds = []
         for ctype, creason, cmsg in (
@@ -300,20 +378,45 @@ class Cluster:
             ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
         ):
             status = "Unknown" if ready == "Unknown" else "False"
-            conds.append({"type": ctype, "status": status, "reason": creason, "message": cmsg,
-                          "lastHeartbeatTime": stamp, "lastTransitionTime": stamp})
-        conds.append({"type": "Ready", "status": ready, "reason": reason, "message": message,
-                      "lastHeartbeatTime": stamp, "lastTransitionTime": stamp})
+            conds.append(
+                {
+                    "type": ctype,
+                    "status": status,
+                    "reason": creason,
+                    "message": cmsg,
+                    "lastHeartbeatTime": stamp,
+                    "lastTransitionTime": stamp,
+                }
+            )
+        conds.append(
+            {
+                "type": "Ready",
+                "status": ready,
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": stamp,
+                "lastTransitionTime": stamp,
+            }
+        )
         return conds
 
     def _pod_template(self, w: WorkloadSpec) -> dict:
-        container = {"name": w.name, "image": w.image,
-                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}
+        container = {
+            "name": w.name,
+            "image": w.image,
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+        }
         if w.ready_seconds:
-            container["readinessProbe"] = {"httpGet": {"path": "/", "port": 80},
-                                           "initialDelaySeconds": math.ceil(w.ready_seconds), "periodSeconds": 1}
-        spec = {"containers": [container], "terminationGracePeriodSeconds": w.termination_grace_seconds,
-                "restartPolicy": "Always"}
+            container["readinessProbe"] = {
+                "httpGet": {"path": "/", "port": 80},
+                "initialDelaySeconds": math.ceil(w.ready_seconds),
+                "periodSeconds": 1,
+            }
+        spec = {
+            "containers": [container],
+            "terminationGracePeriodSeconds": w.termination_grace_seconds,
+            "restartPolicy": "Always",
+        }
         if w.tolerations:
             spec["tolerations"] = w.tolerations
         if w.empty_dir:
@@ -326,14 +429,35 @@ class Cluster:
         selector = {"matchLabels": dict(w.labels)}
         meta = {"name": w.name, "namespace": w.namespace, "labels": dict(w.labels)}
         if w.kind == "Deployment":
-            self.store.create(DEPLOYMENTS, {"metadata": meta, "spec": {
-                "replicas": w.replicas, "selector": selector, "template": template,
-                "strategy": {"type": "RollingUpdate",
-                             "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}}, "status": {}})
+            self.store.create(
+                DEPLOYMENTS,
+                {
+                    "metadata": meta,
+                    "spec": {
+                        "replicas": w.replicas,
+                        "selector": selector,
+                        "template": template,
+                        "strategy": {
+                            "type": "RollingUpdate",
+                            "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
+                        },
+                    },
+                    "status": {},
+                },
+            )
         elif w.kind == "DaemonSet":
-            self.store.create(DAEMONSETS, {"metadata": meta, "spec": {
-                "selector": selector, "template": template,
-                "updateStrategy": {"type": "RollingUpdate"}}, "status": {}})
+            self.store.create(
+                DAEMONSETS,
+                {
+                    "metadata": meta,
+                    "spec": {
+                        "selector": selector,
+                        "template": template,
+                        "updateStrategy": {"type": "RollingUpdate"},
+                    },
+                    "status": {},
+                },
+            )
         else:
             pod = {"metadata": meta, "spec": template["spec"]}
             if w.node is not None:
@@ -347,8 +471,9 @@ class Cluster:
                 spec["maxUnavailable"] = w.pdb.max_unavailable
             if w.pdb.unhealthy_pod_eviction_policy:
                 spec["unhealthyPodEvictionPolicy"] = w.pdb.unhealthy_pod_eviction_policy
-            self.store.create(PDBS, {"metadata": {"name": w.name, "namespace": w.namespace}, "spec": spec,
-                                     "status": {}})
+            self.store.create(
+                PDBS, {"metadata": {"name": w.name, "namespace": w.namespace}, "spec": spec, "status": {}}
+            )
 
     # ---- change tracking -----------------------------------------------------------------
     def _on_change(self, rt, kind: str, old: dict | None, new: dict | None) -> None:
@@ -434,7 +559,10 @@ class Cluster:
         meta = lease["metadata"]
         if meta.get("namespace") != NODE_LEASE_NS or meta["name"] not in self.hosts:
             return lease
-        return {**lease, "spec": {**lease["spec"], "renewTime": microtime(self._last_heartbeat(meta["name"]))}}
+        return {
+            **lease,
+            "spec": {**lease["spec"], "renewTime": microtime(self._last_heartbeat(meta["name"]))},
+        }
 
     def _last_heartbeat(self, name: str) -> datetime:
         frozen = self._heartbeat_frozen.get(name)
@@ -494,13 +622,20 @@ class Cluster:
             if current is not None and current["status"] == status:
                 continue
             stamp = now_rfc3339()
-            cond = {"type": npd.condition_type, "status": status,
-                    "reason": "RebootRequired" if status == "True" else "NoRebootRequired",
-                    "message": "/var/run/reboot-required exists" if status == "True"
-                    else "/var/run/reboot-required does not exist",
-                    "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
+            cond = {
+                "type": npd.condition_type,
+                "status": status,
+                "reason": "RebootRequired" if status == "True" else "NoRebootRequired",
+                "message": "/var/run/reboot-required exists"
+                if status == "True"
+                else "/var/run/reboot-required does not exist",
+                "lastHeartbeatTime": stamp,
+                "lastTransitionTime": stamp,
+            }
             others = [c for c in conds if c["type"] != npd.condition_type]
-            self.store.update_internal(NODES, {**node, "status": {**node["status"], "conditions": others + [cond]}})
+            self.store.update_internal(
+                NODES, {**node, "status": {**node["status"], "conditions": others + [cond]}}
+            )
 
     def _reconcile_node_taints(self) -> None:
         """The node lifecycle controller's part: a cordoned node carries the unschedulable NoSchedule taint."""
@@ -510,14 +645,17 @@ class Cluster:
             if node is None:
                 continue
             taints = node["spec"].get("taints") or []
-            tainted = any(t.get("key") == UNSCHEDULABLE_TAINT_KEY and t.get("effect") == "NoSchedule"
-                          for t in taints)
+            tainted = any(
+                t.get("key") == UNSCHEDULABLE_TAINT_KEY and t.get("effect") == "NoSchedule" for t in taints
+            )
             cordoned = bool(node["spec"].get("unschedulable"))
             if tainted == cordoned:
                 continue
             if cordoned:
-                taints = [*taints, {"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule",
-                                    "timeAdded": now_rfc3339()}]
+                taints = [
+                    *taints,
+                    {"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule", "timeAdded": now_rfc3339()},
+                ]
             else:
                 taints = [t for t in taints if t.get("key") != UNSCHEDULABLE_TAINT_KEY]
             spec = {**node["spec"], "taints": taints}
@@ -541,40 +679,71 @@ class Cluster:
             tmpl_hash = name_suffix(random.Random(digest), 10)
             rs_name = f"{meta['name']}-{tmpl_hash}"
             replicas = dep["spec"].get("replicas", 1)
-            owned = [rs for rs in self.store.list(REPLICASETS, meta["namespace"])
-                     if (controller_of(rs) or {}).get("uid") == meta["uid"]]
+            owned = [
+                rs
+                for rs in self.store.list(REPLICASETS, meta["namespace"])
+                if (controller_of(rs) or {}).get("uid") == meta["uid"]
+            ]
             current = next((rs for rs in owned if rs["metadata"]["name"] == rs_name), None)
             if current is None:
                 rs_template = copy.deepcopy(template)
                 rs_template["metadata"].setdefault("labels", {})["pod-template-hash"] = tmpl_hash
                 selector = copy.deepcopy(dep["spec"]["selector"])
                 selector.setdefault("matchLabels", {})["pod-template-hash"] = tmpl_hash
-                current = self.store.create(REPLICASETS, {
-                    "metadata": {"name": rs_name, "namespace": meta["namespace"],
-                                 "labels": rs_template["metadata"]["labels"],
-                                 "ownerReferences": [self._owner_ref(dep)]},
-                    "spec": {"replicas": replicas, "selector": selector, "template": rs_template},
-                    "status": {"replicas": 0}})
+                current = self.store.create(
+                    REPLICASETS,
+                    {
+                        "metadata": {
+                            "name": rs_name,
+                            "namespace": meta["namespace"],
+                            "labels": rs_template["metadata"]["labels"],
+                            "ownerReferences": [self._owner_ref(dep)],
+                        },
+                        "spec": {"replicas": replicas, "selector": selector, "template": rs_template},
+                        "status": {"replicas": 0},
+                    },
+                )
             elif current["spec"].get("replicas") != replicas:
-                current = self.store.update_internal(REPLICASETS, {
-                    **current, "spec": {**current["spec"], "replicas": replicas}})
+                current = self.store.update_internal(
+                    REPLICASETS, {**current, "spec": {**current["spec"], "replicas": replicas}}
+                )
             for rs in owned:
                 if rs["metadata"]["name"] != rs_name and rs["spec"].get("replicas", 0) != 0:
                     self.store.update_internal(REPLICASETS, {**rs, "spec": {**rs["spec"], "replicas": 0}})
             status = current.get("status", {})
             ready = status.get("readyReplicas", 0)
-            self._set_status(DEPLOYMENTS, dep, {
-                "observedGeneration": meta.get("generation", 1), "replicas": status.get("replicas", 0),
-                "updatedReplicas": status.get("replicas", 0), "readyReplicas": ready,
-                "availableReplicas": ready, "unavailableReplicas": max(0, replicas - ready),
-                "conditions": [{"type": "Available", "status": "True" if ready >= replicas else "False",
-                                "reason": "MinimumReplicasAvailable" if ready >= replicas
-                                else "MinimumReplicasUnavailable"}]})
+            self._set_status(
+                DEPLOYMENTS,
+                dep,
+                {
+                    "observedGeneration": meta.get("generation", 1),
+                    "replicas": status.get("replicas", 0),
+                    "updatedReplicas": status.get("replicas", 0),
+                    "readyReplicas": ready,
+                    "availableReplicas": ready,
+                    "unavailableReplicas": max(0, replicas - ready),
+                    "conditions": [
+                        {
+                            "type": "Available",
+                            "status": "True" if ready >= replicas else "False",
+                            "reason": "MinimumReplicasAvailable"
+                            if ready >= replicas
+                            else "MinimumReplicasUnavailable",
+                        }
+                    ],
+                },
+            )
 
     @staticmethod
     def _owner_ref(owner: dict) -> dict:
-        return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
-                "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+        return {
+            "apiVersion": owner["apiVersion"],
+            "kind": owner["kind"],
+            "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
 
     def _set_status(self, rt, obj: dict, status: dict) -> None:
         # zero counts are omitted (omitempty), except the fields the API declares required
@@ -584,8 +753,11 @@ class Cluster:
             self.store.update_internal(rt, {**obj, "status": status})
 
     def _live_owned(self, owner: dict) -> list[dict]:
-        return [p for p in self._pods(self._pods_by_owner.get(owner["metadata"]["uid"], ()))
-                if not is_terminating(p) and not is_terminal(p)]
+        return [
+            p
+            for p in self._pods(self._pods_by_owner.get(owner["metadata"]["uid"], ()))
+            if not is_terminating(p) and not is_terminal(p)
+        ]
 
     def _reconcile_replicasets(self) -> None:
         for rs in self.store.list(REPLICASETS):
@@ -600,9 +772,17 @@ class Cluster:
                     self._start_graceful_delete(pod, None)
             pods = self._live_owned(rs)
             ready = sum(1 for p in pods if is_ready(p))
-            self._set_status(REPLICASETS, rs, {
-                "replicas": len(pods), "fullyLabeledReplicas": len(pods), "readyReplicas": ready,
-                "availableReplicas": ready, "observedGeneration": rs["metadata"].get("generation", 1)})
+            self._set_status(
+                REPLICASETS,
+                rs,
+                {
+                    "replicas": len(pods),
+                    "fullyLabeledReplicas": len(pods),
+                    "readyReplicas": ready,
+                    "availableReplicas": ready,
+                    "observedGeneration": rs["metadata"].get("generation", 1),
+                },
+            )
 
     def _create_owned_pod(self, owner: dict, node: str | None = None) -> dict:
         template = copy.deepcopy(owner["spec"]["template"])
@@ -611,10 +791,15 @@ class Cluster:
         if owner["kind"] == "DaemonSet":
             spec["tolerations"] = list(spec.get("tolerations", [])) + DAEMONSET_TOLERATIONS
             spec["nodeName"] = node
-        pod = {"metadata": {"name": name, "namespace": owner["metadata"]["namespace"],
-                            "labels": template["metadata"].get("labels", {}),
-                            "ownerReferences": [self._owner_ref(owner)]},
-               "spec": spec}
+        pod = {
+            "metadata": {
+                "name": name,
+                "namespace": owner["metadata"]["namespace"],
+                "labels": template["metadata"].get("labels", {}),
+                "ownerReferences": [self._owner_ref(owner)],
+            },
+            "spec": spec,
+        }
         return self.create_pod(pod)
 
     def _daemon_wants(self, ds: dict, node: dict) -> bool:
@@ -646,11 +831,20 @@ class Cluster:
                     have = [self._create_owned_pod(ds, name)]
                 scheduled += 1
                 ready += sum(1 for p in have[:1] if is_ready(p))
-            self._set_status(DAEMONSETS, ds, {
-                "desiredNumberScheduled": desired, "currentNumberScheduled": scheduled,
-                "updatedNumberScheduled": scheduled, "numberReady": ready, "numberAvailable": ready,
-                "numberUnavailable": desired - ready, "numberMisscheduled": 0,
-                "observedGeneration": ds["metadata"].get("generation", 1)})
+            self._set_status(
+                DAEMONSETS,
+                ds,
+                {
+                    "desiredNumberScheduled": desired,
+                    "currentNumberScheduled": scheduled,
+                    "updatedNumberScheduled": scheduled,
+                    "numberReady": ready,
+                    "numberAvailable": ready,
+                    "numberUnavailable": desired - ready,
+                    "numberMisscheduled": 0,
+                    "observedGeneration": ds["metadata"].get("generation", 1),
+                },
+            )
 
     # ---- scheduler -----------------------------------------------------------------------
     def _schedule_pods(self) -> None:
@@ -662,7 +856,9 @@ class Cluster:
         load: dict[str, tuple[int, Counter]] = {}  # node -> (pods on it, pods per controller uid)
         for pod in pending:
             spec = pod["spec"]
-            signature = json.dumps([spec.get("tolerations", []), spec.get("nodeSelector") or {}], sort_keys=True)
+            signature = json.dumps(
+                [spec.get("tolerations", []), spec.get("nodeSelector") or {}], sort_keys=True
+            )
             if signature not in feasible:
                 feasible[signature] = self._feasible_nodes(spec, nodes)
             node = self._pick_node(pod, feasible[signature], load)
@@ -675,10 +871,12 @@ class Cluster:
             stamp = now_rfc3339()
             status = dict(pod.get("status", {}))
             status["conditions"] = [c for c in status.get("conditions", []) if c["type"] != "PodScheduled"]
-            status["conditions"].append({"type": "PodScheduled", "status": "True",
-                                         "lastTransitionTime": stamp})
-            self.store.update_internal(PODS, {**pod, "spec": {**pod["spec"], "nodeName": node},
-                                              "status": status})
+            status["conditions"].append(
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp}
+            )
+            self.store.update_internal(
+                PODS, {**pod, "spec": {**pod["spec"], "nodeName": node}, "status": status}
+            )
 
     def _node_load(self, name: str) -> tuple[int, Counter]:
         owners: Counter = Counter()
@@ -694,10 +892,19 @@ class Cluster:
         conds = pod.get("status", {}).get("conditions", [])
         if any(c["type"] == "PodScheduled" and c["status"] == "False" for c in conds):
             return
-        status = {**pod.get("status", {}), "phase": "Pending", "conditions": [{
-            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-            "message": f"0/{self.store.count(NODES)} nodes are available.",
-            "lastTransitionTime": now_rfc3339()}]}
+        status = {
+            **pod.get("status", {}),
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": f"0/{self.store.count(NODES)} nodes are available.",
+                    "lastTransitionTime": now_rfc3339(),
+                }
+            ],
+        }
         self.store.update_internal(PODS, {**pod, "status": status})
 
     @staticmethod
@@ -709,22 +916,27 @@ class Cluster:
         out = []
         for node in nodes:
             if node["spec"].get("unschedulable") and not tolerates(
-                    tolerations, {"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule"}):
+                tolerations, {"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule"}
+            ):
                 continue
             taints = node["spec"].get("taints", []) or []
-            if any(t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t)
-                   for t in taints):
+            if any(
+                t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t)
+                for t in taints
+            ):
                 continue
             labels = node["metadata"].get("labels", {})
             if any(labels.get(k) != v for k, v in selector.items()):
                 continue
-            prefer_not = sum(1 for t in taints if t.get("effect") == "PreferNoSchedule"
-                             and not tolerates(tolerations, t))
+            prefer_not = sum(
+                1 for t in taints if t.get("effect") == "PreferNoSchedule" and not tolerates(tolerations, t)
+            )
             out.append((node["metadata"]["name"], prefer_not))
         return out
 
-    def _pick_node(self, pod: dict, candidates: list[tuple[str, int]],
-                   load: dict[str, tuple[int, Counter]]) -> str | None:
+    def _pick_node(
+        self, pod: dict, candidates: list[tuple[str, int]], load: dict[str, tuple[int, Counter]]
+    ) -> str | None:
         """Among feasible nodes with room (max_pods), prefer: no untolerated PreferNoSchedule taint,
         fewest pods of the same controller, fewest pods, name. ``load`` caches node loads for one pass."""
         owner_uid = (controller_of(pod) or {}).get("uid")
@@ -791,11 +1003,20 @@ class Cluster:
         spec = pod["spec"]
         privileged = (container.get("securityContext") or {}).get("privileged")
         if not spec.get("hostPID") or not privileged:
-            result_code, output, reboot, seconds = 1, (
-                "nsenter: reassociate to namespace 'ns/mnt' failed: Operation not permitted\n"), False, 0.0
+            result_code, output, reboot, seconds = (
+                1,
+                ("nsenter: reassociate to namespace 'ns/mnt' failed: Operation not permitted\n"),
+                False,
+                0.0,
+            )
         else:
             result = run_host_command(host, host_command)
-            result_code, output, reboot, seconds = result.exit_code, result.output, result.reboot, result.seconds
+            result_code, output, reboot, seconds = (
+                result.exit_code,
+                result.output,
+                result.reboot,
+                result.seconds,
+            )
 
         def finish() -> None:
             current = still_here()
@@ -806,8 +1027,9 @@ class Cluster:
             if reboot:
                 self.reboot_node(host.node_name, requested_by=f"pod {key[0]}/{key[1]}")
                 return
-            self._write_pod_status(current, "Succeeded" if result_code == 0 else "Failed", ready=False,
-                                   exit_code=result_code)
+            self._write_pod_status(
+                current, "Succeeded" if result_code == 0 else "Failed", ready=False, exit_code=result_code
+            )
 
         self.after(CONTAINER_START_SECONDS, set_running)
         self.after(CONTAINER_START_SECONDS + seconds, finish)
@@ -833,11 +1055,26 @@ class Cluster:
         if exit_code is None:
             state = {"running": {"startedAt": stamp}}
         else:
-            state = {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
-                                    "startedAt": status.get("startTime", stamp), "finishedAt": stamp}}
-        status["containerStatuses"] = [{"name": container["name"], "image": container.get("image", ""),
-                                        "imageID": "", "ready": ready, "restartCount": 0, "started": True,
-                                        "state": state, "containerID": f"containerd://{uuid.uuid4().hex}"}]
+            state = {
+                "terminated": {
+                    "exitCode": exit_code,
+                    "reason": "Completed" if exit_code == 0 else "Error",
+                    "startedAt": status.get("startTime", stamp),
+                    "finishedAt": stamp,
+                }
+            }
+        status["containerStatuses"] = [
+            {
+                "name": container["name"],
+                "image": container.get("image", ""),
+                "imageID": "",
+                "ready": ready,
+                "restartCount": 0,
+                "started": True,
+                "state": state,
+                "containerID": f"containerd://{uuid.uuid4().hex}",
+            }
+        ]
         self.store.update_internal(PODS, {**pod, "status": status})
 
     # ---- pods: creation and deletion -----------------------------------------------------
@@ -853,16 +1090,25 @@ class Cluster:
         spec.setdefault("dnsPolicy", "ClusterFirst")
         tolerations = list(spec.get("tolerations", []))
         for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
-            if not any(t.get("key") == key or (t.get("operator") == "Exists" and not t.get("key"))
-                       for t in tolerations):
-                tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
-                                    "tolerationSeconds": 300})
+            if not any(
+                t.get("key") == key or (t.get("operator") == "Exists" and not t.get("key"))
+                for t in tolerations
+            ):
+                tolerations.append(
+                    {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+                )
         spec["tolerations"] = tolerations
         pod["status"] = {"phase": "Pending", "qosClass": "Burstable"}
         return self.store.create(PODS, pod)
 
-    def delete_pod(self, namespace: str, name: str, grace: int | None, preconditions: dict | None,
-                   through_eviction: bool = False) -> dict:
+    def delete_pod(
+        self,
+        namespace: str,
+        name: str,
+        grace: int | None,
+        preconditions: dict | None,
+        through_eviction: bool = False,
+    ) -> dict:
         pod = self.store.must_get(PODS, namespace, name)
         check_preconditions(pod, preconditions, "pods")
         if not through_eviction and not is_terminating(pod):
@@ -879,16 +1125,28 @@ class Cluster:
         meta = pod["metadata"]
         node = pod["spec"].get("nodeName")
         host = self.hosts.get(node) if node else None
-        running = host is not None and host.state == "up" and not is_terminal(pod) and \
-            pod.get("status", {}).get("phase") != "Pending"
+        running = (
+            host is not None
+            and host.state == "up"
+            and not is_terminal(pod)
+            and pod.get("status", {}).get("phase") != "Pending"
+        )
         if grace <= 0 or not running:
             return self.store.remove(PODS, meta["namespace"], meta["name"])
         if is_terminating(pod):
             return pod
         stamp = datetime.now(UTC) + timedelta(seconds=grace * self.scale)
-        pod = self.store.update_internal(PODS, {
-            **pod, "metadata": {**meta, "deletionTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                "deletionGracePeriodSeconds": grace}})
+        pod = self.store.update_internal(
+            PODS,
+            {
+                **pod,
+                "metadata": {
+                    **meta,
+                    "deletionTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "deletionGracePeriodSeconds": grace,
+                },
+            },
+        )
         uid = meta["uid"]
 
         def finish() -> None:
@@ -905,8 +1163,11 @@ class Cluster:
         """The status the disruption controller computes for a PDB, from the current pods."""
         namespace = pdb["metadata"]["namespace"]
         selector = selector_from_dict(pdb["spec"].get("selector"))
-        pods = [p for p in self.store.list(PODS, namespace)
-                if selector.matches(p["metadata"].get("labels")) and not is_terminal(p)]
+        pods = [
+            p
+            for p in self.store.list(PODS, namespace)
+            if selector.matches(p["metadata"].get("labels")) and not is_terminal(p)
+        ]
         healthy = sum(1 for p in pods if is_ready(p) and not is_terminating(p))
         spec = pdb["spec"]
         if isinstance(spec.get("minAvailable"), int):
@@ -919,11 +1180,22 @@ class Cluster:
             else:
                 desired = max(0, expected - scaled_int(spec.get("maxUnavailable", 0), expected, True))
         allowed = max(0, healthy - desired)
-        return {"observedGeneration": pdb["metadata"].get("generation", 1), "currentHealthy": healthy,
-                "desiredHealthy": desired, "expectedPods": expected, "disruptionsAllowed": allowed,
-                "conditions": [{"type": "DisruptionAllowed", "status": "True" if allowed else "False",
-                                "reason": "SufficientPods" if allowed else "InsufficientPods",
-                                "message": "", "observedGeneration": pdb["metadata"].get("generation", 1)}]}
+        return {
+            "observedGeneration": pdb["metadata"].get("generation", 1),
+            "currentHealthy": healthy,
+            "desiredHealthy": desired,
+            "expectedPods": expected,
+            "disruptionsAllowed": allowed,
+            "conditions": [
+                {
+                    "type": "DisruptionAllowed",
+                    "status": "True" if allowed else "False",
+                    "reason": "SufficientPods" if allowed else "InsufficientPods",
+                    "message": "",
+                    "observedGeneration": pdb["metadata"].get("generation", 1),
+                }
+            ],
+        }
 
     def _expected_scale(self, pods: list[dict]) -> int:
         owners: dict[str, int] = {}
@@ -951,8 +1223,9 @@ class Cluster:
         for pdb in [p for ns in sorted(namespaces) for p in self.store.list(PDBS, ns)]:
             status = self.pdb_status(pdb)
             old = pdb.get("status", {})
-            if {k: v for k, v in old.items() if k != "conditions"} != \
-                    {k: v for k, v in status.items() if k != "conditions"}:
+            if {k: v for k, v in old.items() if k != "conditions"} != {
+                k: v for k, v in status.items() if k != "conditions"
+            }:
                 stamp = now_rfc3339()
                 for cond in status["conditions"]:
                     cond["lastTransitionTime"] = stamp
@@ -975,9 +1248,13 @@ class Cluster:
         for pdb in self.pdbs_for(pod, for_eviction=True):
             if self.pdb_status(pdb)["disruptionsAllowed"] <= 0:
                 self.invariants["pdb_violations"] += 1
-                self.record("pdb_violation", pod["spec"].get("nodeName"),
-                            pod=f"{pod['metadata']['namespace']}/{pod['metadata']['name']}",
-                            pdb=pdb["metadata"]["name"], cause=cause)
+                self.record(
+                    "pdb_violation",
+                    pod["spec"].get("nodeName"),
+                    pod=f"{pod['metadata']['namespace']}/{pod['metadata']['name']}",
+                    pdb=pdb["metadata"]["name"],
+                    cause=cause,
+                )
 
     def evict(self, namespace: str, name: str, body: dict) -> None:
         """The eviction subresource, checked in the order the real API server checks it."""
@@ -993,23 +1270,38 @@ class Cluster:
             return
         pdbs = self.pdbs_for(pod, for_eviction=True)
         if len(pdbs) > 1:
-            raise ApiError(500, "InternalError", "This pod has more than one PodDisruptionBudget, which the "
-                           "eviction subresource does not support.")
+            raise ApiError(
+                500,
+                "InternalError",
+                "This pod has more than one PodDisruptionBudget, which the "
+                "eviction subresource does not support.",
+            )
         if pdbs:
             pdb = pdbs[0]
             status = self.pdb_status(pdb)
             policy = pdb["spec"].get("unhealthyPodEvictionPolicy", "IfHealthyBudget")
             unhealthy = not is_ready(pod)
-            if unhealthy and (policy == "AlwaysAllow" or status["currentHealthy"] >= status["desiredHealthy"]):
+            if unhealthy and (
+                policy == "AlwaysAllow" or status["currentHealthy"] >= status["desiredHealthy"]
+            ):
                 self.delete_pod(namespace, name, grace, preconditions, through_eviction=True)
                 return
             if unhealthy or status["disruptionsAllowed"] <= 0:
                 pdb_name = pdb["metadata"]["name"]
                 raise ApiError(
-                    429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.",
-                    {"causes": [{"reason": "DisruptionBudget",
-                                 "message": f"The disruption budget {pdb_name} needs {status['desiredHealthy']} "
-                                            f"healthy pods and has {status['currentHealthy']} currently"}]})
+                    429,
+                    "TooManyRequests",
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                    {
+                        "causes": [
+                            {
+                                "reason": "DisruptionBudget",
+                                "message": f"The disruption budget {pdb_name} needs {status['desiredHealthy']} "
+                                f"healthy pods and has {status['currentHealthy']} currently",
+                            }
+                        ]
+                    },
+                )
         self.delete_pod(namespace, name, grace, preconditions, through_eviction=True)
 
     # ---- node reboots --------------------------------------------------------------------
@@ -1028,10 +1320,18 @@ class Cluster:
         self.invariants["reboots"][name] = self.invariants["reboots"].get(name, 0) + 1
         # the kubelet stops renewing: the Lease keeps the last renewal made before the shutdown
         self._heartbeat_frozen[name] = self._last_heartbeat(name)
-        self.record("rebooted", name, kernel_before=old_kernel, kernel_after=host.running_kernel,
-                    boot_id_before=old_boot, boot_id_after=host.boot_id, requested_by=requested_by)
-        self._set_node_ready(name, "False", "KubeletNotReady", "node is shutting down for a reboot",
-                             NOT_READY_TAINTS)
+        self.record(
+            "rebooted",
+            name,
+            kernel_before=old_kernel,
+            kernel_after=host.running_kernel,
+            boot_id_before=old_boot,
+            boot_id_after=host.boot_id,
+            requested_by=requested_by,
+        )
+        self._set_node_ready(
+            name, "False", "KubeletNotReady", "node is shutting down for a reboot", NOT_READY_TAINTS
+        )
         self.record("not_ready", name)
         for pod in self._pods(self._pods_by_node.get(name, ())):
             self._count_violation_if_covered(pod, cause="node rebooted with the pod on it")
@@ -1052,8 +1352,13 @@ class Cluster:
             return
         if host.fail_after_reboot:
             host.state = "down"
-            self._set_node_ready(name, "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.",
-                                 UNREACHABLE_TAINTS)
+            self._set_node_ready(
+                name,
+                "Unknown",
+                "NodeStatusUnknown",
+                "Kubelet stopped posting node status.",
+                UNREACHABLE_TAINTS,
+            )
             self.record("node_lost", name)
             return
         host.state = "up"
@@ -1066,8 +1371,12 @@ class Cluster:
         self._set_node_ready(name, "True", "KubeletReady", "kubelet is posting ready status", [])
         self.record("ready", name, kernel=host.running_kernel, boot_id=host.boot_id)
         self.host_changed(name)
-        self.emit_event(self.store.get(NODES, "", name), "Rebooted",
-                        f"Node {name} has been rebooted, boot id: {host.boot_id}", type_="Warning")
+        self.emit_event(
+            self.store.get(NODES, "", name),
+            "Rebooted",
+            f"Node {name} has been rebooted, boot id: {host.boot_id}",
+            type_="Warning",
+        )
 
     def _set_node_ready(self, name: str, ready: str, reason: str, message: str, taints: list[dict]) -> None:
         node = self.store.get(NODES, "", name)
@@ -1090,34 +1399,64 @@ class Cluster:
         for field in ("acquireTime", "renewTime"):
             value = spec.get(field)
             if value is not None and not MICROTIME.match(str(value)):
-                raise bad_request(f'Lease in version "v1" cannot be handled as a Lease: parsing time '
-                                  f'"{value}" as "2006-01-02T15:04:05.000000Z07:00": cannot parse')
+                raise bad_request(
+                    f'Lease in version "v1" cannot be handled as a Lease: parsing time '
+                    f'"{value}" as "2006-01-02T15:04:05.000000Z07:00": cannot parse'
+                )
 
     # ---- observation ---------------------------------------------------------------------
     def invariants_report(self) -> dict:
-        return {**self.invariants, "reboots": dict(self.invariants["reboots"]),
-                "unschedulable_now": sorted(self._unschedulable), "not_ready_now": sorted(self._not_ready)}
+        return {
+            **self.invariants,
+            "reboots": dict(self.invariants["reboots"]),
+            "unschedulable_now": sorted(self._unschedulable),
+            "not_ready_now": sorted(self._not_ready),
+        }
 
     # ---- node pool changes (AKS upgrades through the ARM emulator) -----------------------
     def add_node(self, pool: PoolSpec, index: int) -> str:
         """Join a new VMSS instance of ``pool``, Ready, as AKS does when it surges a pool; returns its name."""
         nodes = self.store.list(NODES)
-        taken_ips = {a["address"] for n in nodes for a in n["status"].get("addresses", []) if a["type"] == "InternalIP"}
+        taken_ips = {
+            a["address"] for n in nodes for a in n["status"].get("addresses", []) if a["type"] == "InternalIP"
+        }
         taken_cidrs = {n["spec"].get("podCIDR") for n in nodes}
         self._add_node(pool, index, None)
         name = node_name(self.scenario.cluster.name, pool.name, index)
         node = self.store.get(NODES, "", name)
-        if node["status"]["addresses"][0]["address"] in taken_ips or node["spec"].get("podCIDR") in taken_cidrs:
+        if (
+            node["status"]["addresses"][0]["address"] in taken_ips
+            or node["spec"].get("podCIDR") in taken_cidrs
+        ):
             # names of removed nodes free their slot in the host count: pick an address nobody holds
-            ip = next(str(ipaddress.ip_address("10.224.0.4") + i) for i in range(65536)
-                      if str(ipaddress.ip_address("10.224.0.4") + i) not in taken_ips)
+            ip = next(
+                str(ipaddress.ip_address("10.224.0.4") + i)
+                for i in range(65536)
+                if str(ipaddress.ip_address("10.224.0.4") + i) not in taken_ips
+            )
             cidr = next(f"10.244.{i}.0/24" for i in range(256) if f"10.244.{i}.0/24" not in taken_cidrs)
-            self.store.update_internal(NODES, {
-                **node, "spec": {**node["spec"], "podCIDR": cidr},
-                "status": {**node["status"], "addresses": [{"type": "InternalIP", "address": ip},
-                                                           {"type": "Hostname", "address": name}]}})
-        self.record("node_added", name, pool=pool.name, kubelet_version=f"v{pool.orchestrator_version}",
-                    node_image_version=pool.node_image_version, kernel=pool.kernel)
+            self.store.update_internal(
+                NODES,
+                {
+                    **node,
+                    "spec": {**node["spec"], "podCIDR": cidr},
+                    "status": {
+                        **node["status"],
+                        "addresses": [
+                            {"type": "InternalIP", "address": ip},
+                            {"type": "Hostname", "address": name},
+                        ],
+                    },
+                },
+            )
+        self.record(
+            "node_added",
+            name,
+            pool=pool.name,
+            kubelet_version=f"v{pool.orchestrator_version}",
+            node_image_version=pool.node_image_version,
+            kernel=pool.kernel,
+        )
         self.reconcile()
         return name
 
@@ -1144,8 +1483,12 @@ def check_preconditions(obj: dict, preconditions: dict | None, plural: str) -> N
     meta = obj["metadata"]
     uid = preconditions.get("uid")
     if uid and uid != meta["uid"]:
-        raise ApiError(409, "Conflict", f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
-                       f"{meta['uid']}", {"name": meta["name"], "kind": plural})
+        raise ApiError(
+            409,
+            "Conflict",
+            f"Precondition failed: UID in precondition: {uid}, UID in object meta: {meta['uid']}",
+            {"name": meta["name"], "kind": plural},
+        )
     rv = preconditions.get("resourceVersion")
     if rv and rv != meta["resourceVersion"]:
         raise conflict(plural, meta["name"])

@@ -55,11 +55,19 @@ class Host:
     boots: int = 0
 
     def snapshot(self) -> dict:
-        return {"node": self.node_name, "pool": self.pool, "state": self.state,
-                "running_kernel": self.running_kernel, "pending_kernel": self.pending_kernel,
-                "reboot_required": self.reboot_required, "upgradable_packages": self.upgradable_packages,
-                "available_kernel": self.available_kernel, "boot_id": self.boot_id, "boots": self.boots,
-                "fail_after_reboot": self.fail_after_reboot}
+        return {
+            "node": self.node_name,
+            "pool": self.pool,
+            "state": self.state,
+            "running_kernel": self.running_kernel,
+            "pending_kernel": self.pending_kernel,
+            "reboot_required": self.reboot_required,
+            "upgradable_packages": self.upgradable_packages,
+            "available_kernel": self.available_kernel,
+            "boot_id": self.boot_id,
+            "boots": self.boots,
+            "fail_after_reboot": self.fail_after_reboot,
+        }
 
 
 @dataclass
@@ -78,7 +86,7 @@ def split_host_command(argv: list[str]) -> list[str] | None:
     if not argv or argv[0].rsplit("/", 1)[-1] != "nsenter":
         return None
     if "--" in argv:
-        return argv[argv.index("--") + 1:]
+        return argv[argv.index("--") + 1 :]
     # nsenter without "--": the first argument that is not an option or an option value
     rest = argv[1:]
     takes_value = {"-t", "--target", "-S", "--setuid", "-G", "--setgid", "-w", "--wd", "-r", "--root"}
@@ -208,8 +216,10 @@ def _uname(host: Host, args: list[str]) -> CommandResult:
 def _upgradable_lines(host: Host) -> list[str]:
     lines = []
     if host.available_kernel:
-        lines.append(f"linux-azure/jammy-updates {host.available_kernel} amd64 "
-                     f"[upgradable from: {host.running_kernel}]")
+        lines.append(
+            f"linux-azure/jammy-updates {host.available_kernel} amd64 "
+            f"[upgradable from: {host.running_kernel}]"
+        )
     for i in range(host.upgradable_packages - len(lines)):
         lines.append(f"package-{i + 1}/jammy-updates 1.0.{i + 1} amd64 [upgradable from: 1.0.0]")
     return lines
@@ -237,8 +247,11 @@ def _install_updates(host: Host) -> CommandResult:
         host.available_kernel = None
         host.reboot_required = True
     host.upgradable_packages = 0
-    return CommandResult(0, f"{count} upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n",
-                         seconds=5 if count else 1)
+    return CommandResult(
+        0,
+        f"{count} upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n",
+        seconds=5 if count else 1,
+    )
 
 
 def _systemctl(host: Host, args: list[str]) -> CommandResult:

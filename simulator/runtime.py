@@ -46,17 +46,22 @@ class Audit:
         self.started = started
 
     def start(self, request: Request, verb: str, target: Target | None) -> dict:
-        entry = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                 "t": round(time.monotonic() - self.started, 4), "verb": verb,
-                 "method": request.method, "path": request.url.path,
-                 "query": request.url.query, "user_agent": request.headers.get("user-agent", ""),
-                 "resource": target.rt.plural if target else None,
-                 "group": target.rt.group if target else None,
-                 "subresource": target.subresource if target else None,
-                 "namespace": target.namespace if target else None,
-                 "name": target.name if target else None,
-                 "mutating": verb in MUTATING and not request.url.path.startswith("/_sim/"),
-                 "status": None}
+        entry = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "t": round(time.monotonic() - self.started, 4),
+            "verb": verb,
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "user_agent": request.headers.get("user-agent", ""),
+            "resource": target.rt.plural if target else None,
+            "group": target.rt.group if target else None,
+            "subresource": target.subresource if target else None,
+            "namespace": target.namespace if target else None,
+            "name": target.name if target else None,
+            "mutating": verb in MUTATING and not request.url.path.startswith("/_sim/"),
+            "status": None,
+        }
         if not request.url.path.startswith("/_sim/"):
             self.entries.append(entry)
         return entry
@@ -107,18 +112,29 @@ class Faults:
             raise _fault_error(429, {"Retry-After": "1"})
 
 
-_FAULT_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
-                  410: "Expired", 422: "Invalid", 504: "Timeout"}
+_FAULT_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    410: "Expired",
+    422: "Invalid",
+    504: "Timeout",
+}
 
 
 def _fault_error(status: int, headers: dict | None = None) -> ApiError:
     if status == 429:
         retry_after = (headers or {}).get("Retry-After")
         details = {"retryAfterSeconds": int(retry_after)} if retry_after is not None else None
-        return ApiError(429, "TooManyRequests", "Too many requests, please try again later.", details, headers)
+        return ApiError(
+            429, "TooManyRequests", "Too many requests, please try again later.", details, headers
+        )
     if status == 503:
-        return ApiError(503, "ServiceUnavailable", "The server is currently unable to handle the request",
-                        headers=headers)
+        return ApiError(
+            503, "ServiceUnavailable", "The server is currently unable to handle the request", headers=headers
+        )
     if status in _FAULT_REASONS:
         return ApiError(status, _FAULT_REASONS[status], f"injected fault ({status})", headers=headers)
     return ApiError(status, "InternalError", "Internal error occurred: injected fault", headers=headers)
@@ -131,8 +147,12 @@ class Simulation:
         self.cluster = Cluster(scenario, loop)
         self.token = token
         self.audit = Audit(self.cluster.started_at)
-        self.faults = Faults(scenario.faults.api_error_rate, scenario.faults.api_throttle_rate,
-                             scenario.faults.api_latency_ms, rng=random.Random(scenario.seed))
+        self.faults = Faults(
+            scenario.faults.api_error_rate,
+            scenario.faults.api_throttle_rate,
+            scenario.faults.api_latency_ms,
+            rng=random.Random(scenario.seed),
+        )
 
     async def observation(self, request: Request) -> Response:
         """The simulator's own endpoints: timeline, audit, invariants, hosts and fault control."""
@@ -154,16 +174,27 @@ class Simulation:
             for key in ("error_rate", "throttle_rate", "latency_ms"):
                 if key in body:
                     setattr(self.faults, key, float(body[key]))
-            return _json({"rules": len(self.faults.rules), "error_rate": self.faults.error_rate,
-                          "throttle_rate": self.faults.throttle_rate, "latency_ms": self.faults.latency_ms})
+            return _json(
+                {
+                    "rules": len(self.faults.rules),
+                    "error_rate": self.faults.error_rate,
+                    "throttle_rate": self.faults.throttle_rate,
+                    "latency_ms": self.faults.latency_ms,
+                }
+            )
         match = re.fullmatch(r"/_sim/hosts/([^/]+)", path)
         if match and request.method == "PATCH":
             host = self.cluster.hosts.get(match.group(1))
             if host is None:
                 raise not_found("hosts", match.group(1))
             changes = json.loads(await request.body() or b"{}")
-            allowed = {"reboot_required", "pending_kernel", "upgradable_packages", "available_kernel",
-                       "fail_after_reboot"}
+            allowed = {
+                "reboot_required",
+                "pending_kernel",
+                "upgradable_packages",
+                "available_kernel",
+                "fail_after_reboot",
+            }
             if set(changes) - allowed:
                 raise bad_request(f"unknown host fields: {sorted(set(changes) - allowed)}")
             for key, value in changes.items():
@@ -185,16 +216,33 @@ class Endpoints:
     arm: str = ""  # Azure Resource Manager base URL (the same server)
 
     def ready_line(self) -> str:
-        return json.dumps({"kube_api": self.kube_api, "kubeconfig": self.kubeconfig,
-                           "ca_bundle": self.ca_bundle, "token": self.token, "arm": self.arm})
+        return json.dumps(
+            {
+                "kube_api": self.kube_api,
+                "kubeconfig": self.kubeconfig,
+                "ca_bundle": self.ca_bundle,
+                "token": self.token,
+                "arm": self.arm,
+            }
+        )
 
 
 def write_kubeconfig(path: Path, name: str, server: str, ca_pem: bytes, token: str) -> None:
     user = f"clusterUser_{name}"
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": name, "preferences": {},
-        "clusters": [{"name": name, "cluster": {
-            "server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": name,
+        "preferences": {},
+        "clusters": [
+            {
+                "name": name,
+                "cluster": {
+                    "server": server,
+                    "certificate-authority-data": base64.b64encode(ca_pem).decode(),
+                },
+            }
+        ],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
     }
@@ -205,8 +253,14 @@ def write_kubeconfig(path: Path, name: str, server: str, ca_pem: bytes, token: s
 class SimulatedAKS:
     """A simulated cluster served over HTTPS from a background thread; also a context manager."""
 
-    def __init__(self, scenario: Scenario, port: int = 0, state_dir: str | Path | None = None,
-                 kubeconfig: str | Path | None = None, token: str | None = None):
+    def __init__(
+        self,
+        scenario: Scenario,
+        port: int = 0,
+        state_dir: str | Path | None = None,
+        kubeconfig: str | Path | None = None,
+        token: str | None = None,
+    ):
         self.scenario = scenario
         self.port = port
         self._tmp = None
@@ -239,9 +293,12 @@ class SimulatedAKS:
         sock.bind(("127.0.0.1", self.port))
         port = sock.getsockname()[1]
         url = f"https://127.0.0.1:{port}"
-        write_kubeconfig(self.kubeconfig_path, self.scenario.cluster.name, url, ca.cert_pem.bytes(), self.token)
-        self._thread = threading.Thread(target=self._run, args=(sock, server_pem), daemon=True,
-                                        name="simulated-aks")
+        write_kubeconfig(
+            self.kubeconfig_path, self.scenario.cluster.name, url, ca.cert_pem.bytes(), self.token
+        )
+        self._thread = threading.Thread(
+            target=self._run, args=(sock, server_pem), daemon=True, name="simulated-aks"
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self._error:
@@ -252,8 +309,9 @@ class SimulatedAKS:
             raise RuntimeError(f"simulator failed to start: {self._error}") from self._error
         if self._server is None or not self._server.started:
             raise RuntimeError("simulator did not start in time")
-        self.endpoints = Endpoints(url, str(self.kubeconfig_path.resolve()), str(ca_path.resolve()), self.token,
-                                   arm=url)
+        self.endpoints = Endpoints(
+            url, str(self.kubeconfig_path.resolve()), str(ca_path.resolve()), self.token, arm=url
+        )
         return self.endpoints
 
     def _run(self, sock: socket.socket, server_pem: Path) -> None:
@@ -263,12 +321,21 @@ class SimulatedAKS:
         try:
             self.sim = Simulation(self.scenario, loop, self.token)
             # ARM paths (/subscriptions/...) go to the emulator, everything else to the Kubernetes API
-            self.arm = ArmEmulator(self.sim, f"https://127.0.0.1:{sock.getsockname()[1]}",
-                                   (self.state_dir / "ca.pem").read_bytes())
+            self.arm = ArmEmulator(
+                self.sim,
+                f"https://127.0.0.1:{sock.getsockname()[1]}",
+                (self.state_dir / "ca.pem").read_bytes(),
+            )
             app = route(ArmAPI(self.arm), KubeAPI(self.sim))
-            config = uvicorn.Config(app, ssl_certfile=str(server_pem), log_level="warning",
-                                    access_log=False, lifespan="off", timeout_graceful_shutdown=1,
-                                    timeout_keep_alive=30)
+            config = uvicorn.Config(
+                app,
+                ssl_certfile=str(server_pem),
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=1,
+                timeout_keep_alive=30,
+            )
             server = uvicorn.Server(config)
             self._server = server
             loop.run_until_complete(server.serve(sockets=[sock]))
@@ -297,6 +364,7 @@ class SimulatedAKS:
 
         async def run() -> T:
             return fn(*args)
+
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)
 
     @property

@@ -101,7 +101,12 @@ class ScheduleSpec(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ScheduleSpec:
-        if sum(s is not None for s in (self.daily, self.weekly, self.absolute_monthly, self.relative_monthly)) != 1:
+        if (
+            sum(
+                s is not None for s in (self.daily, self.weekly, self.absolute_monthly, self.relative_monthly)
+            )
+            != 1
+        ):
             raise ValueError("set exactly one of daily, weekly, absolute_monthly and relative_monthly")
         return self
 
@@ -140,7 +145,9 @@ class ClusterSpec(_Strict):
     location: str
     kubernetes_version: Version
     available_versions: list[Version] = Field(default_factory=list)
-    maintenance_configurations: dict[MaintenanceConfigName, MaintenanceConfigSpec] = Field(default_factory=dict)
+    maintenance_configurations: dict[MaintenanceConfigName, MaintenanceConfigSpec] = Field(
+        default_factory=dict
+    )
     control_plane_upgrade_seconds: float = Field(default=30, ge=0)
 
     @field_validator("available_versions", mode="before")
@@ -154,7 +161,9 @@ class ClusterSpec(_Strict):
     def _window_where_aks_wants_one(cls, value: dict) -> dict:
         for name, config in value.items():
             if name == "default" and config.maintenance_window is not None:
-                raise ValueError("the default configuration takes time_in_week/not_allowed_time, not a window")
+                raise ValueError(
+                    "the default configuration takes time_in_week/not_allowed_time, not a window"
+                )
             if name != "default" and config.maintenance_window is None:
                 raise ValueError(f"{name} needs a maintenance_window")
         return value
@@ -278,14 +287,17 @@ class Scenario(_Strict):
             if pool is None:
                 raise _FieldError((*loc, "pool"), f"node reference names unknown pool {ref.pool!r}")
             if ref.index >= pool.count:
-                raise _FieldError((*loc, "index"),
-                                  f"node index {ref.index} is outside pool {ref.pool!r} (count {pool.count})")
+                raise _FieldError(
+                    (*loc, "index"),
+                    f"node index {ref.index} is outside pool {ref.pool!r} (count {pool.count})",
+                )
         seen = set()
         for i, w in enumerate(self.workloads):
             key = (w.kind, w.namespace, w.name)
             if key in seen:
-                raise _FieldError(("workloads", i, "name"),
-                                  f"workload {w.kind} {w.namespace}/{w.name} is defined twice")
+                raise _FieldError(
+                    ("workloads", i, "name"), f"workload {w.kind} {w.namespace}/{w.name} is defined twice"
+                )
             seen.add(key)
         return self
 

@@ -18,8 +18,17 @@ from aksmaint.azure import describe_azure_error
 from aksmaint.errors import MaintenanceError
 
 MAX_POOL_MINOR_SKEW = 3
-IN_PROGRESS_STATES = {"Upgrading", "UpgradingNodeImageVersion", "Updating", "Creating", "Scaling", "Deleting",
-                      "Starting", "Stopping", "Canceling"}
+IN_PROGRESS_STATES = {
+    "Upgrading",
+    "UpgradingNodeImageVersion",
+    "Updating",
+    "Creating",
+    "Scaling",
+    "Deleting",
+    "Starting",
+    "Stopping",
+    "Canceling",
+}
 
 
 class UpgradeMode(StrEnum):
@@ -55,8 +64,10 @@ def resolve_target(current: str, available: list[str], target: str) -> str | Non
     if target == "next-minor":
         nxt = [v for v in versions if v[:2] == (cur[0], cur[1] + 1)]
         if not nxt:
-            raise UpgradeError(f"no {cur[0]}.{cur[1] + 1}.x version is offered in this region "
-                               f"(available: {', '.join(fmt(v) for v in versions)})")
+            raise UpgradeError(
+                f"no {cur[0]}.{cur[1] + 1}.x version is offered in this region "
+                f"(available: {', '.join(fmt(v) for v in versions)})"
+            )
         return fmt(nxt[-1])
     if target == "latest":
         newer = [v for v in versions if v > cur]
@@ -67,8 +78,10 @@ def resolve_target(current: str, available: list[str], target: str) -> str | Non
     if wanted < cur:
         raise UpgradeError(f"downgrading from {current} to {target} is not allowed")
     if wanted not in versions:
-        raise UpgradeError(f"version {target} is not offered in this region "
-                           f"(available: {', '.join(fmt(v) for v in versions)})")
+        raise UpgradeError(
+            f"version {target} is not offered in this region "
+            f"(available: {', '.join(fmt(v) for v in versions)})"
+        )
     return fmt(wanted)
 
 
@@ -80,8 +93,10 @@ def upgrade_path(current: str, target: str, available: list[str]) -> list[str]:
     for minor in range(cur[1] + 1, end[1]):
         hop = [v for v in versions if v[:2] == (cur[0], minor)]
         if not hop:
-            raise UpgradeError(f"cannot reach {target} from {current}: no {cur[0]}.{minor}.x version is offered, "
-                               "and AKS does not skip minor versions")
+            raise UpgradeError(
+                f"cannot reach {target} from {current}: no {cur[0]}.{minor}.x version is offered, "
+                "and AKS does not skip minor versions"
+            )
         path.append(fmt(hop[-1]))
     path.append(target)
     return path
@@ -92,8 +107,10 @@ def skew_problem(control_plane: str, pool_version: str) -> str | None:
     if pool > cp:
         return f"pool version {pool_version} would be newer than the control plane {control_plane}"
     if cp[1] - pool[1] > MAX_POOL_MINOR_SKEW:
-        return (f"pool version {pool_version} would be more than {MAX_POOL_MINOR_SKEW} minor versions behind "
-                f"the control plane {control_plane}")
+        return (
+            f"pool version {pool_version} would be more than {MAX_POOL_MINOR_SKEW} minor versions behind "
+            f"the control plane {control_plane}"
+        )
     return None
 
 
@@ -131,8 +148,14 @@ def wait_for_idle(get_state: Callable[[], str], timeout: float, poll: float) -> 
     return state
 
 
-def run_operation(step: UpgradeStep, begin: Callable[[], object], get_state: Callable[[], str],
-                  timeout: float, poll: float, on_progress: Callable[[str], None] = lambda s: None) -> OperationResult:
+def run_operation(
+    step: UpgradeStep,
+    begin: Callable[[], object],
+    get_state: Callable[[], str],
+    timeout: float,
+    poll: float,
+    on_progress: Callable[[str], None] = lambda s: None,
+) -> OperationResult:
     """Start one AKS operation and wait for it; 409 "in progress" waits and retries, 304 means current."""
     started = time.monotonic()
     waited = False
@@ -141,13 +164,19 @@ def run_operation(step: UpgradeStep, begin: Callable[[], object], get_state: Cal
             poller = begin()
             break
         except ResourceNotModifiedError:
-            return OperationResult(step, "already-current", "AKS reports the node image is already the latest",
-                                   time.monotonic() - started)
+            return OperationResult(
+                step,
+                "already-current",
+                "AKS reports the node image is already the latest",
+                time.monotonic() - started,
+            )
         except ResourceExistsError as exc:
             waited = True
             if time.monotonic() - started > timeout:
-                raise UpgradeError(f"{step.describe()}: AKS still reports another operation in progress after "
-                                   f"{timeout:.0f}s ({describe_azure_error(exc)})") from exc
+                raise UpgradeError(
+                    f"{step.describe()}: AKS still reports another operation in progress after "
+                    f"{timeout:.0f}s ({describe_azure_error(exc)})"
+                ) from exc
             on_progress(f"another operation is in progress ({describe_azure_error(exc)}); waiting")
             time.sleep(poll)  # the state can read idle a moment before AKS accepts a new operation
             wait_for_idle(get_state, timeout, poll)
@@ -158,8 +187,9 @@ def run_operation(step: UpgradeStep, begin: Callable[[], object], get_state: Cal
     deadline = time.monotonic() + timeout
     while not poller.done():
         if time.monotonic() > deadline:
-            raise UpgradeError(f"{step.describe()} did not finish within {timeout:.0f}s "
-                               f"(status {poller.status()})")
+            raise UpgradeError(
+                f"{step.describe()} did not finish within {timeout:.0f}s (status {poller.status()})"
+            )
         on_progress(get_state())
         try:
             poller.wait(poll)
@@ -226,8 +256,9 @@ def maintenance_window_open(config, now: datetime | None = None) -> WindowCheck:
         zone = f"UTC{window.utc_offset or '+00:00'}"
         for span in window.not_allowed_dates or []:
             if span.start <= local.date() <= span.end:
-                return WindowCheck(False, f"{local:%Y-%m-%d} ({zone}) is in the not-allowed dates "
-                                          f"{span.start} to {span.end}")
+                return WindowCheck(
+                    False, f"{local:%Y-%m-%d} ({zone}) is in the not-allowed dates {span.start} to {span.end}"
+                )
         start_h, start_m = (int(x) for x in window.start_time.split(":"))
         duration = timedelta(hours=window.duration_hours)
         for days_back in range(0, 8):
@@ -237,12 +268,16 @@ def maintenance_window_open(config, now: datetime | None = None) -> WindowCheck:
                 continue
             if begins <= local < begins + duration:
                 return WindowCheck(True, f"inside the window that began {begins:%a %H:%M} ({zone})")
-        return WindowCheck(False, f"outside the maintenance window (starts {window.start_time}, "
-                                  f"{window.duration_hours}h, {zone})")
+        return WindowCheck(
+            False,
+            f"outside the maintenance window (starts {window.start_time}, {window.duration_hours}h, {zone})",
+        )
     for span in getattr(config, "not_allowed_time", None) or []:
         if _utc(span.start) <= now <= _utc(span.end):
-            return WindowCheck(False, f"inside the not-allowed time {span.start:%Y-%m-%d %H:%M} to "
-                                      f"{span.end:%Y-%m-%d %H:%M} (UTC)")
+            return WindowCheck(
+                False,
+                f"inside the not-allowed time {span.start:%Y-%m-%d %H:%M} to {span.end:%Y-%m-%d %H:%M} (UTC)",
+            )
     slots = getattr(config, "time_in_week", None) or []
     if slots:
         today = DAY_NAMES[now.weekday()]

@@ -81,8 +81,12 @@ def audit_verb(method: str, target: Target | None, watch: bool) -> str:
         if target is not None and target.name is None:
             return "watch" if watch else "list"
         return "get"
-    return {"POST": "create", "PUT": "update", "PATCH": "patch",
-            "DELETE": "delete" if target is None or target.name else "deletecollection"}.get(method, method.lower())
+    return {
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete" if target is None or target.name else "deletecollection",
+    }.get(method, method.lower())
 
 
 def _wants_table(request: Request) -> bool:
@@ -90,8 +94,12 @@ def _wants_table(request: Request) -> bool:
 
 
 def _json(body: dict, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status,
-                    media_type="application/json", headers=headers)
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 class KubeAPI:
@@ -146,14 +154,20 @@ class KubeAPI:
             if ns is None:
                 raise not_found("namespaces", target.namespace)
         handler = {
-            "get": self._get, "list": self._list, "watch": self._watch, "create": self._create,
-            "update": self._update, "patch": self._patch, "delete": self._delete,
+            "get": self._get,
+            "list": self._list,
+            "watch": self._watch,
+            "create": self._create,
+            "update": self._update,
+            "patch": self._patch,
+            "delete": self._delete,
             "deletecollection": self._delete_collection,
         }[verb]
         allowed = target.rt.subresource(target.subresource).verbs if target.subresource else target.rt.verbs
         if verb not in allowed and not (verb in ("list", "watch") and target.subresource is None):
-            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested "
-                           "resource")
+            raise ApiError(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
         return await handler(request, target)
 
     # ---- helpers -------------------------------------------------------------------------
@@ -197,7 +211,9 @@ class KubeAPI:
 
         def accept(obj: dict) -> bool:
             return labels.matches(obj["metadata"].get("labels")) and all(
-                (_field_text(obj, req.field) == req.value) != req.negated for req in fields.requirements)
+                (_field_text(obj, req.field) == req.value) != req.negated for req in fields.requirements
+            )
+
         return accept
 
     async def _list(self, request: Request, target: Target) -> Response:
@@ -220,7 +236,9 @@ class KubeAPI:
         if _wants_table(request):
             return _json(to_table(rt.plural, items, datetime.now(UTC), _include(request), meta))
         listed = [{k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in items]
-        return _json({"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": meta, "items": listed})
+        return _json(
+            {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": meta, "items": listed}
+        )
 
     async def _watch(self, request: Request, target: Target) -> Response:
         store = self.sim.cluster.store
@@ -272,23 +290,35 @@ class KubeAPI:
         def line(kind: str, obj: dict) -> bytes:
             obj = self._render(rt, obj)
             if as_table:  # kubectl get --watch prints each event as a one-row Table
-                obj = to_table(rt.plural, [obj], datetime.now(UTC), include,
-                               {"resourceVersion": obj["metadata"].get("resourceVersion")})
+                obj = to_table(
+                    rt.plural,
+                    [obj],
+                    datetime.now(UTC),
+                    include,
+                    {"resourceVersion": obj["metadata"].get("resourceVersion")},
+                )
             return (json.dumps({"type": kind, "object": obj}) + "\n").encode()
 
         async def stream() -> AsyncIterator[bytes]:
             try:
                 if gone:
-                    status = ApiError(410, "Expired", f"too old resource version: {rv_text} "
-                                      f"({store.oldest_watchable_rv()})").status()
+                    status = ApiError(
+                        410, "Expired", f"too old resource version: {rv_text} ({store.oldest_watchable_rv()})"
+                    ).status()
                     yield (json.dumps({"type": "ERROR", "object": status}) + "\n").encode()
                     return
                 for kind, obj in initial:
                     yield line(kind, obj)
                 if send_initial and bookmarks:
                     # clients of a watch list wait for this bookmark before they trust their cache
-                    end = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {
-                        "resourceVersion": str(initial_rv), "annotations": {INITIAL_EVENTS_END: "true"}}}
+                    end = {
+                        "kind": rt.kind,
+                        "apiVersion": rt.api_version,
+                        "metadata": {
+                            "resourceVersion": str(initial_rv),
+                            "annotations": {INITIAL_EVENTS_END: "true"},
+                        },
+                    }
                     yield (json.dumps({"type": "BOOKMARK", "object": end}) + "\n").encode()
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + timeout
@@ -317,17 +347,20 @@ class KubeAPI:
         if target.subresource == "eviction":
             cluster.evict(self._ns(target), target.name, body)
             cluster.reconcile()
-            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                          "code": 201}, 201)
+            return _json(
+                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
+            )
         if target.name is not None or target.subresource is not None:
-            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested "
-                           "resource")
+            raise ApiError(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
         rt = target.rt
         meta = body.setdefault("metadata", {})
         if rt.namespaced:
             if meta.get("namespace") and meta["namespace"] != target.namespace:
-                raise bad_request("the namespace of the provided object does not match the namespace sent "
-                                  "on the request")
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             meta["namespace"] = target.namespace
         if body.get("kind") and body["kind"] != rt.kind:
             raise bad_request(f"the kind of the provided object ({body['kind']}) does not match {rt.kind}")
@@ -346,14 +379,21 @@ class KubeAPI:
         rt = target.rt
         meta = body.setdefault("metadata", {})
         if meta.get("name") != target.name:
-            raise bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL "
-                              f"({target.name})")
+            raise bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL "
+                f"({target.name})"
+            )
         if rt.namespaced:
             meta["namespace"] = target.namespace
         rv = meta.get("resourceVersion")
         if not rv and rt.plural in UNCONDITIONAL_UPDATE_FORBIDDEN:
-            raise invalid(rt.kind, target.name, "metadata.resourceVersion",
-                          "Invalid value: 0x0: must be specified for an update", rt.group)
+            raise invalid(
+                rt.kind,
+                target.name,
+                "metadata.resourceVersion",
+                "Invalid value: 0x0: must be specified for an update",
+                rt.group,
+            )
         if rt.plural == "leases":
             cluster.check_lease(body)
             _utc_microtimes(body)
@@ -377,19 +417,26 @@ class KubeAPI:
             elif ctype == "application/strategic-merge-patch+json":
                 patched = strategic_merge_patch(current, _object(body))
             else:
-                raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
-                               "accepted media types include: application/json-patch+json, "
-                               "application/merge-patch+json, application/strategic-merge-patch+json")
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - "
+                    "accepted media types include: application/json-patch+json, "
+                    "application/merge-patch+json, application/strategic-merge-patch+json",
+                )
         except PatchError as exc:
             raise ApiError(422, "Invalid", str(exc)) from exc
-        requested_rv = _object(body).get("metadata", {}).get("resourceVersion") if isinstance(body, dict) else None
+        requested_rv = (
+            _object(body).get("metadata", {}).get("resourceVersion") if isinstance(body, dict) else None
+        )
         patched.setdefault("metadata", {})["name"] = target.name
         if rt.plural == "leases":
             cluster.check_lease(patched)
             _utc_microtimes(patched)
         patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        obj = cluster.store.update(rt, patched, expect_rv=requested_rv,
-                                   status_only=target.subresource == "status")
+        obj = cluster.store.update(
+            rt, patched, expect_rv=requested_rv, status_only=target.subresource == "status"
+        )
         cluster.reconcile()
         return self._respond_object(request, rt, obj)
 
@@ -414,9 +461,20 @@ class KubeAPI:
         cluster.reconcile()
         if rt.plural not in RETURN_DELETED_OBJECT:
             meta = obj["metadata"]
-            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                          "details": {"name": meta["name"], "group": rt.group, "kind": rt.plural,
-                                      "uid": meta["uid"]}})
+            return _json(
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": {
+                        "name": meta["name"],
+                        "group": rt.group,
+                        "kind": rt.plural,
+                        "uid": meta["uid"],
+                    },
+                }
+            )
         return _json(self._render(rt, obj))
 
     async def _delete_collection(self, request: Request, target: Target) -> Response:
@@ -425,15 +483,23 @@ class KubeAPI:
         accept = self._filters(request, rt)
         grace, _ = await self._delete_options(request)
         gone = []
-        for obj in [o for o in cluster.store.list(rt, target.namespace if rt.namespaced else None) if accept(o)]:
+        for obj in [
+            o for o in cluster.store.list(rt, target.namespace if rt.namespaced else None) if accept(o)
+        ]:
             meta = obj["metadata"]
             if rt is PODS:
                 gone.append(cluster.delete_pod(meta["namespace"], meta["name"], grace, None))
             else:
                 gone.append(cluster.store.remove(rt, meta.get("namespace", ""), meta["name"]))
         cluster.reconcile()
-        return _json({"kind": f"{rt.kind}List", "apiVersion": rt.api_version,
-                      "metadata": {"resourceVersion": str(cluster.store.rv)}, "items": gone})
+        return _json(
+            {
+                "kind": f"{rt.kind}List",
+                "apiVersion": rt.api_version,
+                "metadata": {"resourceVersion": str(cluster.store.rv)},
+                "items": gone,
+            }
+        )
 
 
 def _object(body: dict | list) -> dict:
@@ -471,16 +537,26 @@ def _send_initial_events(query) -> bool | None:
     send = None if text is None else text in ("true", "1")
     problems = []
     if send is not None and match != "NotOlderThan":
-        problems.append("resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch "
-                        "to NotOlderThan")
+        problems.append(
+            "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch "
+            "to NotOlderThan"
+        )
     if match and send is None:
-        problems.append("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless "
-                        "sendInitialEvents is provided")
+        problems.append(
+            "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless "
+            "sendInitialEvents is provided"
+        )
     if match and match != "NotOlderThan":
-        problems.append(f'resourceVersionMatch: Unsupported value: "{match}": supported values: "NotOlderThan"')
+        problems.append(
+            f'resourceVersionMatch: Unsupported value: "{match}": supported values: "NotOlderThan"'
+        )
     if problems:
-        raise ApiError(422, "Invalid", f"ListOptions.meta.k8s.io \"\" is invalid: [{', '.join(problems)}]",
-                       {"group": "meta.k8s.io", "kind": "ListOptions"})
+        raise ApiError(
+            422,
+            "Invalid",
+            f'ListOptions.meta.k8s.io "" is invalid: [{", ".join(problems)}]',
+            {"group": "meta.k8s.io", "kind": "ListOptions"},
+        )
     return send
 
 
@@ -503,10 +579,17 @@ def discovery_document(path: str, kubernetes_version: str) -> dict | None:
     """Legacy (unaggregated) discovery documents, which every client understands."""
     if path == "/version":
         major, minor, _ = kubernetes_version.split(".")
-        return {"major": major, "minor": minor, "gitVersion": f"v{kubernetes_version}",
-                "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-                "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
-                "platform": "linux/amd64"}
+        return {
+            "major": major,
+            "minor": minor,
+            "gitVersion": f"v{kubernetes_version}",
+            "gitCommit": "0000000000000000000000000000000000000000",
+            "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z",
+            "goVersion": "go1.24.0",
+            "compiler": "gc",
+            "platform": "linux/amd64",
+        }
     if path == "/api":
         return resources.api_versions()
     if path == "/api/v1":

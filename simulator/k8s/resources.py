@@ -45,33 +45,95 @@ class ResourceType:
 _STATUS = Subresource("status", "", ["get", "patch", "update"])
 
 RESOURCE_TYPES: list[ResourceType] = [
-    ResourceType("", "v1", "namespaces", "namespace", "Namespace", False, ["ns"],
-                 ["create", "delete", "get", "list", "patch", "update", "watch"], [_STATUS],
-                 frozenset({"metadata.name", "status.phase"})),
-    ResourceType("", "v1", "nodes", "node", "Node", False, ["no"],
-                 subresources=[_STATUS], field_selectors=frozenset({"metadata.name", "spec.unschedulable"})),
-    ResourceType("", "v1", "pods", "pod", "Pod", True, ["po"],
-                 subresources=[
-                     _STATUS,
-                     Subresource("log", "Pod", ["get"]),
-                     Subresource("eviction", "Eviction", ["create"], "policy", "v1"),
-                 ],
-                 field_selectors=frozenset({"metadata.name", "metadata.namespace", "spec.nodeName",
-                                            "spec.restartPolicy", "spec.schedulerName",
-                                            "spec.serviceAccountName", "spec.hostNetwork", "status.phase",
-                                            "status.podIP", "status.nominatedNodeName"})),
-    ResourceType("", "v1", "events", "event", "Event", True, ["ev"],
-                 field_selectors=frozenset({"metadata.name", "metadata.namespace", "involvedObject.kind",
-                                            "involvedObject.name", "involvedObject.namespace",
-                                            "involvedObject.uid", "reason", "type"})),
-    ResourceType("apps", "v1", "deployments", "deployment", "Deployment", True, ["deploy"],
-                 subresources=[_STATUS]),
-    ResourceType("apps", "v1", "replicasets", "replicaset", "ReplicaSet", True, ["rs"],
-                 subresources=[_STATUS]),
-    ResourceType("apps", "v1", "daemonsets", "daemonset", "DaemonSet", True, ["ds"],
-                 subresources=[_STATUS]),
-    ResourceType("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", True,
-                 ["pdb"], subresources=[_STATUS]),
+    ResourceType(
+        "",
+        "v1",
+        "namespaces",
+        "namespace",
+        "Namespace",
+        False,
+        ["ns"],
+        ["create", "delete", "get", "list", "patch", "update", "watch"],
+        [_STATUS],
+        frozenset({"metadata.name", "status.phase"}),
+    ),
+    ResourceType(
+        "",
+        "v1",
+        "nodes",
+        "node",
+        "Node",
+        False,
+        ["no"],
+        subresources=[_STATUS],
+        field_selectors=frozenset({"metadata.name", "spec.unschedulable"}),
+    ),
+    ResourceType(
+        "",
+        "v1",
+        "pods",
+        "pod",
+        "Pod",
+        True,
+        ["po"],
+        subresources=[
+            _STATUS,
+            Subresource("log", "Pod", ["get"]),
+            Subresource("eviction", "Eviction", ["create"], "policy", "v1"),
+        ],
+        field_selectors=frozenset(
+            {
+                "metadata.name",
+                "metadata.namespace",
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.nominatedNodeName",
+            }
+        ),
+    ),
+    ResourceType(
+        "",
+        "v1",
+        "events",
+        "event",
+        "Event",
+        True,
+        ["ev"],
+        field_selectors=frozenset(
+            {
+                "metadata.name",
+                "metadata.namespace",
+                "involvedObject.kind",
+                "involvedObject.name",
+                "involvedObject.namespace",
+                "involvedObject.uid",
+                "reason",
+                "type",
+            }
+        ),
+    ),
+    ResourceType(
+        "apps", "v1", "deployments", "deployment", "Deployment", True, ["deploy"], subresources=[_STATUS]
+    ),
+    ResourceType(
+        "apps", "v1", "replicasets", "replicaset", "ReplicaSet", True, ["rs"], subresources=[_STATUS]
+    ),
+    ResourceType("apps", "v1", "daemonsets", "daemonset", "DaemonSet", True, ["ds"], subresources=[_STATUS]),
+    ResourceType(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        "PodDisruptionBudget",
+        True,
+        ["pdb"],
+        subresources=[_STATUS],
+    ),
     ResourceType("coordination.k8s.io", "v1", "leases", "lease", "Lease", True),
 ]
 
@@ -97,8 +159,11 @@ def groups() -> dict[str, list[str]]:
 
 
 def api_versions() -> dict:
-    return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+    }
 
 
 def _group_doc(name: str, versions: list[str]) -> dict:
@@ -107,8 +172,11 @@ def _group_doc(name: str, versions: list[str]) -> dict:
 
 
 def api_group_list() -> dict:
-    return {"kind": "APIGroupList", "apiVersion": "v1",
-            "groups": [_group_doc(g, vs) for g, vs in groups().items()]}
+    return {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [_group_doc(g, vs) for g, vs in groups().items()],
+    }
 
 
 def api_group(name: str) -> dict | None:
@@ -124,11 +192,24 @@ def api_resource_list(group: str, version: str) -> dict | None:
         return None
     resources = []
     for r in types:
-        resources.append({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-                          "kind": r.kind, "verbs": r.verbs, "shortNames": r.short_names})
+        resources.append(
+            {
+                "name": r.plural,
+                "singularName": r.singular,
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": r.verbs,
+                "shortNames": r.short_names,
+            }
+        )
         for sub in r.subresources:
-            entry = {"name": f"{r.plural}/{sub.name}", "singularName": "", "namespaced": r.namespaced,
-                     "kind": sub.kind or r.kind, "verbs": sub.verbs}
+            entry = {
+                "name": f"{r.plural}/{sub.name}",
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": sub.kind or r.kind,
+                "verbs": sub.verbs,
+            }
             if sub.group:
                 entry.update(group=sub.group, version=sub.version)
             resources.append(entry)

@@ -96,8 +96,11 @@ class Store:
             name = meta["generateName"] + uuid.uuid4().hex[:5]
             meta["name"] = name
         if not name:
-            raise ApiError(422, "Invalid", f"{rt.kind} is invalid: metadata.name: Required value: name or "
-                           "generateName is required")
+            raise ApiError(
+                422,
+                "Invalid",
+                f"{rt.kind} is invalid: metadata.name: Required value: name or generateName is required",
+            )
         if self.get(rt, namespace, name) is not None:
             raise already_exists(rt.plural, name, rt.group)
         if rt.namespaced:
@@ -112,8 +115,9 @@ class Store:
         obj["apiVersion"] = rt.api_version
         return self._commit(rt, "ADDED", None, obj)
 
-    def update(self, rt: ResourceType, obj: dict, expect_rv: str | None = None,
-               status_only: bool = False) -> dict:
+    def update(
+        self, rt: ResourceType, obj: dict, expect_rv: str | None = None, status_only: bool = False
+    ) -> dict:
         """Store a new version of an existing object.
 
         ``expect_rv`` is the resourceVersion the writer based its change on; a stale one is a 409.
@@ -130,8 +134,15 @@ class Store:
         else:
             new = copy.deepcopy(obj)
             new["metadata"] = {**new.get("metadata", {})}
-            for fixed in ("uid", "creationTimestamp", "namespace", "name", "deletionTimestamp",
-                          "deletionGracePeriodSeconds", "generation"):
+            for fixed in (
+                "uid",
+                "creationTimestamp",
+                "namespace",
+                "name",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ):
                 if fixed in old["metadata"]:
                     new["metadata"][fixed] = old["metadata"][fixed]
                 else:
@@ -215,4 +226,6 @@ def _same_content(old: dict, new: dict) -> bool:
     """True when a write would change nothing, so no new resourceVersion is due (as a real server does)."""
     old_meta = {k: v for k, v in old["metadata"].items() if k != "resourceVersion"}
     new_meta = {k: v for k, v in new["metadata"].items() if k != "resourceVersion"}
-    return old_meta == new_meta and all(old.get(k) == new.get(k) for k in (set(old) | set(new)) - {"metadata"})
+    return old_meta == new_meta and all(
+        old.get(k) == new.get(k) for k in (set(old) | set(new)) - {"metadata"}
+    )

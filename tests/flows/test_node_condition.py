@@ -21,8 +21,14 @@ def test_node_condition_mode_reboots_the_flagged_nodes_without_scan_pods(start_s
     assert state.is_completed(), state.message
     assert sorted(n.node for n in report.nodes if n.outcome == "rebooted") == need
     assert sim.observer.invariants()["reboots"] == {n: 1 for n in need}
-    created = [e for e in sim.observer.audit() if e["verb"] == "create" and e["resource"] == "pods"
-               and e["subresource"] is None and e["status"] == 201]
+    created = [
+        e
+        for e in sim.observer.audit()
+        if e["verb"] == "create"
+        and e["resource"] == "pods"
+        and e["subresource"] is None
+        and e["status"] == 201
+    ]
     assert len(created) == len(need), "one reboot pod per node and nothing else"
     pod_names = [e["name"] for e in sim.observer.audit() if e["verb"] == "delete" and e["resource"] == "pods"]
     assert not any("scan" in (n or "") for n in pod_names), "node-condition mode must not run scan pods"
@@ -32,10 +38,13 @@ def test_node_condition_dry_run_plans_exactly_the_flagged_nodes_and_changes_noth
     sim = start_sim(_scenario())
     need = sorted(n for n, h in sim.observer.hosts().items() if h["reboot_required"])
     before = len(sim.observer.audit())
-    state = node_maintenance(**fast_params(sim, sentinel={"mode": "node-condition"}, dry_run=True),
-                             return_state=True)
+    state = node_maintenance(
+        **fast_params(sim, sentinel={"mode": "node-condition"}, dry_run=True), return_state=True
+    )
     report = state.result(raise_on_failure=False)
     assert sorted(n.node for n in report.nodes if n.outcome == "planned") == need
     assert [e for e in sim.observer.audit()[before:] if e["mutating"]] == []
-    node_lists = [e for e in sim.observer.audit()[before:] if e["verb"] == "list" and e["resource"] == "nodes"]
+    node_lists = [
+        e for e in sim.observer.audit()[before:] if e["verb"] == "list" and e["resource"] == "nodes"
+    ]
     assert len(node_lists) <= 3  # update check, condition scan, kernel report: no per-node requests

@@ -26,12 +26,26 @@ def test_condition_follows_the_sentinel_through_updates_and_reboots(cluster):  #
     run_on_host(sim, core, PATCHABLE, "apt-get upgrade -y")
     sim.observer.wait_for(lambda: reboot_condition(core, PATCHABLE) == "True", timeout=5)
 
-    core.create_namespaced_pod("kube-system", {
-        "metadata": {"name": "reboot-it"},
-        "spec": {"nodeName": NEEDS_REBOOT, "hostPID": True, "restartPolicy": "Never",
-                 "tolerations": [{"operator": "Exists"}],
-                 "containers": [{"name": "host", "image": "busybox", "securityContext": {"privileged": True},
-                                 "command": ["nsenter", "--target", "1", "--mount", "--", "systemctl", "reboot"]}]}})
+    core.create_namespaced_pod(
+        "kube-system",
+        {
+            "metadata": {"name": "reboot-it"},
+            "spec": {
+                "nodeName": NEEDS_REBOOT,
+                "hostPID": True,
+                "restartPolicy": "Never",
+                "tolerations": [{"operator": "Exists"}],
+                "containers": [
+                    {
+                        "name": "host",
+                        "image": "busybox",
+                        "securityContext": {"privileged": True},
+                        "command": ["nsenter", "--target", "1", "--mount", "--", "systemctl", "reboot"],
+                    }
+                ],
+            },
+        },
+    )
     sim.observer.wait_for(lambda: reboot_condition(core, NEEDS_REBOOT) == "False", timeout=10)
     ready = next(c.status for c in core.read_node(NEEDS_REBOOT).status.conditions if c.type == "Ready")
     assert ready == "True", "the condition is only reported again once the node is back"

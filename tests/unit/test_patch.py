@@ -181,8 +181,14 @@ def test_strategic_taints_are_replaced_whole() -> None:
 
 
 def test_strategic_conditions_merge_by_type_and_delete_directive() -> None:
-    patch = {"status": {"conditions": [{"type": "MemoryPressure", "$patch": "delete"},
-                                       {"type": "Ready", "status": "False"}]}}
+    patch = {
+        "status": {
+            "conditions": [
+                {"type": "MemoryPressure", "$patch": "delete"},
+                {"type": "Ready", "status": "False"},
+            ]
+        }
+    }
     conditions = strategic_merge_patch(_node(), patch)["status"]["conditions"]
     assert [c["type"] for c in conditions] == ["Ready"]
     assert conditions[0]["status"] == "False"
@@ -266,7 +272,9 @@ def test_strategic_merge_keys_apply_inside_pod_templates() -> None:
 
 def test_strategic_replace_directive_on_a_list_element_replaces_the_list() -> None:
     patch = {"status": {"conditions": [{"$patch": "replace"}, {"type": "Only", "status": "True"}]}}
-    assert strategic_merge_patch(_node(), patch)["status"]["conditions"] == [{"type": "Only", "status": "True"}]
+    assert strategic_merge_patch(_node(), patch)["status"]["conditions"] == [
+        {"type": "Only", "status": "True"}
+    ]
     cleared = {"status": {"conditions": [{"$patch": "replace"}]}}
     assert strategic_merge_patch(_node(), cleared)["status"]["conditions"] == []
 
@@ -315,8 +323,12 @@ def test_strategic_set_element_order_is_accepted_and_dropped() -> None:
 
 def test_strategic_directives_are_stripped_from_new_fields() -> None:
     original = {"metadata": {"name": "n"}}
-    patch = {"status": {"conditions": [{"type": "A", "status": "True"}, {"type": "Gone", "$patch": "delete"}]}}
-    assert strategic_merge_patch(original, patch)["status"] == {"conditions": [{"type": "A", "status": "True"}]}
+    patch = {
+        "status": {"conditions": [{"type": "A", "status": "True"}, {"type": "Gone", "$patch": "delete"}]}
+    }
+    assert strategic_merge_patch(original, patch)["status"] == {
+        "conditions": [{"type": "A", "status": "True"}]
+    }
 
 
 def test_strategic_patch_does_not_mutate_inputs() -> None:
