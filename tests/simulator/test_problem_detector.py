@@ -24,7 +24,7 @@ def test_condition_follows_the_sentinel_through_updates_and_reboots(cluster):  #
     assert reboot_condition(core, PATCHABLE) == "False"
 
     run_on_host(sim, core, PATCHABLE, "apt-get upgrade -y")
-    sim.observer.wait_for(lambda: reboot_condition(core, PATCHABLE) == "True", timeout=5)
+    sim.observer.wait_for(lambda: reboot_condition(core, PATCHABLE) == "True", timeout=20)
 
     core.create_namespaced_pod(
         "kube-system",
@@ -46,7 +46,7 @@ def test_condition_follows_the_sentinel_through_updates_and_reboots(cluster):  #
             },
         },
     )
-    sim.observer.wait_for(lambda: reboot_condition(core, NEEDS_REBOOT) == "False", timeout=10)
+    sim.observer.wait_for(lambda: reboot_condition(core, NEEDS_REBOOT) == "False", timeout=20)
     ready = next(c.status for c in core.read_node(NEEDS_REBOOT).status.conditions if c.type == "Ready")
     assert ready == "True", "the condition is only reported again once the node is back"
 
