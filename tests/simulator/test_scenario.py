@@ -36,12 +36,14 @@ AKS_LABELS = (
 
 
 def shared_example() -> Path:
-    """The example scenario in shared/, which lives beside the checkout (CI) or at /work/shared."""
+    """The example scenario in shared/, which lives beside the checkout (CI) or at /work/shared.
+
+    Outside this workplace the project's verbatim copy, scenarios/demo.yaml, stands in for it."""
     for base in (ROOT.parent / "shared", Path("/work/shared")):
         path = base / "scenarios" / "example.yaml"
         if path.exists():
             return path
-    pytest.skip("shared/scenarios/example.yaml is not beside this checkout")
+    return ROOT / "scenarios" / "demo.yaml"
 
 
 # ---- loading -----------------------------------------------------------------------------------
