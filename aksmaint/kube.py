@@ -49,6 +49,15 @@ def _tls_verification_failure(exc: BaseException) -> str | None:
     return None
 
 
+def _network_failure(exc: BaseException) -> str:
+    """What went wrong on the wire, without the request's URL: e.g. NewConnectionError (Connection refused)."""
+    reason = getattr(exc, "reason", None) if isinstance(exc, urllib3.exceptions.MaxRetryError) else None
+    reason = reason or exc
+    text = str(reason)
+    detail = text.rsplit("] ", 1)[-1].strip(" ')\"") if "[Errno" in text else ""
+    return f"{type(reason).__name__}" + (f" ({detail})" if detail else "")
+
+
 def retry_after_seconds(exc: ApiException) -> float | None:
     value = (exc.headers or {}).get("Retry-After") if exc.headers else None
     try:
@@ -123,7 +132,7 @@ class Kube:
                     ) from exc
                 if attempt == self.attempts:
                     raise TransientApiError(
-                        f"{self.cluster_name}: API server unreachable: {type(exc).__name__}"
+                        f"{self.cluster_name}: API server unreachable: {_network_failure(exc)}"
                     ) from exc
                 wait = delay
             time.sleep(min(wait, 10) * (1 + random.random() * 0.2))

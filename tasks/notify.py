@@ -30,7 +30,9 @@ def send(options: NotifyOptions, template: str, **values: object) -> None:
             sender.add(url.get_secret_value())
         try:
             if not sender.notify(body=body, title="AKS node maintenance"):
-                log.warning("A notification could not be delivered to %d URL(s)", len(options.urls))
+                log.warning(
+                    "A notification was not delivered to every one of the %d URL(s)", len(options.urls)
+                )
         except Exception as exc:  # never leak the URL: it holds the webhook secret
             log.warning("Notification failed: %s", type(exc).__name__)
     if options.block:
