@@ -1,7 +1,7 @@
 """Kubernetes client construction and error handling shared by every task.
 
-One code path for every cluster: a kubeconfig (with its CA, always verified) or the in-cluster service
-account. Calls go through ``Kube.call``, which retries transient failures (throttling, 5xx, dropped
+One code path for every cluster: a kubeconfig (with its CA, verified unless the run explicitly sets
+``cluster.insecure_skip_tls_verify``) or the in-cluster service account. Calls go through ``Kube.call``, which retries transient failures (throttling, 5xx, dropped
 connections) briefly and turns permanent ones into errors a person can act on.
 """
 
@@ -83,6 +83,7 @@ class Kube:
 
     api_client: client.ApiClient
     cluster_name: str
+    tls_verified: bool = True
     core: client.CoreV1Api = field(init=False)
     apps: client.AppsV1Api = field(init=False)
     policy: client.PolicyV1Api = field(init=False)
@@ -128,7 +129,8 @@ class Kube:
                     raise ClusterAccessError(
                         f"TLS verification of the Kubernetes API of {self.cluster_name} failed ({tls_failure}); "
                         "check the CA the kubeconfig names (certificate-authority or certificate-authority-data) "
-                        "or the service account's ca.crt: verification cannot be turned off"
+                        "or the service account's ca.crt (verification can only be turned off explicitly, "
+                        "with the cluster parameter insecure_skip_tls_verify, which is unsafe)"
                     ) from exc
                 if attempt == self.attempts:
                     raise TransientApiError(
@@ -145,7 +147,9 @@ def connect(cluster: ClusterConnection) -> Kube:
     configuration = client.Configuration()
     if cluster.aks is not None:
         kubeconfig = fetch_kubeconfig(cluster.aks)
-        cluster = ClusterConnection(kubeconfig=str(kubeconfig))
+        cluster = ClusterConnection(
+            kubeconfig=str(kubeconfig), insecure_skip_tls_verify=cluster.insecure_skip_tls_verify
+        )
     try:
         if cluster.in_cluster:
             config.load_incluster_config(client_configuration=configuration)
@@ -173,12 +177,16 @@ def connect(cluster: ClusterConnection) -> Kube:
             name = chosen["context"].get("cluster", chosen["name"])
     except ConfigException as exc:
         raise ClusterAccessError(f"cannot use {cluster.describe()}: {exc}") from exc
-    configuration.verify_ssl = True
+    # a kubeconfig's insecure-skip-tls-verify alone does not turn verification off: only the parameter does
+    configuration.verify_ssl = not cluster.insecure_skip_tls_verify
+    if cluster.insecure_skip_tls_verify:
+        # the caller logs the warning to the run; urllib3 would otherwise repeat it on every request
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     configuration.retries = 1
     # one pooled connection per thread that may call at once (scan parallelism, drains of several nodes):
     # the default (5 per CPU) drops connections under load, and each new one costs a TLS handshake
     configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 64)
-    kube = Kube(client.ApiClient(configuration), name)
+    kube = Kube(client.ApiClient(configuration), name, tls_verified=configuration.verify_ssl)
     kube.api_client.user_agent = "aks-node-maintenance/0.1"
     try:
         kube.call(client.VersionApi(kube.api_client).get_code)

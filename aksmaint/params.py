@@ -26,6 +26,7 @@ _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _DNS_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 # HH:MM, 24-hour: also in the JSON schema, so the Prefect server refuses a bad time before a run exists
 _CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+_END_CLOCK = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -64,7 +65,8 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
 
 class ClusterConnection(_Model):
     """How to reach the cluster's Kubernetes API: a kubeconfig, the in-cluster service account, or an
-    AKS cluster by its Azure id (the kubeconfig is then fetched from AKS). TLS is always verified."""
+    AKS cluster by its Azure id (the kubeconfig is then fetched from AKS). The API server's certificate is
+    verified against the kubeconfig's CA unless insecure_skip_tls_verify is set explicitly."""
 
     kubeconfig: str | None = Field(
         None,
@@ -77,6 +79,12 @@ class ClusterConnection(_Model):
     in_cluster: bool = Field(False, description="Use the service account of the pod the flow runs in.")
     aks: AksCluster | None = Field(
         None, description="An AKS cluster by subscription, resource group and name."
+    )
+    insecure_skip_tls_verify: bool = Field(
+        False,
+        description="Do not verify the Kubernetes API server's TLS certificate. Unsafe: anyone on the "
+        "network path could impersonate the cluster and receive its token. Every run logs a warning. "
+        "A kubeconfig's own insecure-skip-tls-verify is ignored unless this is set.",
     )
 
     @model_validator(mode="after")
@@ -95,6 +103,11 @@ class ClusterConnection(_Model):
         return f"kubeconfig {self.kubeconfig}" + (f" (context {self.context})" if self.context else "")
 
 
+def _clock_time(value: str) -> time:
+    """HH:MM as a time of day; 24:00 (the end of the day) as midnight."""
+    return time(0, 0) if value == "24:00" else time.fromisoformat(value)
+
+
 class MaintenanceWindow(_Model):
     """When reboots may start. A node in progress when the window closes is finished; no new one starts."""
 
@@ -104,10 +117,10 @@ class MaintenanceWindow(_Model):
     )
     start: str = Field("00:00", pattern=_CLOCK, description="Local time the window opens, HH:MM (24-hour).")
     end: str = Field(
-        "23:59",
-        pattern=_CLOCK,
-        description="Local time the window closes, HH:MM. Earlier than start means "
-        "the window runs past midnight into the next day.",
+        "24:00",
+        pattern=_END_CLOCK,
+        description="Local time the window closes (exclusive), HH:MM; 24:00 is the end of the day. "
+        "Earlier than start means the window runs past midnight into the next day.",
     )
     time_zone: str = Field("UTC", description="IANA time zone of start and end, e.g. Europe/Berlin.")
 
@@ -115,10 +128,19 @@ class MaintenanceWindow(_Model):
     @classmethod
     def _clock(cls, value: str) -> str:
         try:
-            time.fromisoformat(value)
+            _clock_time(value)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a time of day as HH:MM") from exc
         return value
+
+    @model_validator(mode="after")
+    def _opens(self) -> MaintenanceWindow:
+        if self.start == self.end:
+            raise ValueError(
+                f"start and end are both {self.start}: the window would never open "
+                "(for the whole day use start 00:00 and end 24:00)"
+            )
+        return self
 
     @field_validator("time_zone")
     @classmethod
@@ -139,10 +161,12 @@ class MaintenanceWindow(_Model):
     def is_open(self, at: datetime) -> bool:
         """True when ``at`` (timezone-aware) falls inside the window."""
         local = at.astimezone(ZoneInfo(self.time_zone))
-        start, end = time.fromisoformat(self.start), time.fromisoformat(self.end)
+        start, end = _clock_time(self.start), _clock_time(self.end)
         now = local.time().replace(tzinfo=None)
         today = DAYS[local.weekday()]
         yesterday = DAYS[(local.weekday() - 1) % 7]
+        if self.end == "24:00":
+            return today in self.days and now >= start
         if start <= end:
             return today in self.days and start <= now < end
         # past midnight: open from start today, or until end on the morning after an opening day
@@ -349,9 +373,18 @@ class NotifyOptions(_Model):
     """Where progress messages go. URLs are secrets: they never appear in logs or artifacts."""
 
     urls: list[SecretStr] = Field(
-        default_factory=list, description="Apprise URLs, e.g. a Teams or Slack webhook."
+        default_factory=list,
+        description="Apprise URLs, e.g. a Teams or Slack webhook. They are masked in logs and in runs "
+        "started from Python or the command line, but a deployment run's parameters are stored by the "
+        "Prefect server as entered: for deployments use block instead.",
     )
-    block: str | None = Field(None, description="Name of a Prefect notification block to send to.")
+    block: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9-]+/[^/]+$",
+        description="A Prefect notification block as <block type>/<name>, e.g. slack-webhook/ops-alerts. "
+        "Prefer a block to urls for deployments: the webhook stays in the block (stored as a secret) "
+        "while run parameters, which the Prefect server keeps as given, hold only the block's name.",
+    )
     drain_template: str = Field("Draining node {node} on {cluster}", description="Sent when a drain starts.")
     reboot_template: str = Field("Rebooting node {node} on {cluster}", description="Sent before a reboot.")
     uncordon_template: str = Field(
@@ -387,3 +420,15 @@ class MaintenanceParams(_Model):
     @classmethod
     def _selector(cls, value: str) -> str:
         return _check_selector(value)
+
+
+def with_overrides(base: dict, overrides: dict) -> dict:
+    """``base`` parameters with ``overrides`` laid over them, one level deep: a group given as a mapping
+    (e.g. ``drain={"timeout_seconds": 60}``) changes only the fields it names."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged

@@ -59,6 +59,7 @@ class MaintenanceReport(BaseModel):
     cluster: str
     flow_run_id: str | None = None
     dry_run: bool = False
+    tls_verified: bool = True
     started_at: str
     finished_at: str = ""
     halted: bool = False

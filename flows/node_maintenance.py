@@ -454,10 +454,19 @@ def _cleanup_reboot_pods(kube: Kube, node: str, settings: HostPodSettings) -> No
 
 
 # ---- the flow --------------------------------------------------------------------------------
+INSECURE_WARNING = (
+    "TLS verification of the Kubernetes API of %s is OFF (cluster.insecure_skip_tls_verify): "
+    "the server is not authenticated and its token could be sent to an impostor"
+)
+
+
 @maintenance_task(name="connect")
 def connect_cluster(cluster: ClusterConnection) -> Kube:
     kube = kube_for(cluster)
-    get_run_logger().info("Connected to %s through %s", kube.cluster_name, cluster.describe())
+    logger = get_run_logger()
+    logger.info("Connected to %s through %s", kube.cluster_name, cluster.describe())
+    if not kube.tls_verified:
+        logger.warning(INSECURE_WARNING, kube.cluster_name)
     return kube
 
 
@@ -557,6 +566,7 @@ def run_maintenance(params: MaintenanceParams):
         flow_run_id=str(current_run.id or ""),
         dry_run=params.dry_run,
         started_at=started_at,
+        tls_verified=kube.tls_verified,
     )
     todo = [e for e in plan if e.action in ("reboot", "resume")]
     if not params.dry_run:
@@ -770,6 +780,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kubeconfig", help="kubeconfig file of the cluster")
     parser.add_argument("--context", help="context in the kubeconfig (default: its current context)")
     parser.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
+    parser.add_argument(
+        "--insecure-skip-tls-verify",
+        action="store_true",
+        help="do not verify the API server's certificate (unsafe; logs a warning)",
+    )
     parser.add_argument("--params", help="JSON or YAML file with any flow parameters (flags override it)")
     parser.add_argument("--node-selector", help="label selector of the nodes to maintain")
     parser.add_argument("--concurrency", type=int, help="nodes disrupted at once (default 1)")
@@ -800,6 +815,8 @@ def params_from_args(args: argparse.Namespace) -> MaintenanceParams:
         cluster["context"] = args.context
     if args.in_cluster:
         cluster = {"in_cluster": True}
+    if args.insecure_skip_tls_verify:
+        cluster["insecure_skip_tls_verify"] = True
     values["cluster"] = cluster
     for flag, key in (
         ("node_selector", "node_selector"),
@@ -816,6 +833,8 @@ def params_from_args(args: argparse.Namespace) -> MaintenanceParams:
 
 def format_report(report: MaintenanceReport, table: str | None = None) -> str:
     lines = [f"Node maintenance on {report.cluster}{' (dry run)' if report.dry_run else ''}", ""]
+    if not report.tls_verified:
+        lines[1:1] = ["WARNING: the API server's TLS certificate was not verified (insecure_skip_tls_verify)"]
     width = max((len(n.node) for n in report.nodes), default=4)
     for n in report.nodes:
         kernel = (

@@ -36,9 +36,22 @@ def send(options: NotifyOptions, template: str, **values: object) -> None:
         except Exception as exc:  # never leak the URL: it holds the webhook secret
             log.warning("Notification failed: %s", type(exc).__name__)
     if options.block:
+        from prefect.blocks.core import Block
         from prefect.blocks.notifications import NotificationBlock
 
         try:
-            NotificationBlock.load(options.block).notify(body, subject="AKS node maintenance")
+            # a block is loaded by "<block type slug>/<name>"; NotificationBlock.load would look for
+            # the name under the base class's own type and never find it
+            block = Block.load(options.block)
+            if not isinstance(block, NotificationBlock):
+                raise TypeError(f"{type(block).__name__} is not a notification block")
+            block.notify(body, subject="AKS node maintenance")
         except Exception as exc:
-            log.warning("Notification block %r failed: %s", options.block, type(exc).__name__)
+            log.warning("Notification block %r failed: %s", options.block, _failure(exc))
+
+
+def _failure(exc: Exception) -> str:
+    """Why a block failed, for the log: the message only where it cannot hold the block's secrets."""
+    if isinstance(exc, (TypeError, ValueError)):  # not found, wrong type: messages name the block only
+        return f"{type(exc).__name__}: {exc}"
+    return type(exc).__name__

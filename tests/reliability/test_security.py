@@ -19,6 +19,7 @@ from pathlib import Path
 import trustme
 import yaml
 from prefect import get_client
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.schemas.filters import LogFilter, LogFilterTimestamp
 from prefect.events.filters import EventFilter, EventOccurredFilter
 from prefect.events.worker import EventsWorker
@@ -28,7 +29,7 @@ from aksmaint.report import MaintenanceReport, Outcome
 from flows.node_maintenance import main as flow_cli
 from flows.node_maintenance import node_maintenance
 from tests.conftest import fast_params
-from tests.reliability.support import assert_invariants, needing_reboot, reliability_scenario
+from tests.reliability.support import assert_invariants, needing_reboot, reliability_scenario, report_of
 
 
 def closed_port() -> int:
@@ -138,3 +139,57 @@ def test_tls_is_verified_with_the_kubeconfig_ca(start_sim, prefect_api, tmp_path
         assert "certificate verify failed" in state.message and "kubeconfig" in state.message, state.message
         assert sim.observer.audit(mark) == []  # the TLS handshake failed: not one request got through
     assert sim.observer.invariants()["reboots"] == {}
+
+
+def test_tls_verification_is_off_only_when_asked_and_then_warns(
+    start_sim, prefect_api, tmp_path, caplog
+) -> None:
+    """With cluster.insecure_skip_tls_verify the same wrong-CA kubeconfig connects, the run logs a warning
+    naming the parameter, and the report records that the server was not authenticated."""
+    sim = start_sim(reliability_scenario(need=1, count=2))
+    needed = needing_reboot(sim)
+    other_ca = base64.b64encode(trustme.CA().cert_pem.bytes()).decode()
+    kubeconfig = kubeconfig_with(sim, tmp_path, **{"certificate-authority-data": other_ca})
+    caplog.set_level(logging.WARNING)
+    state = node_maintenance(
+        **fast_params(sim, cluster={"kubeconfig": kubeconfig, "insecure_skip_tls_verify": True}),
+        return_state=True,
+    )
+    report = state.result()
+    assert report.tls_verified is False
+    assert {n.node: n.outcome for n in report.nodes if n.node in needed} == {needed[0]: Outcome.rebooted}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("TLS verification" in w and "insecure_skip_tls_verify" in w for w in warnings), warnings
+    assert_invariants(sim, needed)
+
+
+def test_notification_block_keeps_the_webhook_out_of_the_run(start_sim, prefect_api, catcher) -> None:
+    """The way docs/operations.md recommends for deployments: the webhook (and its secret path) lives in a
+    Prefect notification block; the run's parameters, as the Prefect server stores them, hold only the
+    block's name, and the messages still arrive."""
+    sim = start_sim(reliability_scenario(need=1, count=2))
+    needed = needing_reboot(sim)
+    webhook_secret = f"secret-token-{uuid.uuid4().hex}"
+    block_name = f"ops-{uuid.uuid4().hex[:8]}"
+    CustomWebhookNotificationBlock(
+        name="aks maintenance",
+        url=f"http://127.0.0.1:{catcher.port}/{{{{path}}}}",
+        json_data={"text": "{{body}}"},
+        secrets={"path": webhook_secret},
+        allow_private_urls=True,
+    ).save(block_name)
+    since = datetime.now(UTC)
+    state = node_maintenance(
+        **fast_params(sim, notify={"block": f"custom-webhook/{block_name}"}), return_state=True
+    )
+    report = report_of(state)
+    assert {n.node: n.outcome for n in report.nodes if n.node in needed} == {needed[0]: Outcome.rebooted}
+    assert [path for path, _ in catcher.received] == [f"/{webhook_secret}"] * 3  # drain, reboot, back
+    assert needed[0] in catcher.received[-1][1].decode()
+
+    with get_client(sync_client=True) as prefect:
+        stored = prefect.read_flow_run(report.flow_run_id).parameters
+    assert stored["notify"]["block"] == f"custom-webhook/{block_name}"
+    texts = everything_prefect_kept(since, report.flow_run_id, "node.rebooted")
+    assert not [t[:300] for t in texts if webhook_secret in t]
+    assert_invariants(sim, needed)

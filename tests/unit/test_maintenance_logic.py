@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
 from aksmaint.hostexec import MANAGED_BY
 from aksmaint.params import Blockers, DrainOptions, LockOptions, MaintenanceWindow
@@ -101,7 +102,7 @@ def test_window_days_refer_to_the_local_day():
     [
         ({"time_zone": "Europe/Atlantis"}, "time_zone"),
         ({"start": "7pm"}, "start"),
-        ({"end": "24:00"}, "end"),
+        ({"end": "24:30"}, "end"),
         ({"days": []}, "days"),
         ({"days": ["monday"]}, "days"),
     ],
@@ -531,3 +532,24 @@ def test_microtime_always_serializes_with_six_fractional_digits(dt):
     value = microtime(dt)
     assert SIX_DIGITS.match(serialized(value)), serialized(value)
     assert abs(value - dt) <= timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [("2026-03-04T00:00", True), ("2026-03-04T23:59:30", True), ("2026-03-05T00:00", False)],
+)
+def test_window_until_the_end_of_the_day(when, expected):
+    """end 24:00 covers the day's last minute; the default window is the whole of every day."""
+    assert MaintenanceWindow(days=["wed"], start="00:00", end="24:00").is_open(at(when)) is expected
+    assert MaintenanceWindow().is_open(at(when)) is True
+
+
+@pytest.mark.parametrize(("start", "end"), [("22:00", "22:00"), ("00:00", "00:00")])
+def test_window_that_never_opens_is_refused(start, end):
+    with pytest.raises(ValidationError, match="would never open"):
+        MaintenanceWindow(start=start, end=end)
+
+
+def test_24_00_is_only_an_end():
+    with pytest.raises(ValidationError, match="start"):
+        MaintenanceWindow(start="24:00", end="06:00")
