@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from aksmaint.params import with_overrides
 from simulator.observe import SimObserver
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import parse_scenario
@@ -153,12 +154,7 @@ def flow_run_params(sim: Sim, **overrides: object) -> dict:
         "reboot": {"boot_timeout_seconds": 600},
         "lock": {"ttl_seconds": 30, "wait_seconds": 1800},
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(params.get(key), dict):
-            params[key] = {**params[key], **value}
-        else:
-            params[key] = value
-    return params
+    return with_overrides(params, overrides)
 
 
 def print_table(title: str, header: list[str], rows: list[list[object]], notes: list[str] = ()) -> None:

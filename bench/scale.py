@@ -13,13 +13,22 @@ from bench.common import CLUSTER, KERNEL, PENDING_KERNEL, FlowRun, Sim, flow_run
 
 POOLS = 4
 NODES_PER_POOL = 250
-NEED_REBOOT = 10  # every 100th node
+NEED_REBOOT = 10  # nodes that need a reboot: every 100th of 1000
 BOOT_SECONDS = 10.0
 
 
-def scenario() -> dict:
+def scenario(
+    pools: int = POOLS,
+    nodes_per_pool: int = NODES_PER_POOL,
+    deployments: int = 4,
+    replicas: int = 50,
+    time_scale: float = 1.0,
+) -> dict:
+    """``pools`` x ``nodes_per_pool`` nodes in 3 zones, NEED_REBOOT of them (evenly spaced) needing a reboot,
+    node-problem-detector on, and ``deployments`` Deployments of ``replicas`` pods behind budgets."""
+    nodes = pools * nodes_per_pool
     return {
-        "time_scale": 1.0,
+        "time_scale": time_scale,
         "seed": 3,
         "cluster": CLUSTER,
         "node_problem_detector": {},
@@ -27,7 +36,7 @@ def scenario() -> dict:
             {
                 "name": f"pool{i}",
                 "mode": "System" if i == 0 else "User",
-                "count": NODES_PER_POOL,
+                "count": nodes_per_pool,
                 "zones": ["1", "2", "3"],
                 "orchestrator_version": "1.30.5",
                 "node_image_version": "AKSUbuntu-2204gen2containerd-202501.12.0",
@@ -35,16 +44,16 @@ def scenario() -> dict:
                 "max_pods": 110,
                 "boot_seconds": BOOT_SECONDS,
             }
-            for i in range(POOLS)
+            for i in range(pools)
         ],
         "nodes": [
             {
-                "pool": f"pool{j // NODES_PER_POOL}",
-                "index": j % NODES_PER_POOL,
+                "pool": f"pool{j // nodes_per_pool}",
+                "index": j % nodes_per_pool,
                 "reboot_required": True,
                 "pending_kernel": PENDING_KERNEL,
             }
-            for j in range(0, POOLS * NODES_PER_POOL, POOLS * NODES_PER_POOL // NEED_REBOOT)
+            for j in range(0, nodes, max(1, nodes // NEED_REBOOT))
         ],
         "workloads": [
             {
@@ -58,13 +67,13 @@ def scenario() -> dict:
                     "kind": "Deployment",
                     "namespace": "apps",
                     "name": f"app{i}",
-                    "replicas": 50,
+                    "replicas": replicas,
                     "labels": {"app": f"app{i}"},
                     "pdb": {"max_unavailable": 1},
                     "ready_seconds": 2,
                     "termination_grace_seconds": 4,
                 }
-                for i in range(4)
+                for i in range(deployments)
             ),
         ],
     }

@@ -13,60 +13,11 @@ import time
 import httpx
 from kubernetes import client, config
 
+from bench.scale import scenario
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import parse_scenario
 
 IDLE_SECONDS = 5.0
-
-
-def scenario(pools: int, nodes_per_pool: int, deployments: int, replicas: int) -> dict:
-    return {
-        "time_scale": 0.1,
-        "cluster": {
-            "name": "aks-scale",
-            "subscription_id": "00000000-0000-0000-0000-000000000000",
-            "resource_group": "rg-scale",
-            "location": "westeurope",
-            "kubernetes_version": "1.30.5",
-        },
-        "pools": [
-            {
-                "name": f"pool{i}",
-                "mode": "System" if i == 0 else "User",
-                "count": nodes_per_pool,
-                "zones": ["1", "2", "3"],
-                "orchestrator_version": "1.30.5",
-                "node_image_version": "AKSUbuntu-2204gen2containerd-202501.12.0",
-                "kernel": "5.15.0-1079-azure",
-                "max_pods": 110,
-            }
-            for i in range(pools)
-        ],
-        "nodes": [
-            {"pool": f"pool{i}", "index": j, "reboot_required": True, "pending_kernel": "5.15.0-1081-azure"}
-            for i in range(pools)
-            for j in range(0, nodes_per_pool, 10)
-        ],
-        "workloads": [
-            {
-                "kind": "DaemonSet",
-                "namespace": "kube-system",
-                "name": "kube-proxy",
-                "labels": {"k8s-app": "kube-proxy"},
-            },
-            *(
-                {
-                    "kind": "Deployment",
-                    "namespace": "apps",
-                    "name": f"app{i}",
-                    "replicas": replicas,
-                    "labels": {"app": f"app{i}"},
-                    "pdb": {"max_unavailable": 1},
-                }
-                for i in range(deployments)
-            ),
-        ],
-    }
 
 
 def cpu_seconds() -> float:
@@ -82,7 +33,9 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=50)
     args = parser.parse_args()
 
-    sc = parse_scenario(scenario(args.pools, args.nodes_per_pool, args.deployments, args.replicas))
+    sc = parse_scenario(
+        scenario(args.pools, args.nodes_per_pool, args.deployments, args.replicas, time_scale=0.1)
+    )
     nodes = args.pools * args.nodes_per_pool
     rows: list[tuple[str, str, str]] = []
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aksmaint.params import with_overrides
 from simulator.observe import SimObserver
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import Scenario, parse_scenario
@@ -89,9 +90,26 @@ def fast_params(sim: RunningSim, **overrides: object) -> dict:
         "reboot": {"boot_timeout_seconds": 30},
         "lock": {"ttl_seconds": 5, "wait_seconds": 60},
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(params.get(key), dict):
-            params[key] = {**params[key], **value}
-        else:
-            params[key] = value
-    return params
+    return with_overrides(params, overrides)
+
+
+@pytest.fixture
+def flow_process(prefect_api, tmp_path):
+    """Start the flow's command line in its own process against this session's Prefect server
+    (``flow_process(sim, name, **parameter_overrides)``); leftovers are killed at the end."""
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.support import FlowProcess  # tests.support imports this module
+
+    api_url = PREFECT_API_URL.value()
+    started: list[FlowProcess] = []
+
+    def start(sim: RunningSim, name: str, **overrides: object) -> FlowProcess:
+        process = FlowProcess(sim, tmp_path, api_url, name, **overrides)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.poll() is None:
+            process.kill()

@@ -11,23 +11,17 @@ from __future__ import annotations
 import contextvars
 import functools
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-import yaml
-from kubernetes import client, config
+from kubernetes import client
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import pause_flow_run, resume_flow_run
-from prefect.settings import PREFECT_API_URL
 
 import flows.node_maintenance as maintenance_module
 import tasks.lock as lock_module
@@ -37,10 +31,17 @@ from aksmaint.params import ClusterConnection, LockOptions
 from aksmaint.report import MaintenanceReport, Outcome
 from flows.node_maintenance import node_maintenance
 from tasks.lock import RebootSlots
-from tests.conftest import ROOT, RunningSim, fast_params, scenario_dict
+from tests.conftest import RunningSim, fast_params
+from tests.support import (
+    PENDING_KERNEL,
+    core_api,
+    maintenance_scenario,
+    needing_reboot,
+    report_of,
+    timeline_event,
+    wait_for,
+)
 
-PENDING_KERNEL = "5.15.0-1081-azure"
-POOL = "nodepool1"
 TTL = 5  # seconds; the smallest lock TTL the parameters allow
 SLOT = "aks-maintenance-slot-0"
 SLOT_PATH = f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{SLOT}"
@@ -48,50 +49,16 @@ MICROTIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")  # as a real
 
 
 def resilience_scenario(need: int = 3, count: int = 4, api_ready_seconds: float = 2) -> dict:
-    """One pool; the first ``need`` nodes need a reboot; workloads guarded by PodDisruptionBudgets.
-    With a long ``api_ready_seconds``, replacements take a while to be Ready, so a drain has to wait
-    out refused evictions (longer than a task retry's delay)."""
-    demo = scenario_dict("demo")
-    pool = {**demo["pools"][0], "count": count}
-    return {
-        **demo,
-        "time_scale": 0.1,
-        "pools": [pool],
-        "nodes": [
-            {"pool": POOL, "index": i, "reboot_required": True, "pending_kernel": PENDING_KERNEL}
-            for i in range(need)
-        ],
-        "workloads": [
-            *(w for w in demo["workloads"] if w["kind"] != "Pod"),  # web (3, minAvailable 2), kube-proxy
-            {
-                "kind": "Deployment",
-                "namespace": "shop",
-                "name": "api",
-                "replicas": 6,
-                "labels": {"app": "api"},
-                "pdb": {"max_unavailable": 1},
-                "ready_seconds": api_ready_seconds,
-                "termination_grace_seconds": 2,
-            },
-        ],
-    }
+    return maintenance_scenario(need, count, replicas=6, api_ready_seconds=api_ready_seconds)
 
 
 # ---- observing the cluster -------------------------------------------------------------------
-def core_api(sim: RunningSim) -> client.CoreV1Api:
-    return client.CoreV1Api(config.new_client_from_config(config_file=sim.kubeconfig))
-
-
 def node_marks(core: client.CoreV1Api) -> dict[str, tuple[bool, str | None]]:
     """Per node: cordoned?, and our record annotation (or None)."""
     return {
         n.metadata.name: (bool(n.spec.unschedulable), (n.metadata.annotations or {}).get(STATE_ANNOTATION))
         for n in core.list_node().items
     }
-
-
-def needing_reboot(sim: RunningSim) -> list[str]:
-    return sorted(name for name, host in sim.observer.hosts().items() if host["reboot_required"])
 
 
 def assert_safe(sim: RunningSim, concurrency: int = 1) -> dict:
@@ -127,12 +94,6 @@ def assert_converged(
     assert [p.metadata.name for p in leftovers] == []
 
 
-def report_of(state) -> MaintenanceReport:
-    report = state.result(raise_on_failure=False)
-    assert isinstance(report, MaintenanceReport), (state, report)
-    return report
-
-
 def outcomes(report: MaintenanceReport) -> dict[str, Outcome]:
     return {n.node: n.outcome for n in report.nodes}
 
@@ -142,68 +103,6 @@ def in_thread(fn, *args) -> threading.Thread:
     thread = threading.Thread(target=contextvars.copy_context().run, args=(fn, *args), daemon=True)
     thread.start()
     return thread
-
-
-# ---- the flow's command line in a process we can kill ----------------------------------------
-class FlowProcess:
-    """The flow's command line, run in its own process so that a test can SIGKILL it."""
-
-    def __init__(self, sim: RunningSim, workdir: Path, api_url: str, name: str, **overrides: object):
-        params_file = workdir / f"{name}.yaml"
-        params_file.write_text(yaml.safe_dump(fast_params(sim, **overrides)))
-        self.log = workdir / f"{name}.log"
-        env = {
-            **os.environ,
-            "PREFECT_API_URL": api_url,
-            "PREFECT_HOME": str(workdir / "prefect-home"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_LOGGING_LEVEL": "INFO",
-        }
-        argv = ["-m", "flows.node_maintenance", "--kubeconfig", sim.kubeconfig, "--params", str(params_file)]
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, *argv], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-        self.sim = sim
-
-    def wait_for_event(self, event: str, timeout: float = 60) -> dict:
-        """The first timeline entry of ``event``, watched closely so the process can be stopped right after."""
-        seen = 0
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            entries = self.sim.observer.timeline(since=seen)
-            seen += len(entries)
-            for entry in entries:
-                if entry["event"] == event:
-                    return entry
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"the flow exited ({self.proc.returncode}) before any {event}:\n{self.log.read_text()}"
-                )
-            time.sleep(0.02)
-        pytest.fail(f"no {event} within {timeout}s:\n{self.log.read_text()}")
-
-    def kill(self) -> int:
-        """SIGKILL: no finally block, no hook, nothing released."""
-        self.proc.kill()
-        return self.proc.wait(10)
-
-
-@pytest.fixture
-def flow_process(prefect_api, tmp_path):
-    """Start the flow's CLI against this session's Prefect test server; leftovers are killed at the end."""
-    api_url = PREFECT_API_URL.value()
-    started: list[FlowProcess] = []
-
-    def start(sim: RunningSim, name: str, **overrides: object) -> FlowProcess:
-        process = FlowProcess(sim, tmp_path, api_url, name, **overrides)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.proc.poll() is None:
-            process.kill()
 
 
 # ---- 1. crash, then resume -------------------------------------------------------------------
@@ -221,7 +120,7 @@ def test_killed_run_is_finished_by_the_next_run(
     assert len(needed) == 3
 
     first = flow_process(sim, "first")
-    event = first.wait_for_event(kill_after)
+    event = wait_for(sim, timeline_event(kill_after), first)
     assert first.kill() == -9
     audit_mark = len(sim.observer.audit())
 

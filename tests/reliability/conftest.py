@@ -3,27 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from prefect.settings import PREFECT_API_URL
 
 from tests.conftest import RunningSim
-from tests.reliability.support import SUMMARY, Catcher, FlowProcess, SilentServer, TcpProxy
-
-
-@pytest.fixture
-def flow_process(prefect_api, tmp_path):
-    """Start the flow's command line against this session's Prefect server; leftovers are killed."""
-    api_url = PREFECT_API_URL.value()
-    started: list[FlowProcess] = []
-
-    def start(sim: RunningSim, name: str, **overrides: object) -> FlowProcess:
-        process = FlowProcess(sim, tmp_path, api_url, name, **overrides)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.proc.poll() is None:
-            process.kill()
+from tests.reliability.support import SUMMARY, Catcher, SilentServer, TcpProxy
 
 
 @pytest.fixture

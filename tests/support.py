@@ -1,0 +1,134 @@
+"""Helpers the flow tests and the reliability suite share: the scenario most of their cases run, reading
+the simulated cluster, and the flow's command line in its own process (so that a case can SIGKILL it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config
+
+from aksmaint.report import MaintenanceReport
+from tests.conftest import ROOT, RunningSim, fast_params, scenario_dict
+
+POOL = "nodepool1"
+PENDING_KERNEL = "5.15.0-1081-azure"
+
+
+def maintenance_scenario(
+    need: int = 3, count: int = 4, replicas: int = 6, api_ready_seconds: float = 2, **pool_changes: object
+) -> dict:
+    """One pool of ``count`` nodes; the first ``need`` need a reboot; Deployments behind budgets: the
+    demo's web (3 replicas, minAvailable 2) and ``replicas`` api pods (maxUnavailable 1). With a long
+    ``api_ready_seconds``, replacements take a while to be Ready, so a drain has to wait out refused
+    evictions."""
+    demo = scenario_dict("demo")
+    return {
+        **demo,
+        "time_scale": 0.1,
+        "pools": [{**demo["pools"][0], "count": count, **pool_changes}],
+        "nodes": [
+            {"pool": POOL, "index": i, "reboot_required": True, "pending_kernel": PENDING_KERNEL}
+            for i in range(need)
+        ],
+        "workloads": [
+            *(w for w in demo["workloads"] if w["kind"] != "Pod"),  # web and kube-proxy
+            {
+                "kind": "Deployment",
+                "namespace": "shop",
+                "name": "api",
+                "replicas": replicas,
+                "labels": {"app": "api"},
+                "pdb": {"max_unavailable": 1},
+                "ready_seconds": api_ready_seconds,
+                "termination_grace_seconds": 2,
+            },
+        ],
+    }
+
+
+def core_api(sim: RunningSim) -> client.CoreV1Api:
+    return client.CoreV1Api(config.new_client_from_config(config_file=sim.kubeconfig))
+
+
+def needing_reboot(sim: RunningSim) -> list[str]:
+    return sorted(name for name, host in sim.observer.hosts().items() if host["reboot_required"])
+
+
+def report_of(state) -> MaintenanceReport:
+    report = state.result(raise_on_failure=False)
+    assert isinstance(report, MaintenanceReport), (state, report)
+    return report
+
+
+class FlowProcess:
+    """The flow's command line in its own process, so that a case can SIGKILL it mid-step."""
+
+    def __init__(
+        self,
+        sim: RunningSim,
+        workdir: Path,
+        api_url: str,
+        name: str,
+        kubeconfig: str = "",
+        **overrides: object,
+    ):
+        params = fast_params(sim, **overrides)
+        if kubeconfig:
+            params["cluster"] = {"kubeconfig": kubeconfig}
+        params_file = workdir / f"{name}.yaml"
+        params_file.write_text(yaml.safe_dump(params))
+        self.log = workdir / f"{name}.log"
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": api_url,
+            "PREFECT_HOME": str(workdir / "prefect-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+        }
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "flows.node_maintenance", "--params", str(params_file), "--json"],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait(self, timeout: float = 120) -> int:
+        return self.proc.wait(timeout)
+
+    def kill(self) -> int:
+        """SIGKILL: no finally block, no hook, nothing released."""
+        self.proc.kill()
+        return self.proc.wait(10)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def wait_for(sim: RunningSim, matches, process: FlowProcess | None = None, timeout: float = 60) -> dict:
+    """The first new timeline or audit entry for which ``matches(kind, entry)`` holds, watched closely so
+    that the process can be stopped right after it; ``kind`` is "timeline" or "audit"."""
+    seen = {"timeline": len(sim.observer.timeline()), "audit": len(sim.observer.audit())}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for kind, read in (("timeline", sim.observer.timeline), ("audit", sim.observer.audit)):
+            entries = read(seen[kind])
+            seen[kind] += len(entries)
+            for entry in entries:
+                if matches(kind, entry):
+                    return entry
+        if process is not None and process.proc.poll() is not None:
+            raise AssertionError(f"the flow exited ({process.proc.returncode}) first:\n{process.output()}")
+        time.sleep(0.01)
+    raise AssertionError("the awaited step never came" + (f":\n{process.output()}" if process else ""))
+
+
+def timeline_event(event: str):
+    """A ``wait_for`` matcher: the first timeline entry of ``event``."""
+    return lambda kind, entry: kind == "timeline" and entry["event"] == event
