@@ -10,7 +10,6 @@ step by step -> each pool -> verify nodes -> kernel diff. A run that finds an op
 
 from __future__ import annotations
 
-import argparse
 import sys
 from datetime import UTC, datetime
 from typing import Annotated
@@ -20,10 +19,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.events import emit_event
 from prefect.states import Completed, Failed
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from aksmaint.azure import AksCluster, CredentialKind, describe_azure_error, management_client
-from aksmaint.errors import ClusterAccessError, MaintenanceError
+from aksmaint.azure import AksCluster, describe_azure_error, management_client
+from aksmaint.errors import ClusterAccessError
 from aksmaint.kube import Kube, kube_for
 from aksmaint.params import ClusterConnection
 from aksmaint.tasking import maintenance_task
@@ -388,82 +387,7 @@ def _finish(report: UpgradeReport, logger):
     return Completed(message=report.outcome, data=report)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.cluster_upgrade", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--subscription-id", required=True)
-    parser.add_argument("--resource-group", required=True)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--mode", required=True, choices=[m.value for m in UpgradeMode])
-    parser.add_argument(
-        "--target", default="latest", help="a version, latest-patch, next-minor or latest (default: latest)"
-    )
-    parser.add_argument("--pools", default="", help="comma-separated pools (default: all)")
-    parser.add_argument("--control-plane-only", action="store_true")
-    parser.add_argument("--ignore-maintenance-window", action="store_true")
-    parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--arm-endpoint", default="https://management.azure.com")
-    parser.add_argument("--ca-bundle")
-    parser.add_argument("--credential", default="default", choices=[c.value for c in CredentialKind])
-    parser.add_argument("--poll-interval", type=float, default=15)
-    args = parser.parse_args(argv)
-    try:
-        cluster = AksCluster(
-            subscription_id=args.subscription_id,
-            resource_group=args.resource_group,
-            name=args.name,
-            arm_endpoint=args.arm_endpoint,
-            ca_bundle=args.ca_bundle,
-            credential=args.credential,
-        )
-    except ValidationError as exc:
-        for err in exc.errors():
-            print(f"error: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", file=sys.stderr)
-        return 2
-    state = cluster_upgrade(
-        cluster=cluster,
-        mode=UpgradeMode(args.mode),
-        target=args.target,
-        pools=[p for p in args.pools.split(",") if p],
-        control_plane_only=args.control_plane_only,
-        respect_maintenance_window=not args.ignore_maintenance_window,
-        dry_run=args.dry_run,
-        poll_interval_seconds=args.poll_interval,
-        return_state=True,
-    )
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, UpgradeReport):
-        print(format_upgrade(result))
-        return 0 if state.is_completed() else 1
-    if isinstance(result, MaintenanceError):
-        print(f"error: {result}", file=sys.stderr)
-        return 1
-    print(f"error: the run ended {state.name}: {state.message}", file=sys.stderr)
-    return 1
-
-
-def format_upgrade(report: UpgradeReport) -> str:
-    lines = [
-        f"Cluster upgrade of {report.cluster} ({report.mode.value}{', dry run' if report.dry_run else ''})",
-        "",
-    ]
-    for s in report.plan.steps:
-        done = next((o for o in report.operations if o["step"] == s), None)
-        status = done["status"] if done else ("planned" if report.dry_run else "not run")
-        lines.append(
-            f"  {UpgradeStep(**s).describe():<60} {status} {done['message'] if done else ''}".rstrip()
-        )
-    lines += [f"  note: {n}" for n in report.plan.notes]
-    if report.plan.blocking_pdbs:
-        lines.append(f"  PodDisruptionBudgets blocking drains now: {', '.join(report.plan.blocking_pdbs)}")
-    if report.verify_problems:
-        lines += [f"  verify: {p}" for p in report.verify_problems]
-    if report.kernels_after:
-        lines.append("  kernels now: " + ", ".join(f"{k} x{v}" for k, v in report.kernels_after.items()))
-    lines += ["", f"Result: {report.outcome}"]
-    return "\n".join(lines)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from flows.cli import upgrade_main
+
+    sys.exit(upgrade_main())

@@ -9,18 +9,14 @@ Run it from a deployment, from the Prefect UI, or from the command line:
 
 from __future__ import annotations
 
-import argparse
 import contextvars
-import json
 import queue
 import sys
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
-import yaml
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.events import emit_event
@@ -30,9 +26,8 @@ from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run as current_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Completed, Failed
-from pydantic import ValidationError
 
-from aksmaint.errors import ClusterAccessError, LockTimeout, MaintenanceError, NodeBusy
+from aksmaint.errors import LockTimeout, MaintenanceError, NodeBusy
 from aksmaint.hostexec import HostPodSettings, delete_stale_host_pods, run_on_host
 from aksmaint.kube import Kube, kube_for
 from aksmaint.nodestate import Phase, has_pending_taint, now_iso, read_record
@@ -772,112 +767,7 @@ def _execute(
     return results
 
 
-# ---- command line ----------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.node_maintenance", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--kubeconfig", help="kubeconfig file of the cluster")
-    parser.add_argument("--context", help="context in the kubeconfig (default: its current context)")
-    parser.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
-    parser.add_argument(
-        "--insecure-skip-tls-verify",
-        action="store_true",
-        help="do not verify the API server's certificate (unsafe; logs a warning)",
-    )
-    parser.add_argument("--params", help="JSON or YAML file with any flow parameters (flags override it)")
-    parser.add_argument("--node-selector", help="label selector of the nodes to maintain")
-    parser.add_argument("--concurrency", type=int, help="nodes disrupted at once (default 1)")
-    parser.add_argument("--max-failures", type=int, help="failed nodes tolerated before halting (default 0)")
-    parser.add_argument("--apply-updates", action="store_true", default=None, help="install OS updates first")
-    parser.add_argument(
-        "--require-approval",
-        action="store_true",
-        default=None,
-        help="pause for approval in the Prefect UI before the first reboot",
-    )
-    parser.add_argument("--dry-run", action="store_true", default=None, help="scan and plan; change nothing")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    return parser.parse_args(argv)
-
-
-def params_from_args(args: argparse.Namespace) -> MaintenanceParams:
-    values: dict = {}
-    if args.params:
-        text = Path(args.params).read_text()
-        values = yaml.safe_load(text) if args.params.endswith((".yaml", ".yml")) else json.loads(text)
-        if not isinstance(values, dict):
-            raise ValueError(f"{args.params} must hold a mapping of parameters")
-    cluster = dict(values.get("cluster") or {})
-    if args.kubeconfig:
-        cluster.update(kubeconfig=args.kubeconfig, in_cluster=False)
-    if args.context:
-        cluster["context"] = args.context
-    if args.in_cluster:
-        cluster = {"in_cluster": True}
-    if args.insecure_skip_tls_verify:
-        cluster["insecure_skip_tls_verify"] = True
-    values["cluster"] = cluster
-    for flag, key in (
-        ("node_selector", "node_selector"),
-        ("concurrency", "concurrency"),
-        ("max_failures", "max_failures"),
-        ("apply_updates", "apply_updates"),
-        ("require_approval", "require_approval"),
-        ("dry_run", "dry_run"),
-    ):
-        if getattr(args, flag) is not None:
-            values[key] = getattr(args, flag)
-    return MaintenanceParams.model_validate(values)
-
-
-def format_report(report: MaintenanceReport, table: str | None = None) -> str:
-    lines = [f"Node maintenance on {report.cluster}{' (dry run)' if report.dry_run else ''}", ""]
-    if not report.tls_verified:
-        lines[1:1] = ["WARNING: the API server's TLS certificate was not verified (insecure_skip_tls_verify)"]
-    width = max((len(n.node) for n in report.nodes), default=4)
-    for n in report.nodes:
-        kernel = (
-            f"{n.kernel_before} -> {n.kernel_after}"
-            if n.kernel_after and n.kernel_after != n.kernel_before
-            else n.kernel_before
-        )
-        lines.append(f"  {n.node.ljust(width)}  {n.outcome.value:<10}  {kernel:<40}  {n.reason}")
-    lines += [
-        "",
-        "Kernels now: " + ", ".join(f"{k} x{v}" for k, v in report.kernels_after.items()),
-        f"Still needing a reboot: {', '.join(report.still_need_reboot) or 'none'}",
-        f"Result: {report.summary_line()}",
-    ]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        params = params_from_args(args)
-    except ValidationError as exc:
-        print("error: invalid parameters:", file=sys.stderr)
-        for err in exc.errors():
-            print(f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    dumped = params.model_dump(mode="python", exclude={"cluster"})
-    state = node_maintenance(
-        cluster=params.cluster, **{k: getattr(params, k) for k in dumped}, return_state=True
-    )
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, MaintenanceReport):
-        print(result.model_dump_json(indent=2) if args.json else format_report(result))
-        return 0 if state.is_completed() else 1
-    if isinstance(result, ClusterAccessError):
-        print(f"error: {result}", file=sys.stderr)
-        return 1
-    print(f"error: the run ended {state.name}: {state.message}", file=sys.stderr)
-    return 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from flows.cli import maintenance_main
+
+    sys.exit(maintenance_main())

@@ -1,0 +1,218 @@
+"""The command lines of the flows: ``python -m flows.node_maintenance`` and ``python -m flows.cluster_upgrade``.
+
+Each validates its arguments before anything reaches a cluster, runs the flow in this process (against
+``PREFECT_API_URL``, or a temporary local Prefect server), prints the report and exits 0 (done), 1 (the
+run failed) or 2 (bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from aksmaint.azure import AksCluster, CredentialKind
+from aksmaint.errors import MaintenanceError
+from aksmaint.params import MaintenanceParams
+from aksmaint.report import MaintenanceReport
+from flows.cluster_upgrade import UpgradeMode, UpgradeReport, UpgradeStep, cluster_upgrade
+from flows.node_maintenance import node_maintenance
+
+
+def invalid(exc: ValidationError) -> int:
+    """Name every invalid field; exit code 2."""
+    print("error: invalid parameters:", file=sys.stderr)
+    for err in exc.errors():
+        print(f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", file=sys.stderr)
+    return 2
+
+
+def finish(state, report_type: type, render: Callable) -> int:
+    """Print the run's report (or why there is none); exit code 0 when it completed, else 1."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, report_type):
+        print(render(result))
+        return 0 if state.is_completed() else 1
+    if isinstance(result, MaintenanceError):
+        print(f"error: {result}", file=sys.stderr)
+        return 1
+    print(f"error: the run ended {state.name}: {state.message}", file=sys.stderr)
+    return 1
+
+
+# ---- node maintenance ------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.node_maintenance",
+        description="Run the node-maintenance flow (kured's job as a Prefect flow) against one cluster.",
+    )
+    parser.add_argument("--kubeconfig", help="kubeconfig file of the cluster")
+    parser.add_argument("--context", help="context in the kubeconfig (default: its current context)")
+    parser.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
+    parser.add_argument(
+        "--insecure-skip-tls-verify",
+        action="store_true",
+        help="do not verify the API server's certificate (unsafe; logs a warning)",
+    )
+    parser.add_argument("--params", help="JSON or YAML file with any flow parameters (flags override it)")
+    parser.add_argument("--node-selector", help="label selector of the nodes to maintain")
+    parser.add_argument("--concurrency", type=int, help="nodes disrupted at once (default 1)")
+    parser.add_argument("--max-failures", type=int, help="failed nodes tolerated before halting (default 0)")
+    parser.add_argument("--apply-updates", action="store_true", default=None, help="install OS updates first")
+    parser.add_argument(
+        "--require-approval",
+        action="store_true",
+        default=None,
+        help="pause for approval in the Prefect UI before the first reboot",
+    )
+    parser.add_argument("--dry-run", action="store_true", default=None, help="scan and plan; change nothing")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser.parse_args(argv)
+
+
+def params_from_args(args: argparse.Namespace) -> MaintenanceParams:
+    values: dict = {}
+    if args.params:
+        text = Path(args.params).read_text()
+        values = yaml.safe_load(text) if args.params.endswith((".yaml", ".yml")) else json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError(f"{args.params} must hold a mapping of parameters")
+    cluster = dict(values.get("cluster") or {})
+    if args.kubeconfig:
+        cluster.update(kubeconfig=args.kubeconfig, in_cluster=False)
+    if args.context:
+        cluster["context"] = args.context
+    if args.in_cluster:
+        cluster = {"in_cluster": True}
+    if args.insecure_skip_tls_verify:
+        cluster["insecure_skip_tls_verify"] = True
+    values["cluster"] = cluster
+    for flag, key in (
+        ("node_selector", "node_selector"),
+        ("concurrency", "concurrency"),
+        ("max_failures", "max_failures"),
+        ("apply_updates", "apply_updates"),
+        ("require_approval", "require_approval"),
+        ("dry_run", "dry_run"),
+    ):
+        if getattr(args, flag) is not None:
+            values[key] = getattr(args, flag)
+    return MaintenanceParams.model_validate(values)
+
+
+def format_report(report: MaintenanceReport, table: str | None = None) -> str:
+    lines = [f"Node maintenance on {report.cluster}{' (dry run)' if report.dry_run else ''}", ""]
+    if not report.tls_verified:
+        lines[1:1] = ["WARNING: the API server's TLS certificate was not verified (insecure_skip_tls_verify)"]
+    width = max((len(n.node) for n in report.nodes), default=4)
+    for n in report.nodes:
+        kernel = (
+            f"{n.kernel_before} -> {n.kernel_after}"
+            if n.kernel_after and n.kernel_after != n.kernel_before
+            else n.kernel_before
+        )
+        lines.append(f"  {n.node.ljust(width)}  {n.outcome.value:<10}  {kernel:<40}  {n.reason}")
+    lines += [
+        "",
+        "Kernels now: " + ", ".join(f"{k} x{v}" for k, v in report.kernels_after.items()),
+        f"Still needing a reboot: {', '.join(report.still_need_reboot) or 'none'}",
+        f"Result: {report.summary_line()}",
+    ]
+    return "\n".join(lines)
+
+
+def maintenance_main(argv: list[str] | None = None) -> int:
+    """``python -m flows.node_maintenance``: exit 0 when every node is done, 1 when the run failed, 2 for
+    bad parameters (nothing was sent to the cluster)."""
+    args = parse_args(argv)
+    try:
+        params = params_from_args(args)
+    except ValidationError as exc:
+        return invalid(exc)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    dumped = params.model_dump(mode="python", exclude={"cluster"})
+    state = node_maintenance(
+        cluster=params.cluster, **{k: getattr(params, k) for k in dumped}, return_state=True
+    )
+    return finish(
+        state,
+        MaintenanceReport,
+        lambda report: report.model_dump_json(indent=2) if args.json else format_report(report),
+    )
+
+
+# ---- cluster upgrade -------------------------------------------------------------------------
+def upgrade_main(argv: list[str] | None = None) -> int:
+    """``python -m flows.cluster_upgrade``: exit codes as for the maintenance command."""
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.cluster_upgrade",
+        description="Run the cluster-upgrade flow: an AKS node-image or Kubernetes version upgrade.",
+    )
+    parser.add_argument("--subscription-id", required=True)
+    parser.add_argument("--resource-group", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--mode", required=True, choices=[m.value for m in UpgradeMode])
+    parser.add_argument(
+        "--target", default="latest", help="a version, latest-patch, next-minor or latest (default: latest)"
+    )
+    parser.add_argument("--pools", default="", help="comma-separated pools (default: all)")
+    parser.add_argument("--control-plane-only", action="store_true")
+    parser.add_argument("--ignore-maintenance-window", action="store_true")
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--arm-endpoint", default="https://management.azure.com")
+    parser.add_argument("--ca-bundle")
+    parser.add_argument("--credential", default="default", choices=[c.value for c in CredentialKind])
+    parser.add_argument("--poll-interval", type=float, default=15)
+    args = parser.parse_args(argv)
+    try:
+        cluster = AksCluster(
+            subscription_id=args.subscription_id,
+            resource_group=args.resource_group,
+            name=args.name,
+            arm_endpoint=args.arm_endpoint,
+            ca_bundle=args.ca_bundle,
+            credential=args.credential,
+        )
+    except ValidationError as exc:
+        return invalid(exc)
+    state = cluster_upgrade(
+        cluster=cluster,
+        mode=UpgradeMode(args.mode),
+        target=args.target,
+        pools=[p for p in args.pools.split(",") if p],
+        control_plane_only=args.control_plane_only,
+        respect_maintenance_window=not args.ignore_maintenance_window,
+        dry_run=args.dry_run,
+        poll_interval_seconds=args.poll_interval,
+        return_state=True,
+    )
+    return finish(state, UpgradeReport, format_upgrade)
+
+
+def format_upgrade(report: UpgradeReport) -> str:
+    lines = [
+        f"Cluster upgrade of {report.cluster} ({report.mode.value}{', dry run' if report.dry_run else ''})",
+        "",
+    ]
+    for s in report.plan.steps:
+        done = next((o for o in report.operations if o["step"] == s), None)
+        status = done["status"] if done else ("planned" if report.dry_run else "not run")
+        lines.append(
+            f"  {UpgradeStep(**s).describe():<60} {status} {done['message'] if done else ''}".rstrip()
+        )
+    lines += [f"  note: {n}" for n in report.plan.notes]
+    if report.plan.blocking_pdbs:
+        lines.append(f"  PodDisruptionBudgets blocking drains now: {', '.join(report.plan.blocking_pdbs)}")
+    if report.verify_problems:
+        lines += [f"  verify: {p}" for p in report.verify_problems]
+    if report.kernels_after:
+        lines.append("  kernels now: " + ", ".join(f"{k} x{v}" for k, v in report.kernels_after.items()))
+    lines += ["", f"Result: {report.outcome}"]
+    return "\n".join(lines)
