@@ -6,6 +6,8 @@ RUN := $(UV) run --frozen
 export PREFECT_HOME ?= $(CURDIR)/.cache/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_LOGGING_LEVEL ?= WARNING
+# the first start of the local Prefect server creates its database: more than the default 20 s on a busy 2-core machine
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 .PHONY: setup demo demo-upgrade test bench lint format kubectl clean
 
