@@ -289,6 +289,7 @@ def maintain_node(
     except LockTimeout as exc:
         return done(Outcome.held, str(exc))
     reboot_pod = None
+    resumed_from = ""
     failed = False
     try:
         with SlotRenewer(slots, slot, holder) as renewer:
@@ -369,6 +370,7 @@ def maintain_node(
                 reboot_pod = True
             else:
                 boot_started = time.monotonic()
+                resumed_from = record.run_id
                 logger.info("%s: resuming after the reboot requested by %s", node, record.run_id)
             health = verify_health(kube, node, record, params)
             report.boot_seconds = round(time.monotonic() - boot_started, 2)
@@ -400,7 +402,13 @@ def maintain_node(
             )
             if record.kernel_before:
                 report.kernel_before = record.kernel_before
-            return done(Outcome.rebooted, f"kernel {report.kernel_before} -> {health.kernel}")
+            if resumed_from:
+                return done(Outcome.rebooted, f"verified after the reboot run {resumed_from} requested")
+            return done(
+                Outcome.rebooted,
+                f"drained ({report.evicted_pods} pod(s) evicted, {report.drain_seconds:.0f}s), "
+                f"back after {report.boot_seconds:.0f}s",
+            )
     except MaintenanceError as exc:
         return done(Outcome.failed, str(exc))
     finally:
