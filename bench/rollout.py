@@ -1,8 +1,8 @@
 """Rollouts of a 30-node, 3-zone cluster where every node needs a reboot, under PodDisruptionBudgets.
 
 Makespan against the lower bound, coordination overhead, workload churn (with and without the
-PreferNoSchedule taint on nodes still waiting), and what a full reboot costs in Prefect task runs and
-API requests per node.
+PreferNoSchedule taint on nodes still waiting, under the simulated scheduler's spread or bin-pack
+scoring), and what a full reboot costs in Prefect task runs and API requests per node.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class Timings:
         return math.ceil(nodes / concurrency) * self.per_node
 
 
-def scenario(time_scale: float, nodes: int = NODES) -> dict:
+def scenario(time_scale: float, nodes: int = NODES, scoring: str = "spread") -> dict:
+    """The rollout's cluster; ``scoring`` is the simulated scheduler's (``spread`` or ``bin-pack``)."""
     workloads = [
         ("web", 30, {"max_unavailable": 1}),
         ("api", 15, {"max_unavailable": 1}),
@@ -50,6 +51,7 @@ def scenario(time_scale: float, nodes: int = NODES) -> dict:
         "time_scale": time_scale,
         "seed": 7,
         "cluster": CLUSTER,
+        "scheduler": {"scoring": scoring},
         "pools": [
             {
                 "name": "nodepool1",
@@ -113,6 +115,7 @@ class Rollout:
     invariants: dict
     scale: float
     nodes: int = NODES
+    scoring: str = "spread"  # the simulated scheduler's scoring
 
     @property
     def efficiency(self) -> float:
@@ -151,8 +154,9 @@ def run_rollout(
     taint: bool = True,
     name: str = "",
     nodes: int = NODES,
+    scoring: str = "spread",
 ) -> Rollout:
-    sc = scenario(time_scale, nodes)
+    sc = scenario(time_scale, nodes, scoring)
     with Sim(sc, workdir / f"sim-{name}") as sim:
         need = sim.needing_reboot()
         assert len(need) == nodes, "every node needs a reboot"
@@ -178,6 +182,7 @@ def run_rollout(
         reboots=invariants["reboots"],
         invariants=invariants,
         scale=time_scale,
+        scoring=scoring,
     )
 
 

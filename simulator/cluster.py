@@ -937,9 +937,19 @@ class Cluster:
     def _pick_node(
         self, pod: dict, candidates: list[tuple[str, int]], load: dict[str, tuple[int, Counter]]
     ) -> str | None:
-        """Among feasible nodes with room (max_pods), prefer: no untolerated PreferNoSchedule taint,
-        fewest pods of the same controller, fewest pods, name. ``load`` caches node loads for one pass."""
+        """The node for ``pod`` among feasible nodes with room (max_pods), by the scenario's scoring.
+
+        ``spread`` (default) prefers, in this order: no untolerated PreferNoSchedule taint, fewest pods
+        of the same controller, fewest pods, name. ``bin-pack`` prefers: no untolerated PreferNoSchedule
+        taint, most pods (the fullest node that still has room), name. PreferNoSchedule stays a
+        preference in both: a tainted node is used when no untainted one has room.
+
+        The lexicographic order is a simplification of kube-scheduler, which adds up weighted plugin
+        scores (TaintToleration, PodTopologySpread, NodeResourcesFit with LeastAllocated or
+        MostAllocated, ...) so that one criterion can outweigh another; and pod count stands in for
+        allocated resources. ``load`` caches node loads for one pass."""
         owner_uid = (controller_of(pod) or {}).get("uid")
+        bin_pack = self.scenario.scheduler.scoring == "bin-pack"
         best = None
         for name, prefer_not in candidates:
             if name not in load:
@@ -947,7 +957,10 @@ class Cluster:
             count, owners = load[name]
             if count >= self.pool_of[name].max_pods:
                 continue
-            score = (prefer_not, owners[owner_uid] if owner_uid else 0, count, name)
+            if bin_pack:
+                score = (prefer_not, -count, name)
+            else:
+                score = (prefer_not, owners[owner_uid] if owner_uid else 0, count, name)
             if best is None or score < best:
                 best = score
         return best[-1] if best else None

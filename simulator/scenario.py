@@ -263,6 +263,18 @@ class NodeProblemDetectorSpec(_Strict):
     condition_type: str = Field(default="RebootRequired", pattern=r"^[A-Za-z][A-Za-z0-9]*$")
 
 
+class SchedulerSpec(_Strict):
+    """How the simulated kube-scheduler scores the feasible nodes with room for a pod.
+
+    ``spread`` (the default) stands for kube-scheduler's default profile: after PreferNoSchedule
+    taints it prefers the node with the fewest pods of the pod's own controller, then the fewest pods.
+    ``bin-pack`` stands for a profile whose NodeResourcesFit plugin scores with MostAllocated: after
+    PreferNoSchedule taints it prefers the fullest node. See ``Cluster._pick_node``.
+    """
+
+    scoring: Literal["spread", "bin-pack"] = "spread"
+
+
 class Scenario(_Strict):
     time_scale: float = Field(default=1.0, gt=0, le=100)
     seed: int = 0
@@ -272,6 +284,7 @@ class Scenario(_Strict):
     workloads: list[WorkloadSpec] = Field(default_factory=list)
     faults: FaultSpec = Field(default_factory=FaultSpec)
     node_problem_detector: NodeProblemDetectorSpec | None = None
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kubernetes import client, config
 
+from simulator.scenario import ScenarioError, parse_scenario
 from tests.conftest import RunningSim
 
 SCALE = 0.05
@@ -360,6 +361,54 @@ def test_prefer_no_schedule_taint_is_ignored_by_pods_that_tolerate_it(kube):
     k.taint(tainted, {"key": "kured", "value": "draining", "effect": "PreferNoSchedule"})
     k.deployment("tolerant", 4, {"tolerations": [{"key": "kured", "operator": "Exists"}]})
     assert placement(k.wait_bound("app=tolerant", 4)) == {tainted: 2, free: 2}
+
+
+BIN_PACK = {"scheduler": {"scoring": "bin-pack"}}
+
+
+def pin(k: Kube, name: str, node: str, replicas: int) -> None:
+    """A deployment whose pods may only run on ``node``, bound before this returns."""
+    k.deployment(name, replicas, {"nodeSelector": {"kubernetes.io/hostname": node}})
+    assert placement(k.wait_bound(f"app={name}", replicas)) == {node: replicas}
+
+
+def test_bin_pack_puts_new_pods_on_the_fullest_node_with_room(kube):
+    k = kube(small_scenario(count=3, max_pods=4, **BIN_PACK))
+    first, middle, last = sorted(k.nodes())
+    pin(k, "two", last, 2)
+    pin(k, "one", middle, 1)
+    k.deployment("shop", 1)
+    assert placement(k.wait_bound("app=shop", 1)) == {last: 1}, "the fullest node, not the first by name"
+    k.scale("shop", 3)
+    assert placement(k.wait_bound("app=shop", 3)) == {last: 2, middle: 1}, "then the fullest with room"
+    k.scale("shop", 4)
+    assert placement(k.wait_bound("app=shop", 4)) == {last: 2, middle: 2}
+    assert not any(p.spec.node_name == first for p in k.pods("app=shop"))
+
+
+def test_bin_pack_keeps_prefer_no_schedule_a_preference(kube):
+    k = kube(small_scenario(count=2, max_pods=3, **BIN_PACK))
+    tainted, free = k.nodes()
+    k.taint(tainted, {"key": "kured", "value": "draining", "effect": "PreferNoSchedule"})
+    pin(k, "pinned", tainted, 2)  # the tainted node is now the fuller one
+    k.deployment("shop", 3)
+    assert placement(k.wait_bound("app=shop", 3)) == {free: 3}, "untainted node while it has room"
+    k.scale("shop", 4)
+    assert placement(k.wait_bound("app=shop", 4)) == {free: 3, tainted: 1}, "tainted node when it must"
+
+
+def test_scheduler_scoring_defaults_to_spread_and_rejects_unknown_values():
+    assert parse_scenario(small_scenario()).scheduler.scoring == "spread"
+    assert parse_scenario(small_scenario(**BIN_PACK)).scheduler.scoring == "bin-pack"
+    for scheduler, field, says in (
+        ({"scoring": "most-allocated"}, "scheduler.scoring", "'spread' or 'bin-pack'"),
+        ({"scoring": "bin-pack", "weights": {}}, "scheduler.weights", "Extra inputs are not permitted"),
+        ("bin-pack", "scheduler", "valid dictionary"),
+    ):
+        with pytest.raises(ScenarioError) as raised:
+            parse_scenario(small_scenario(scheduler=scheduler), source="bad.yaml")
+        lines = [line.strip() for line in str(raised.value).splitlines()[1:]]
+        assert [line for line in lines if line.startswith(f"{field}:") and says in line], lines
 
 
 # ---- DaemonSets ------------------------------------------------------------------------------
