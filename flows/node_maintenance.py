@@ -53,7 +53,7 @@ from aksmaint.tasking import maintenance_task
 from tasks import cordon as cordon_ops
 from tasks import notify
 from tasks.cancellation import clean_up_cancelled_run
-from tasks.drain import DrainResult, delete_pods, drain_node
+from tasks.drain import DrainResult, delete_pods, drain_node, select_pods
 from tasks.gates import gate_reason, window_closed
 from tasks.health import check_node, wait_until_back
 from tasks.kernel_diff import kernel_diff_report
@@ -87,10 +87,14 @@ def host_settings(params: MaintenanceParams) -> HostPodSettings:
 
 
 # ---- plan ------------------------------------------------------------------------------------
-def make_plan(facts: list[NodeFacts]) -> list[PlanEntry]:
-    """Order: nodes a previous run left mid-way first, then nodes needing a reboot by pool and name."""
+def make_plan(facts: list[NodeFacts], pods_to_move: dict[str, int] | None = None) -> list[PlanEntry]:
+    """Order: nodes a previous run left mid-way first, then by pool and, within a pool, the nodes with the
+    fewest pods a drain would evict first (``pods_to_move``), then by name. Emptier nodes go first so that
+    the pods of fuller ones find nodes already rebooted (and, with the PreferNoSchedule taint on the
+    nodes still waiting, go there): each pod moves as few times as possible."""
+    moves = pods_to_move or {}
     entries = []
-    for f in sorted(facts, key=lambda f: (not f.resume, f.pool, f.name)):
+    for f in sorted(facts, key=lambda f: (not f.resume, f.pool, moves.get(f.name, 0), f.name)):
         if f.resume:
             entries.append(
                 PlanEntry(node=f.name, action="resume", reason="a previous run left its record here")
@@ -104,7 +108,10 @@ def make_plan(facts: list[NodeFacts]) -> list[PlanEntry]:
                 )
             )
         elif f.reboot_required:
-            entries.append(PlanEntry(node=f.name, action="reboot", reason="/var/run/reboot-required present"))
+            reason = "/var/run/reboot-required present"
+            if f.name in moves:
+                reason += f"; {moves[f.name]} pod(s) to move"
+            entries.append(PlanEntry(node=f.name, action="reboot", reason=reason))
         else:
             entries.append(PlanEntry(node=f.name, action="skip", reason="no reboot required"))
     return entries
@@ -112,7 +119,8 @@ def make_plan(facts: list[NodeFacts]) -> list[PlanEntry]:
 
 @maintenance_task(name="plan")
 def plan_rollout(kube: Kube, facts: list[NodeFacts], params: MaintenanceParams) -> list[PlanEntry]:
-    plan = make_plan(facts)
+    needing = {f.name for f in facts if f.reboot_required and not f.resume and not f.scan_error}
+    plan = make_plan(facts, pods_to_move(kube, needing, params.drain) if needing else None)
     by_name = {f.name: f for f in facts}
     lines = [
         f"# Maintenance plan for {kube.cluster_name}",
@@ -137,6 +145,15 @@ def plan_rollout(kube: Kube, facts: list[NodeFacts], params: MaintenanceParams) 
         sum(e.action == "skip" for e in plan),
     )
     return plan
+
+
+def pods_to_move(kube: Kube, nodes: set[str], options: DrainOptions) -> dict[str, int]:
+    """Per node, the pods a drain would evict now (kubectl's filters), from one LIST of all pods."""
+    on_node: dict[str, list] = {name: [] for name in nodes}
+    for pod in kube.call(kube.core.list_pod_for_all_namespaces).items:
+        if pod.spec.node_name in on_node:
+            on_node[pod.spec.node_name].append(pod)
+    return {name: len(select_pods(pods, options).evict) for name, pods in on_node.items()}
 
 
 # ---- per-node steps (tasks) -----------------------------------------------------------------

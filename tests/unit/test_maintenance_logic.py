@@ -553,3 +553,25 @@ def test_window_that_never_opens_is_refused(start, end):
 def test_24_00_is_only_an_end():
     with pytest.raises(ValidationError, match="start"):
         MaintenanceWindow(start="24:00", end="06:00")
+
+
+def test_make_plan_takes_the_emptiest_nodes_of_a_pool_first():
+    """Pods of fuller nodes then find nodes already rebooted: fewer moves per pod."""
+    facts = [
+        NodeFacts(name=f"aks-nodepool1-vmss00000{i}", pool="nodepool1", reboot_required=True)
+        for i in range(3)
+    ] + [NodeFacts(name="aks-apool-vmss000000", pool="apool", reboot_required=True)]
+    moves = {
+        "aks-nodepool1-vmss000000": 7,
+        "aks-nodepool1-vmss000001": 0,
+        "aks-nodepool1-vmss000002": 2,
+        "aks-apool-vmss000000": 9,
+    }
+    plan = make_plan(facts, moves)
+    assert [e.node for e in plan] == [
+        "aks-apool-vmss000000",  # pools stay in order
+        "aks-nodepool1-vmss000001",
+        "aks-nodepool1-vmss000002",
+        "aks-nodepool1-vmss000000",
+    ]
+    assert plan[-1].reason == "/var/run/reboot-required present; 7 pod(s) to move"
