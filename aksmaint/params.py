@@ -173,6 +173,11 @@ class MaintenanceWindow(_Model):
         return (today in self.days and now >= start) or (yesterday in self.days and now < end)
 
 
+class RolloutOrder(StrEnum):
+    fewest_pods_first = "fewest-pods-first"
+    name = "name"
+
+
 class OnDrainTimeout(StrEnum):
     uncordon_and_skip = "uncordon-and-skip"
     delete_pods = "delete-pods"
@@ -412,6 +417,7 @@ class MaintenanceParams(_Model):
     apply_updates: bool = False
     labels: NodeLabels = Field(default_factory=NodeLabels)
     notify: NotifyOptions = Field(default_factory=NotifyOptions)
+    order: RolloutOrder = RolloutOrder.fewest_pods_first
     require_approval: bool = False
     approval_timeout_seconds: ApprovalTimeout = 3600
     dry_run: bool = False

@@ -37,12 +37,12 @@ def bench_rollouts(api_url: str, workdir: Path, results: dict) -> None:
     t = rollout.timings()
     c1 = rollout.run_rollout(api_url, workdir, ROLLOUT_SCALE, 1, name="rollout-c1")
     c3 = rollout.run_rollout(api_url, workdir, ROLLOUT_SCALE, 3, name="rollout-c3")
-    naive = rollout.run_rollout(api_url, workdir, ROLLOUT_SCALE, 3, taint=False, name="rollout-c3-naive")
+    naive = rollout.run_rollout(api_url, workdir, ROLLOUT_SCALE, 3, naive=True, name="rollout-c3-naive")
     binpack = rollout.run_rollout(
         api_url, workdir, ROLLOUT_SCALE, 3, name="rollout-c3-binpack", scoring="bin-pack"
     )
     binpack_naive = rollout.run_rollout(
-        api_url, workdir, ROLLOUT_SCALE, 3, taint=False, name="rollout-c3-binpack-naive", scoring="bin-pack"
+        api_url, workdir, ROLLOUT_SCALE, 3, naive=True, name="rollout-c3-binpack-naive", scoring="bin-pack"
     )
     nodes = rollout.NODES
     models = {c: kured_model.model(nodes, c, t.per_node) for c in (1, 3)}
@@ -114,7 +114,7 @@ def bench_rollouts(api_url: str, workdir: Path, results: dict) -> None:
         if len(r.reboots) != nodes or bad or r.invariants["pdb_violations"]:
             print(
                 f"  ! safety check failed for c{r.concurrency} ({r.scoring} scoring, "
-                f"{'taint' if r.taint else 'naive'}): reboots {bad or len(r.reboots)}, "
+                f"{'naive' if r.naive else 'ours'}): reboots {bad or len(r.reboots)}, "
                 f"PDB violations {r.invariants['pdb_violations']}"
             )
 
@@ -124,7 +124,7 @@ def bench_rollouts(api_url: str, workdir: Path, results: dict) -> None:
         [
             [
                 f"concurrency {r.concurrency}, "
-                + ("PreferNoSchedule taint on waiting nodes" if r.taint else "naive (no taint)"),
+                + ("naive: by name, no taint" if r.naive else "ours: fewest pods first, taint"),
                 r.scoring,
                 r.evictions,
                 r.workload_pods,
@@ -139,22 +139,17 @@ def bench_rollouts(api_url: str, workdir: Path, results: dict) -> None:
             "move again. It is no lower bound under bin-pack (n/a): there pods evicted from one node of the "
             "first batch can land on another before it is cordoned and count twice, and an empty node of the "
             "first batch may be back from its reboot while the full ones still drain.",
+            "ours: the plan's default order (within a pool, the nodes with the fewest pods to evict first) and "
+            "the PreferNoSchedule taint on nodes still waiting; naive: nodes by name (order=name), no taint.",
             "Scheduler scoring is the scenario's scheduler.scoring; PreferNoSchedule is a preference under "
-            "both: a tainted node is used when no untainted one has room. spread models kube-scheduler's "
-            "default scoring (fewest pods of the same owner, then fewest pods): a node that comes back from "
-            "its reboot is empty, so evicted pods go there with or without the taint, and the two spread "
-            "rows at concurrency 3 are alike.",
+            "both. spread models kube-scheduler's default scoring (fewest pods of the same owner, then fewest "
+            "pods): a node back from its reboot is empty, so evicted pods go there in both rollouts; what is "
+            "left is the first batch's pods, which have no rebooted node to go to (the floor), and ours "
+            "starts with the emptiest nodes, so fewer pods are in that batch.",
             "bin-pack models a NodeResourcesFit MostAllocated profile (the fullest node with room first): "
-            "without the taint, evicted pods pile onto the fullest node still waiting for its reboot and move "
-            "again when it drains. With the taint they go to a rebooted node while one has room. In this "
-            "scenario the taint has little to act on: bin-packing starts with all the workload pods on the "
-            "first two nodes by name (max_pods 30) and the plan reboots nodes by name, so the first batch "
-            "holds every pod. While it drains (the PDBs let few pods go at once: minutes) no node has "
-            "rebooted yet, or only the batch's empty node, with room for 29 of the 51 pods: with or without "
-            "the taint, most pods fill the next waiting nodes and move twice. Afterwards two rebooted nodes "
-            "hold them all and the rest of the rollout evicts nothing. The bin-pack figures vary from run "
-            "to run by more than the taint changes them (about 1.9 to 2.3 in our runs: when the batch's "
-            "empty node is cordoned decides whether it fills up first or becomes the first rebooted home).",
+            "every workload pod starts on the first two nodes. Naive drains those first and their pods pile "
+            "onto the next (fullest) waiting node, then move again: each pod twice. Ours reboots the 28 empty "
+            "nodes first; the full ones' pods then land on rebooted nodes and move once.",
         ],
     )
 

@@ -45,6 +45,7 @@ from aksmaint.params import (
     NotifyOptions,
     OnDrainTimeout,
     RebootOptions,
+    RolloutOrder,
     SentinelMode,
     SentinelOptions,
 )
@@ -120,14 +121,16 @@ def make_plan(facts: list[NodeFacts], pods_to_move: dict[str, int] | None = None
 @maintenance_task(name="plan")
 def plan_rollout(kube: Kube, facts: list[NodeFacts], params: MaintenanceParams) -> list[PlanEntry]:
     needing = {f.name for f in facts if f.reboot_required and not f.resume and not f.scan_error}
-    plan = make_plan(facts, pods_to_move(kube, needing, params.drain) if needing else None)
+    by_pods = params.order == RolloutOrder.fewest_pods_first and needing
+    plan = make_plan(facts, pods_to_move(kube, needing, params.drain) if by_pods else None)
     by_name = {f.name: f for f in facts}
     lines = [
         f"# Maintenance plan for {kube.cluster_name}",
         "",
         f"Concurrency {params.concurrency}, max failures {params.max_failures}, "
         f"drain timeout {params.drain.timeout_seconds:.0f}s (then {params.drain.on_timeout.value}), "
-        f"sentinel {params.sentinel.mode.value}{', dry run' if params.dry_run else ''}.",
+        f"sentinel {params.sentinel.mode.value}, order {params.order.value}"
+        f"{', dry run' if params.dry_run else ''}.",
         "",
         "| # | node | pool | kernel | action | why |",
         "|---|---|---|---|---|---|",
@@ -512,6 +515,7 @@ def node_maintenance(
     apply_updates: bool = False,
     labels: NodeLabels = NodeLabels(),  # noqa: B008
     notify: NotifyOptions = NotifyOptions(),  # noqa: B008
+    order: RolloutOrder = RolloutOrder.fewest_pods_first,
     require_approval: bool = False,
     approval_timeout_seconds: ApprovalTimeout = 3600,
     dry_run: bool = False,
@@ -537,6 +541,9 @@ def node_maintenance(
             whether it needs a reboot.
         labels: Node labels set before and after a reboot, and the taint on nodes still waiting.
         notify: Where to send progress messages (Teams, Slack, ... webhooks).
+        order: The order of the nodes within a pool (pools go one after the other, by name):
+            fewest-pods-first takes the nodes with the fewest pods to evict first, so that the pods of
+            fuller nodes move once, onto nodes already rebooted; name is alphabetical.
         require_approval: Pause after the plan until someone approves it in the Prefect UI (the plan is
             the maintenance-plan artifact).
         approval_timeout_seconds: How long to wait for that approval; no answer means nothing is
@@ -557,6 +564,7 @@ def node_maintenance(
         apply_updates=apply_updates,
         labels=labels,
         notify=notify,
+        order=order,
         require_approval=require_approval,
         approval_timeout_seconds=approval_timeout_seconds,
         dry_run=dry_run,

@@ -419,10 +419,12 @@ def test_cli_exits_nonzero_when_the_run_fails(start_sim, prefect_api, tmp_path):
     assert "Result: aks-demo: 1 not-needed, 1 failed" in done.stdout
 
 
-def test_emptiest_nodes_go_first_so_each_pod_moves_once(start_sim, prefect_api):
-    """Under bin-pack scoring every workload pod starts on the pool's first node. The plan takes the
-    empty nodes first; when the full node drains, its pods go to nodes already rebooted (the waiting
-    node carries the PreferNoSchedule taint), so no pod is evicted twice."""
+@pytest.mark.parametrize(("order", "moves_per_pod"), [("fewest-pods-first", 1), ("name", 2)])
+def test_emptiest_nodes_go_first_so_each_pod_moves_once(start_sim, prefect_api, order, moves_per_pod):
+    """Under bin-pack scoring every workload pod starts on the pool's first node. The default order takes
+    the empty nodes first; when the full node drains, its pods go to nodes already rebooted, so no pod is
+    evicted twice. By name, the full node goes first, its pods pile onto the next node (all the others
+    are waiting) and move again when that one drains."""
     from tests.support import maintenance_scenario, needing_reboot
 
     sim = start_sim({**maintenance_scenario(need=3, count=3), "scheduler": {"scoring": "bin-pack"}})
@@ -432,13 +434,14 @@ def test_emptiest_nodes_go_first_so_each_pod_moves_once(start_sim, prefect_api):
     full = {p.spec.node_name for p in workload}
     assert len(full) == 1 and len(workload) == 9, "bin-pack should have put every workload pod on one node"
 
-    state, report = run(sim)
+    state, report = run(sim, order=order)
     assert state.is_completed(), state.message
     timeline = sim.observer.timeline()
     cordoned = [e["node"] for e in timeline if e["event"] == "cordoned"]
-    assert cordoned[-1] in full and sorted(cordoned) == needed
+    assert sorted(cordoned) == needed
+    assert cordoned[-1 if order == "fewest-pods-first" else 0] in full
     evicted = [e for e in timeline if e["event"] == "pod_evicted"]
-    assert len(evicted) == len(workload), [e.get("pod") for e in evicted]
+    assert len(evicted) == moves_per_pod * len(workload), [e.get("pod") for e in evicted]
     reasons = {n.node: n.reason for n in report.nodes}
     assert "9 pod(s) evicted" in reasons[next(iter(full))]
     assert sim.observer.invariants()["pdb_violations"] == 0
