@@ -113,3 +113,21 @@ def flow_process(prefect_api, tmp_path):
     for process in started:
         if process.proc.poll() is None:
             process.kill()
+
+
+# ---- what the reliability cases found (runs to converge, how outages ended), printed at the end -------
+# Here rather than in tests/reliability/conftest.py: with pytest-xdist only this conftest is loaded by the
+# process that prints the summary; the lines arrive with each test's teardown report.
+_RELIABILITY: list[str] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.when == "teardown":
+        _RELIABILITY.extend(value for key, value in report.user_properties if key == "reliability")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _RELIABILITY:
+        terminalreporter.section("reliability suite")
+        for line in sorted(_RELIABILITY):
+            terminalreporter.write_line(line)

@@ -36,8 +36,10 @@ def catcher():
     server.close()
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
-    if SUMMARY:
-        terminalreporter.section("reliability suite")
-        for line in sorted(SUMMARY):
-            terminalreporter.write_line(line)
+@pytest.fixture(autouse=True)
+def _summary_into_the_report(request):
+    """Hand what a case found (SUMMARY lines) to its test report, so that tests/conftest.py can print it
+    at the end of the session, also when the case ran in a pytest-xdist worker."""
+    mark = len(SUMMARY)
+    yield
+    request.node.user_properties += [("reliability", line) for line in SUMMARY[mark:]]
