@@ -17,6 +17,10 @@ class HostCommandError(MaintenanceError):
     """A command on a node could not be run or did not finish."""
 
 
+class HostPodGone(HostCommandError):
+    """The pod running a host command was deleted before its result was read (e.g. its node rebooted)."""
+
+
 class LockTimeout(MaintenanceError):
     """No reboot slot became free in time."""
 

@@ -7,6 +7,7 @@ node itself. Nothing needs to be installed on the cluster beforehand.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 
 from kubernetes.client.exceptions import ApiException
 
-from aksmaint.errors import HostCommandError
+from aksmaint.errors import HostCommandError, HostPodGone
 from aksmaint.kube import Kube
 
 MANAGED_BY = "aks-node-maintenance"
@@ -84,6 +85,20 @@ def delete_host_pod(kube: Kube, name: str, settings: HostPodSettings) -> None:
             raise
 
 
+@contextlib.contextmanager
+def _gone_as_error(purpose: str, node: str, name: str, settings: HostPodSettings):
+    """A 404 for the host pod means it was deleted under us: say so (HostPodGone)."""
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        raise HostPodGone(
+            f"{purpose} pod {settings.namespace}/{name} on node {node} disappeared before its result was "
+            "read (the node rebooted, or the pod was deleted)"
+        ) from exc
+
+
 def run_on_host(
     kube: Kube,
     node: str,
@@ -99,15 +114,8 @@ def run_on_host(
         deadline = time.monotonic() + timeout
         pause = min(poll, 0.1)  # a short script is often done in well under a poll: look early, then back off
         while True:
-            try:
+            with _gone_as_error(purpose, node, name, settings):
                 pod = kube.call(kube.core.read_namespaced_pod, name, settings.namespace)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                raise HostCommandError(
-                    f"{purpose} pod {settings.namespace}/{name} on node {node} disappeared before it "
-                    "finished (the node rebooted, or the pod was deleted)"
-                ) from exc
             phase = pod.status.phase if pod.status else None
             if phase in ("Succeeded", "Failed"):
                 break
@@ -122,7 +130,8 @@ def run_on_host(
         for status in pod.status.container_statuses or []:
             if status.state and status.state.terminated:
                 exit_code = status.state.terminated.exit_code
-        output = kube.call(kube.core.read_namespaced_pod_log, name, settings.namespace)
+        with _gone_as_error(purpose, node, name, settings):
+            output = kube.call(kube.core.read_namespaced_pod_log, name, settings.namespace)
         return HostResult(node, exit_code, output or "")
     finally:
         delete_host_pod(kube, name, settings)

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prefect import get_run_logger
 
-from aksmaint.errors import MaintenanceError
+from aksmaint.errors import HostPodGone, MaintenanceError
 from aksmaint.hostexec import HostPodSettings, run_on_host
 from aksmaint.kube import Kube, is_transient
 from aksmaint.params import SentinelMode, SentinelOptions
@@ -59,7 +59,10 @@ def scan_with_host_pods(
         if not f.ready:
             return f.model_copy(update={"scan_error": "node is not Ready; its host cannot be checked"})
         try:
-            result = run_on_host(kube, f.name, PROBE_SCRIPT, "scan", settings, timeout=300)
+            try:
+                result = run_on_host(kube, f.name, PROBE_SCRIPT, "scan", settings, timeout=300)
+            except HostPodGone:  # e.g. another run rebooted the node meanwhile: look once more
+                result = run_on_host(kube, f.name, PROBE_SCRIPT, "scan", settings, timeout=300)
         except MaintenanceError as exc:
             return f.model_copy(update={"scan_error": str(exc)})
         except Exception as exc:

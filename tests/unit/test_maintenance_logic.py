@@ -17,7 +17,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from aksmaint.hostexec import MANAGED_BY
+from aksmaint.errors import HostPodGone
+from aksmaint.hostexec import MANAGED_BY, HostPodSettings, run_on_host
 from aksmaint.params import Blockers, DrainOptions, LockOptions, MaintenanceWindow
 from aksmaint.report import NodeFacts
 from flows.node_maintenance import make_plan
@@ -25,7 +26,7 @@ from simulator.hosts import Host, run_host_command
 from tasks.drain import MIRROR_ANNOTATION, select_pods
 from tasks.gates import KURED_LOCK_ANNOTATION, active_alerts, kured_lock_holder, prometheus_blocks
 from tasks.lock import microtime
-from tasks.sentinel import PROBE_SCRIPT, parse_probe, probe_facts
+from tasks.sentinel import PROBE_SCRIPT, parse_probe, probe_facts, scan_with_host_pods
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -575,3 +576,50 @@ def test_make_plan_takes_the_emptiest_nodes_of_a_pool_first():
         "aks-nodepool1-vmss000000",
     ]
     assert plan[-1].reason == "/var/run/reboot-required present; 7 pod(s) to move"
+
+
+SETTINGS = HostPodSettings("kube-system", "mcr.microsoft.com/cbl-mariner/busybox:2.0")
+
+
+class _HostPodApi:
+    """Just enough of Kube for run_on_host: pods finish at once; the first ``logs_gone`` log reads find
+    the pod deleted (404), as when another run rebooted the node meanwhile."""
+
+    def __init__(self, output: str, logs_gone: int):
+        self.output, self.logs_gone, self.created = output, logs_gone, []
+        finished = SimpleNamespace(
+            phase="Succeeded",
+            container_statuses=[
+                SimpleNamespace(state=SimpleNamespace(terminated=SimpleNamespace(exit_code=0)))
+            ],
+        )
+        self.core = SimpleNamespace(
+            create_namespaced_pod=lambda ns, body: self.created.append(body["metadata"]["name"]),
+            read_namespaced_pod=lambda name, ns: SimpleNamespace(status=finished),
+            read_namespaced_pod_log=self._log,
+            delete_namespaced_pod=lambda name, ns, **kw: None,
+        )
+
+    def _log(self, name, ns):
+        if self.logs_gone:
+            self.logs_gone -= 1
+            raise ApiException(status=404, reason="Not Found")
+        return self.output
+
+    def call(self, fn, *args, **kwargs):
+        kwargs.pop("_request_timeout", None)
+        return fn(*args, **kwargs)
+
+
+def test_a_host_pod_deleted_before_its_log_is_read_is_reported_as_gone():
+    with pytest.raises(HostPodGone, match="disappeared before its result was read"):
+        run_on_host(_HostPodApi("", logs_gone=1), "aks-nodepool1-0", "true", "scan", SETTINGS)
+
+
+def test_the_scan_looks_once_more_when_its_pod_was_deleted():
+    api = _HostPodApi(probe_output(reboot_required=True, pending_kernel="5.15.0-1081-azure"), logs_gone=1)
+    [scanned] = scan_with_host_pods(api, [facts()], SETTINGS, parallelism=1)
+    assert (scanned.reboot_required, scanned.scan_error) == (True, None)
+    assert len(api.created) == 2
+    [twice] = scan_with_host_pods(_HostPodApi("", logs_gone=2), [facts()], SETTINGS, parallelism=1)
+    assert "disappeared" in twice.scan_error
