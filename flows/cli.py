@@ -110,7 +110,7 @@ def format_report(report: MaintenanceReport, table: str | None = None) -> str:
     if not report.tls_verified:
         lines[1:1] = ["WARNING: the API server's TLS certificate was not verified (insecure_skip_tls_verify)"]
     width = max((len(n.node) for n in report.nodes), default=4)
-    for n in report.nodes:
+    for n in sorted(report.nodes, key=lambda n: n.node):  # the report keeps the order of the rollout
         kernel = (
             f"{n.kernel_before} -> {n.kernel_after}"
             if n.kernel_after and n.kernel_after != n.kernel_before
