@@ -161,20 +161,25 @@ def test_killed_run_is_finished_by_the_next_run(
     assert takeover["t"] - first_look["t"] >= TTL
 
 
-# ---- 2. runs started at once -----------------------------------------------------------------
+# ---- 2. overlapping runs ---------------------------------------------------------------------
 @pytest.mark.parametrize("runs", [2, 3])
-def test_concurrent_runs_share_the_reboot_slot(start_sim, prefect_api, runs: int) -> None:
+def test_overlapping_runs_share_the_reboot_slot(start_sim, prefect_api, runs: int) -> None:
+    """The other runs start once the first has cordoned its first node, so that all of them plan nodes
+    the first has not reached yet (runs started at the same instant: tests/reliability/test_crashes.py)."""
     sim = start_sim(resilience_scenario(need=3, count=4))
     core = core_api(sim)
     needed = needing_reboot(sim)
-    start = threading.Barrier(runs)
+    start = threading.Barrier(runs - 1)
     states: list = [None] * runs
 
     def run(i: int) -> None:
-        start.wait()
+        if i:
+            start.wait()
         states[i] = node_maintenance(**fast_params(sim, concurrency=1), return_state=True)
 
-    threads = [in_thread(run, i) for i in range(runs)]
+    threads = [in_thread(run, 0)]
+    wait_for(sim, timeline_event("cordoned"), timeout=60)
+    threads += [in_thread(run, i) for i in range(1, runs)]
     for t in threads:
         t.join(120)
     assert all(s is not None for s in states), "a run did not finish"
