@@ -340,7 +340,10 @@ def maintain_node(
                     return done(Outcome.not_needed, "no reboot required; cleaned up after an earlier run")
                 cordon_ops.set_pending_taint(kube, node, False)
                 return done(Outcome.not_needed, "no reboot required any more")
-            record = cordon_node(kube, node, run_id, holder, slots, "kernel update needs a reboot")
+            try:
+                record = cordon_node(kube, node, run_id, holder, slots, "kernel update needs a reboot")
+            except NodeBusy as exc:  # another run cordoned it between our re-check and our cordon
+                return done(Outcome.held, str(exc))
             if not rebooted_already and record.phase not in (Phase.rebooting, Phase.verifying):
                 cordon_ops.set_labels(kube, node, params.labels.pre_reboot)
                 notify.send(params.notify, params.notify.drain_template, node=node, cluster=cluster)
