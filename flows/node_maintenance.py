@@ -309,7 +309,6 @@ def maintain_node(
     except LockTimeout as exc:
         return done(Outcome.held, str(exc))
     reboot_pod = None
-    resumed_from = ""
     failed = False
     try:
         with SlotRenewer(slots, slot, holder) as renewer:
@@ -340,6 +339,9 @@ def maintain_node(
                     return done(Outcome.not_needed, "no reboot required; cleaned up after an earlier run")
                 cordon_ops.set_pending_taint(kube, node, False)
                 return done(Outcome.not_needed, "no reboot required any more")
+            earlier_run = (
+                record.run_id if record is not None else ""
+            )  # the cordon below makes the record ours
             try:
                 record = cordon_node(kube, node, run_id, holder, slots, "kernel update needs a reboot")
             except NodeBusy as exc:  # another run cordoned it between our re-check and our cordon
@@ -393,8 +395,7 @@ def maintain_node(
                 reboot_pod = True
             else:
                 boot_started = time.monotonic()
-                resumed_from = record.run_id
-                logger.info("%s: resuming after the reboot requested by %s", node, record.run_id)
+                logger.info("%s: resuming after the reboot requested by %s", node, earlier_run)
             health = verify_health(kube, node, record, params)
             report.boot_seconds = round(time.monotonic() - boot_started, 2)
             report.kernel_after = health.kernel
@@ -425,8 +426,8 @@ def maintain_node(
             )
             if record.kernel_before:
                 report.kernel_before = record.kernel_before
-            if resumed_from:
-                return done(Outcome.rebooted, f"verified after the reboot run {resumed_from} requested")
+            if not reboot_pod:  # this run did not reboot the node: an earlier one did
+                return done(Outcome.rebooted, f"verified after the reboot run {earlier_run} requested")
             return done(
                 Outcome.rebooted,
                 f"drained ({report.evicted_pods} pod(s) evicted, {report.drain_seconds:.0f}s), "

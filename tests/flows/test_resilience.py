@@ -142,6 +142,10 @@ def test_killed_run_is_finished_by_the_next_run(
     assert state.is_completed(), state.message
     report = report_of(state)
     assert report.nodes[0].node == node  # a node left mid-way goes first
+    if kill_after == "rebooted":  # its reboot was the killed run's: this run only verified it
+        assert report.nodes[0].reason == f"verified after the reboot run {record.run_id} requested"
+    else:
+        assert report.nodes[0].reason.startswith("drained (")
     assert outcomes(report) == {
         **dict.fromkeys(node_marks(core), Outcome.not_needed),
         **dict.fromkeys(needed, Outcome.rebooted),
