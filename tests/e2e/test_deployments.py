@@ -22,7 +22,7 @@ from kubernetes import client, config
 from aksmaint.nodestate import STATE_ANNOTATION
 from aksmaint.params import MaintenanceWindow
 from simulator.cluster import node_name
-from tests.conftest import ROOT
+from tests.conftest import ROOT, pinned_pod
 from tests.e2e.conftest import NEW_KERNEL, POOL, PrefectServer, demo_scenario, prefect_yaml
 
 pytestmark = pytest.mark.e2e
@@ -185,16 +185,7 @@ def test_bad_parameters_are_refused_by_the_server_naming_the_field(prefect_serve
 # ---- cancellation mid-drain -------------------------------------------------------------------------
 def test_cancel_while_a_node_is_drained_uncordons_it_and_releases_the_slot(prefect_server, sim_cluster):
     scenario = demo_scenario([("nodepool1", 0)])
-    scenario["workloads"].append(
-        {
-            "kind": "Pod",
-            "namespace": "default",
-            "name": "pinned",
-            "node": {"pool": "nodepool1", "index": 0},
-            "labels": {"app": "pinned"},
-            "pdb": {"max_unavailable": 0},  # the drain can never finish
-        }
-    )
+    scenario["workloads"].append(pinned_pod())  # the drain can never finish
     sim = sim_cluster("prod-weu", scenario)
     node = node_name("aks-prod-weu", "nodepool1", 0)
     core = core_api(sim.kubeconfig)

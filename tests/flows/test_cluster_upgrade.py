@@ -32,7 +32,7 @@ from flows.cluster_upgrade import UpgradePlan, UpgradeReport, cluster_upgrade, v
 from flows.node_maintenance import node_maintenance
 from simulator.cluster import node_name
 from tasks.aks import UpgradeError, UpgradeMode
-from tests.conftest import RunningSim, scenario_dict
+from tests.conftest import RunningSim, pinned_pod, scenario_dict
 
 SCALE = 0.03
 SUB = "00000000-0000-0000-0000-000000000000"
@@ -59,16 +59,7 @@ def demo(scale: float = SCALE, **pool_changes: dict) -> dict:
 
 def pin_pod_with_budget(scenario: dict) -> dict:
     """A pod on nodepool1's first node whose PodDisruptionBudget never allows an eviction."""
-    scenario["workloads"].append(
-        {
-            "kind": "Pod",
-            "namespace": "default",
-            "name": "pinned",
-            "node": {"pool": "nodepool1", "index": 0},
-            "labels": {"app": "pinned"},
-            "pdb": {"max_unavailable": 0},
-        }
-    )
+    scenario["workloads"].append(pinned_pod())
     return scenario
 
 

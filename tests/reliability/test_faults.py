@@ -12,7 +12,7 @@ import yaml
 from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, Phase
 from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
-from tests.conftest import fast_params
+from tests.conftest import fast_params, pinned_pod
 from tests.reliability.support import (
     POOL,
     SUMMARY,
@@ -169,16 +169,7 @@ def test_node_that_never_returns(start_sim, prefect_api) -> None:
 
 def test_pdb_that_never_frees(start_sim, prefect_api) -> None:
     scenario = reliability_scenario(need=3, count=4)
-    scenario["workloads"].append(
-        {
-            "kind": "Pod",
-            "namespace": "default",
-            "name": "pinned",
-            "node": {"pool": POOL, "index": 0},
-            "labels": {"app": "pinned"},
-            "pdb": {"max_unavailable": 0},
-        }
-    )
+    scenario["workloads"].append(pinned_pod(pool=POOL))
     sim = start_sim(scenario)
     needed = needing_reboot(sim)
     blocked = needed[0]

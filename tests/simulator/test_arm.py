@@ -25,7 +25,7 @@ from azure.mgmt.containerservice import ContainerServiceClient
 from kubernetes import client, config
 
 from simulator.cluster import node_name
-from tests.conftest import RunningSim, scenario_dict
+from tests.conftest import RunningSim, pinned_pod, scenario_dict
 
 SCALE = 0.01
 SUB = "00000000-0000-0000-0000-000000000000"
@@ -454,16 +454,7 @@ def test_a_drain_past_its_timeout_fails_with_upgrade_failed(start_sim, kube, beh
     scenario = demo(
         nodepool1={"upgrade_settings": {"drain_timeout_minutes": 1, "undrainable_node_behavior": behavior}}
     )
-    scenario["workloads"].append(
-        {
-            "kind": "Pod",
-            "namespace": "default",
-            "name": "pinned",
-            "node": {"pool": "nodepool1", "index": 0},
-            "labels": {"app": "pinned"},
-            "pdb": {"max_unavailable": 0},
-        }
-    )
+    scenario["workloads"].append(pinned_pod())
     sim = start_sim(scenario)
     aks, core = aks_client(sim), kube(sim)
     blocked = node_name(NAME, "nodepool1", 0)
