@@ -129,8 +129,9 @@ def flow_process(prefect_api, tmp_path):
 
 
 # ---- what the reliability cases found (runs to converge, how outages ended), printed at the end -------
-# Here rather than in tests/reliability/conftest.py: with pytest-xdist only this conftest is loaded by the
-# process that prints the summary; the lines arrive with each test's teardown report.
+# A case records a line with record_property("reliability", ...). Collected here rather than in
+# tests/reliability/conftest.py: with pytest-xdist only this conftest is loaded by the process that prints
+# the summary; the lines arrive with each test's teardown report.
 _RELIABILITY: list[str] = []
 
 

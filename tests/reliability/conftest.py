@@ -1,11 +1,11 @@
-"""Fixtures of the reliability suite, and a summary of how many runs each crash case needed."""
+"""Fixtures of the reliability suite: a TCP proxy that can be cut, a server that never answers, a webhook catcher."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.conftest import RunningSim
-from tests.reliability.support import SUMMARY, Catcher, SilentServer, TcpProxy
+from tests.reliability.support import Catcher, SilentServer, TcpProxy
 
 
 @pytest.fixture
@@ -34,12 +34,3 @@ def catcher():
     server = Catcher()
     yield server
     server.close()
-
-
-@pytest.fixture(autouse=True)
-def _summary_into_the_report(request):
-    """Hand what a case found (SUMMARY lines) to its test report, so that tests/conftest.py can print it
-    at the end of the session, also when the case ran in a pytest-xdist worker."""
-    mark = len(SUMMARY)
-    yield
-    request.node.user_properties += [("reliability", line) for line in SUMMARY[mark:]]

@@ -25,7 +25,6 @@ from tests.support import (  # noqa: F401  (re-exported for the reliability case
 )
 
 MANAGED_BY = "app.kubernetes.io/managed-by=aks-node-maintenance"
-SUMMARY: list[str] = []  # what the cases found (runs to converge, how outages ended), printed at the end
 
 
 def reliability_scenario(need: int = 3, count: int = 4, **pool_changes: object) -> dict:

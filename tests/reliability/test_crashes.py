@@ -17,7 +17,6 @@ import pytest
 from flows.node_maintenance import node_maintenance
 from tests.conftest import fast_params
 from tests.reliability.support import (
-    SUMMARY,
     assert_invariants,
     cordoned_without_record,
     core_api,
@@ -111,7 +110,7 @@ def converged(sim) -> bool:
 
 
 @pytest.mark.parametrize("seed", sorted(KILLS))
-def test_killed_runs_converge(start_sim, flow_process, seed: int) -> None:
+def test_killed_runs_converge(start_sim, flow_process, record_property, seed: int) -> None:
     rng = random.Random(seed)
     kills = KILLS[seed]
     sim = start_sim(reliability_scenario(need=2, count=3), time_scale=0.05)
@@ -142,7 +141,9 @@ def test_killed_runs_converge(start_sim, flow_process, seed: int) -> None:
     # a killed run may leave a finished scan pod; the next run cleans those up once they are stale
     assert_invariants(sim, needed, allow_finished_scan_pods=True)
     where = " then ".join(f"{point} (node {nth})" for point, nth in kills)
-    SUMMARY.append(f"SIGKILL seed {seed}: killed during {where}: converged after {runs} runs in all")
+    record_property(
+        "reliability", f"SIGKILL seed {seed}: killed during {where}: converged after {runs} runs in all"
+    )
 
 
 @pytest.mark.parametrize("runs", [2, 3])

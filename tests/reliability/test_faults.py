@@ -15,7 +15,6 @@ from flows.node_maintenance import node_maintenance
 from tests.conftest import fast_params, pinned_pod
 from tests.reliability.support import (
     POOL,
-    SUMMARY,
     assert_invariants,
     cordoned_without_record,
     core_api,
@@ -88,7 +87,7 @@ class NodeWatch:
         self.core.api_client.close()
 
 
-def test_api_unreachable_mid_run(start_sim, prefect_api, proxy, tmp_path) -> None:
+def test_api_unreachable_mid_run(start_sim, prefect_api, proxy, record_property, tmp_path) -> None:
     """Two outages: 3 s while a node reboots (the run rides it out), 15 s while the next node drains
     (retries run out: the run fails saying why, the node keeps its record, the next run finishes the job)."""
     sim = start_sim(reliability_scenario(need=3, count=4))
@@ -121,7 +120,9 @@ def test_api_unreachable_mid_run(start_sim, prefect_api, proxy, tmp_path) -> Non
     report = state.result(raise_on_failure=False)
     if state.is_completed():  # rode out both
         assert_invariants(sim, needed)
-        SUMMARY.append("API unreachable 3 s while rebooting, 15 s while draining: the run rode out both")
+        record_property(
+            "reliability", "API unreachable 3 s while rebooting, 15 s while draining: the run rode out both"
+        )
         return
     # a clear failure: the run says the API server could not be reached
     reasons = [n.reason for n in getattr(report, "nodes", []) if n.outcome == Outcome.failed]
@@ -136,9 +137,10 @@ def test_api_unreachable_mid_run(start_sim, prefect_api, proxy, tmp_path) -> Non
     again = node_maintenance(**fast_params(sim), return_state=True)
     assert again.is_completed(), again.message
     assert_invariants(sim, needed)
-    SUMMARY.append(
+    record_property(
+        "reliability",
         "API unreachable 3 s while rebooting: ridden out; 15 s while draining: the run failed "
-        f"({(reasons or [state.message])[0][:90]}...), the node kept its record, the next run finished"
+        f"({(reasons or [state.message])[0][:90]}...), the node kept its record, the next run finished",
     )
 
 
