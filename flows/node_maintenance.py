@@ -339,9 +339,8 @@ def maintain_node(
                     return done(Outcome.not_needed, "no reboot required; cleaned up after an earlier run")
                 cordon_ops.set_pending_taint(kube, node, False)
                 return done(Outcome.not_needed, "no reboot required any more")
-            earlier_run = (
-                record.run_id if record is not None else ""
-            )  # the cordon below makes the record ours
+            # the run that left the record (the cordon below makes the record ours)
+            earlier_run = record.run_id if record is not None else ""
             try:
                 record = cordon_node(kube, node, run_id, holder, slots, "kernel update needs a reboot")
             except NodeBusy as exc:  # another run cordoned it between our re-check and our cordon
