@@ -2,7 +2,8 @@
 
 One code path for every cluster: a kubeconfig (with its CA, verified unless the run explicitly sets
 ``cluster.insecure_skip_tls_verify``) or the in-cluster service account. Calls go through
-``Kube.call``, which retries transient failures (throttling, 5xx, dropped connections) briefly and turns permanent ones into errors a person can act on.
+``Kube.call``, which retries transient failures (throttling, 5xx, dropped connections) briefly and
+turns permanent ones into errors a person can act on.
 """
 
 from __future__ import annotations
