@@ -13,16 +13,7 @@ from kubernetes import client
 
 from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION
 from tests.conftest import RunningSim
-from tests.support import (  # noqa: F401  (re-exported for the reliability cases)
-    PENDING_KERNEL,
-    POOL,
-    FlowProcess,
-    core_api,
-    maintenance_scenario,
-    needing_reboot,
-    report_of,
-    wait_for,
-)
+from tests.support import PENDING_KERNEL, core_api, maintenance_scenario
 
 MANAGED_BY = "app.kubernetes.io/managed-by=aks-node-maintenance"
 

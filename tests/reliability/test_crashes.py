@@ -16,14 +16,8 @@ import pytest
 
 from flows.node_maintenance import node_maintenance
 from tests.conftest import fast_params
-from tests.reliability.support import (
-    assert_invariants,
-    cordoned_without_record,
-    core_api,
-    needing_reboot,
-    reliability_scenario,
-    wait_for,
-)
+from tests.reliability.support import assert_invariants, cordoned_without_record, reliability_scenario
+from tests.support import core_api, needing_reboot, wait_for
 
 SLOT_PREFIX = "aks-maintenance-slot"
 

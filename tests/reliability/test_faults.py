@@ -13,16 +13,8 @@ from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, Phase
 from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
 from tests.conftest import fast_params, pinned_pod
-from tests.reliability.support import (
-    POOL,
-    assert_invariants,
-    cordoned_without_record,
-    core_api,
-    needing_reboot,
-    reliability_scenario,
-    report_of,
-    wait_for,
-)
+from tests.reliability.support import assert_invariants, cordoned_without_record, reliability_scenario
+from tests.support import POOL, core_api, needing_reboot, report_of, wait_for
 
 
 def outcomes(state) -> dict[str, Outcome]:

@@ -29,7 +29,8 @@ from aksmaint.report import MaintenanceReport, Outcome
 from flows.cli import maintenance_main as flow_cli
 from flows.node_maintenance import node_maintenance
 from tests.conftest import fast_params
-from tests.reliability.support import assert_invariants, needing_reboot, reliability_scenario, report_of
+from tests.reliability.support import assert_invariants, reliability_scenario
+from tests.support import needing_reboot, report_of
 
 
 def closed_port() -> int:
