@@ -52,6 +52,7 @@ Selector = Annotated[str, Field(description="A Kubernetes label selector, e.g. `
 Concurrency = Annotated[int, Field(ge=1, le=100)]
 MaxFailures = Annotated[int, Field(ge=0)]
 ApprovalTimeout = Annotated[float, Field(gt=0)]
+OutageTolerance = Annotated[float, Field(ge=5, le=86400)]
 
 
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
@@ -410,6 +411,7 @@ class MaintenanceParams(_Model):
     order: RolloutOrder = RolloutOrder.fewest_pods_first
     require_approval: bool = False
     approval_timeout_seconds: ApprovalTimeout = 3600
+    orchestration_outage_seconds: OutageTolerance = 120
     dry_run: bool = False
 
     @field_validator("node_selector")

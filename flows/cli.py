@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,8 @@ from aksmaint.errors import MaintenanceError
 from aksmaint.params import MaintenanceParams
 from aksmaint.report import MaintenanceReport
 from flows.cluster_upgrade import UpgradeMode, UpgradeReport, UpgradeStep, cluster_upgrade
-from flows.node_maintenance import node_maintenance
+from flows.node_maintenance import FINISHED, node_maintenance
+from flows.prefect_api import PrefectUnavailable, check_health, ensure_prefect_api, quiet_outage_noise
 
 
 def invalid(exc: ValidationError) -> int:
@@ -30,6 +32,32 @@ def invalid(exc: ValidationError) -> int:
     for err in exc.errors():
         print(f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", file=sys.stderr)
     return 2
+
+
+def prefect_api() -> str | None:
+    """The Prefect API's URL, or None after one line saying why it cannot be had (exit code 2: nothing was
+    sent to the cluster)."""
+    try:
+        url = ensure_prefect_api()
+    except PrefectUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    quiet_outage_noise(url)
+    return url
+
+
+def leave(code: int, api_url: str) -> int:
+    """The exit code; but when the Prefect API no longer answers, end the process at once. Prefect's
+    background services would otherwise try to send every event and log line they hold before the process
+    ends, each for a while: many minutes that change nothing on the cluster (the report is printed)."""
+    try:
+        check_health(api_url)
+    except PrefectUnavailable as exc:
+        print(f"warning: {exc}; what Prefect had not received yet is lost", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def finish(state, report_type: type, render: Callable) -> int:
@@ -137,15 +165,40 @@ def maintenance_main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if (api_url := prefect_api()) is None:
+        return 2
     dumped = params.model_dump(mode="python", exclude={"cluster"})
-    state = node_maintenance(
-        cluster=params.cluster, **{k: getattr(params, k) for k in dumped}, return_state=True
+
+    def render(report: MaintenanceReport) -> str:
+        return report.model_dump_json(indent=2) if args.json else format_report(report)
+
+    FINISHED.report = None
+    try:
+        state = node_maintenance(
+            cluster=params.cluster, **{k: getattr(params, k) for k in dumped}, return_state=True
+        )
+    except Exception as exc:  # the Prefect API failed the run's own bookkeeping (start or final state)
+        return leave(unrecorded(exc, FINISHED.report, render), api_url)
+    return leave(finish(state, MaintenanceReport, render), api_url)
+
+
+def unrecorded(exc: Exception, report: MaintenanceReport | None, render: Callable) -> int:
+    """The flow call raised because Prefect could not record the run. Print what the run did, if it got
+    that far, and why its record is incomplete; never a traceback."""
+    why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    if report is None:
+        print(
+            f"error: the run could not be recorded by the Prefect API, so it did not start ({why})",
+            file=sys.stderr,
+        )
+        return 1
+    print(render(report))
+    print(
+        f"warning: the run finished, but the Prefect API could not record its final state ({why}); "
+        "the report above is what happened on the cluster",
+        file=sys.stderr,
     )
-    return finish(
-        state,
-        MaintenanceReport,
-        lambda report: report.model_dump_json(indent=2) if args.json else format_report(report),
-    )
+    return 1 if report.failed else 0
 
 
 # ---- cluster upgrade -------------------------------------------------------------------------
@@ -182,6 +235,8 @@ def upgrade_main(argv: list[str] | None = None) -> int:
         )
     except ValidationError as exc:
         return invalid(exc)
+    if prefect_api() is None:
+        return 2
     state = cluster_upgrade(
         cluster=cluster,
         mode=UpgradeMode(args.mode),

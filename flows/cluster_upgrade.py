@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from aksmaint.azure import AksCluster, describe_azure_error, management_client
 from aksmaint.errors import ClusterAccessError
-from aksmaint.kube import Kube, kube_for
+from aksmaint.kube import kube_for
 from aksmaint.params import ClusterConnection
 from aksmaint.tasking import maintenance_task
 from tasks.aks import (
@@ -285,9 +285,9 @@ class _Done:
 
 
 @maintenance_task(name="verify-nodes")
-def verify_nodes(kube: Kube, mode: UpgradeMode, plan: UpgradePlan) -> list[str]:
+def verify_nodes(cluster: ClusterConnection, mode: UpgradeMode, plan: UpgradePlan) -> list[str]:
     problems = []
-    nodes = list_nodes(kube, "")
+    nodes = list_nodes(kube_for(cluster), "")
     final_steps = {step["pool"]: step for step in plan.steps if step["pool"] is not None}
     for step in final_steps.values():
         pool_nodes = [n for n in nodes if (n.metadata.labels or {}).get(POOL_LABEL) == step["pool"]]
@@ -360,17 +360,17 @@ def cluster_upgrade(
     if not plan.window_open:
         report.outcome = f"not started: {plan.window}"
         return _finish(report, logger)
-    kube = kube_for(ClusterConnection(aks=cluster))
-    before = [node_facts(n) for n in list_nodes(kube, "")]
+    connection = ClusterConnection(aks=cluster)
+    before = [node_facts(n) for n in list_nodes(kube_for(connection), "")]
     for step in plan.steps:
         outcome = execute_step(cluster, step, poll_interval_seconds, operation_timeout_seconds)
         report.operations.append(outcome)
         if outcome["status"] == "failed":
             report.outcome = f"failed: {UpgradeStep(**step).describe()}: {outcome['message']}"
             break
-    report.verify_problems = verify_nodes(kube, mode, plan)
+    report.verify_problems = verify_nodes(connection, mode, plan)
     report.verified = not report.verify_problems
-    diff = kernel_diff_report(kube, "", before, [], [])
+    diff = kernel_diff_report(connection, "", before, [], [])
     report.kernels_after = diff["summary"]["kernels"]
     if not report.outcome:
         report.outcome = "upgraded" if report.verified else "upgraded, but verification found problems"

@@ -1,7 +1,13 @@
 """Node maintenance: kured's job as a Prefect flow.
 
-connect -> update check -> sentinel scan -> plan -> (approval) -> per node, as a subflow:
-gates -> reboot slot -> cordon -> drain -> reboot -> verify -> uncordon -> release -> kernel diff.
+connect -> update check -> sentinel scan -> plan -> (approval) -> per node, in threads, each recorded as a
+Prefect task run: gates -> reboot slot -> re-check -> cordon -> drain -> reboot -> verify -> uncordon ->
+release (the phase table of ``tasks.lifecycle``) -> kernel diff.
+
+Prefect is the record of the work, not a part of it: what decides a node's outcome happens on the cluster,
+and a Prefect API that fails or goes away only leaves gaps in the record (``flows.recording``). Past
+``orchestration_outage_seconds`` without the API, the rollout starts no new node and ends once the nodes
+in progress are at a safe point.
 
 Run it from a deployment, from the Prefect UI, or from the command line:
 ``python -m flows.node_maintenance --kubeconfig PATH [--context NAME] [--concurrency N] [--dry-run]``.
@@ -9,28 +15,22 @@ Run it from a deployment, from the Prefect UI, or from the command line:
 
 from __future__ import annotations
 
-import contextvars
-import queue
+import contextlib
 import sys
-import threading
-import time
 import uuid
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
-from prefect.events import emit_event
+from prefect.artifacts import create_markdown_artifact
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run as current_run
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Completed, Failed
 
-from aksmaint.errors import LockTimeout, MaintenanceError, NodeBusy
-from aksmaint.hostexec import HostPodSettings, delete_stale_host_pods, run_on_host
+from aksmaint.hostexec import HostPodSettings, delete_stale_host_pods
 from aksmaint.kube import Kube, kube_for
-from aksmaint.nodestate import Phase, has_pending_taint, now_iso, read_record
+from aksmaint.nodestate import has_pending_taint
 from aksmaint.params import (
     ApprovalTimeout,
     Blockers,
@@ -43,25 +43,23 @@ from aksmaint.params import (
     MaxFailures,
     NodeLabels,
     NotifyOptions,
-    OnDrainTimeout,
+    OutageTolerance,
     RebootOptions,
     RolloutOrder,
-    SentinelMode,
     SentinelOptions,
 )
 from aksmaint.report import MaintenanceReport, NodeFacts, NodeReport, Outcome, PlanEntry
-from aksmaint.tasking import maintenance_task
+from aksmaint.tasking import best_effort, maintenance_task
+from flows.recording import ApiWatch, PrefectRecorder, Progress, recorded
 from tasks import cordon as cordon_ops
-from tasks import notify
-from tasks.cancellation import clean_up_cancelled_run
-from tasks.drain import DrainResult, delete_pods, drain_node, select_pods
-from tasks.gates import gate_reason, window_closed
-from tasks.health import check_node, wait_until_back
+from tasks.cancellation import clean_up_cancelled_run, run_id_of
+from tasks.drain import select_pods
+from tasks.gates import gate_reason
 from tasks.kernel_diff import kernel_diff_report
-from tasks.lock import RebootSlots, SlotRenewer, failed_holder
-from tasks.reboot import cleanup_reboot_pod, request_reboot
-from tasks.sentinel import PROBE_SCRIPT, probe_facts, scan_sentinels
-from tasks.update_check import check_updates, list_nodes, node_facts
+from tasks.lifecycle import NodeLifecycle
+from tasks.rollout import Rollout
+from tasks.sentinel import scan_sentinels
+from tasks.update_check import check_updates, list_nodes
 
 
 class Approval(RunInput):
@@ -69,18 +67,6 @@ class Approval(RunInput):
 
     approve: bool = False
     note: str = ""
-
-
-def _emit(kube: Kube, event: str, node: str, **payload: object) -> None:
-    emit_event(
-        event=event,
-        resource={
-            "prefect.resource.id": f"aks.node.{kube.cluster_name}.{node}",
-            "prefect.resource.name": node,
-            "aks.cluster": kube.cluster_name,
-        },
-        payload={k: v for k, v in payload.items() if v is not None},
-    )
 
 
 def host_settings(params: MaintenanceParams) -> HostPodSettings:
@@ -119,7 +105,8 @@ def make_plan(facts: list[NodeFacts], pods_to_move: dict[str, int] | None = None
 
 
 @maintenance_task(name="plan")
-def plan_rollout(kube: Kube, facts: list[NodeFacts], params: MaintenanceParams) -> list[PlanEntry]:
+def plan_rollout(facts: list[NodeFacts], params: MaintenanceParams) -> list[PlanEntry]:
+    kube = kube_for(params.cluster)
     needing = {f.name for f in facts if f.reboot_required and not f.resume and not f.scan_error}
     by_pods = params.order == RolloutOrder.fewest_pods_first and needing
     plan = make_plan(facts, pods_to_move(kube, needing, params.drain) if by_pods else None)
@@ -138,8 +125,12 @@ def plan_rollout(kube: Kube, facts: list[NodeFacts], params: MaintenanceParams) 
     for i, e in enumerate(plan, 1):
         f = by_name[e.node]
         lines.append(f"| {i} | {e.node} | {f.pool} | {f.kernel} | {e.action} | {e.reason} |")
-    create_markdown_artifact(
-        key="maintenance-plan", markdown="\n".join(lines), description=f"Plan for {kube.cluster_name}"
+    best_effort(
+        "the maintenance-plan artifact",
+        create_markdown_artifact,
+        key="maintenance-plan",
+        markdown="\n".join(lines),
+        description=f"Plan for {kube.cluster_name}",
     )
     get_run_logger().info(
         "Plan: %d to reboot, %d to resume, %d skipped",
@@ -159,326 +150,6 @@ def pods_to_move(kube: Kube, nodes: set[str], options: DrainOptions) -> dict[str
     return {name: len(select_pods(pods, options).evict) for name, pods in on_node.items()}
 
 
-# ---- per-node steps (tasks) -----------------------------------------------------------------
-@maintenance_task(name="acquire-reboot-slot", retries=2)
-def acquire_reboot_slot(kube: Kube, params: MaintenanceParams, holder: str) -> str:
-    slots = RebootSlots(kube, params.lock, params.concurrency)
-    return slots.acquire(holder, params.lock.wait_seconds, keep_waiting=lambda: window_closed(params.window))
-
-
-@maintenance_task(name="release-reboot-slot")
-def release_reboot_slot(kube: Kube, params: MaintenanceParams, slot: str, holder: str) -> None:
-    if params.lock.release_delay_seconds:
-        time.sleep(params.lock.release_delay_seconds)
-    RebootSlots(kube, params.lock, params.concurrency).release(slot, holder)
-
-
-@maintenance_task(name="recheck-node")
-def recheck_node(kube: Kube, node: str, params: MaintenanceParams, slots: RebootSlots, holder: str) -> dict:
-    """Under the slot: wait out another live run's work on this node, then check again whether it
-    still needs a reboot (another run may have done it meanwhile)."""
-    deadline = time.monotonic() + params.lock.wait_seconds
-    while True:
-        current = kube.call(kube.core.read_node, node)
-        record = read_record(current)
-        if record is None or record.holder == holder or not slots.holder_alive(record.holder):
-            break
-        if time.monotonic() > deadline:
-            raise NodeBusy(f"node {node} is being handled by {record.holder}")
-        time.sleep(1)
-    facts = node_facts(current)
-    if params.sentinel.mode == SentinelMode.node_condition:
-        cond = next(
-            (c for c in current.status.conditions or [] if c.type == params.sentinel.condition_type), None
-        )
-        facts.reboot_required = bool(cond and cond.status == "True")
-    else:
-        result = run_on_host(kube, node, PROBE_SCRIPT, "scan", host_settings(params))
-        facts = probe_facts(facts, result.output)
-    return {"facts": facts, "record": record}
-
-
-@maintenance_task(name="cordon")
-def cordon_node(kube: Kube, node: str, run_id: str, holder: str, slots: RebootSlots, reason: str):
-    record = cordon_ops.cordon(kube, node, run_id, holder, reason, slots.holder_alive)
-    _emit(kube, "node.cordoned", node, run=run_id, operator_cordoned=not record.cordoned_by_us)
-    return record
-
-
-@maintenance_task(name="drain", retries=1)
-def drain(kube: Kube, node: str, options: DrainOptions) -> DrainResult:
-    logger = get_run_logger()
-    result = drain_node(kube, node, options)
-    for warning in result.warnings:
-        logger.warning("%s: %s", node, warning)
-    if result.refusals:
-        logger.info(
-            "%s: %d eviction(s) refused by PodDisruptionBudgets while replacements got ready",
-            node,
-            result.refusals,
-        )
-    if result.complete:
-        logger.info("%s drained: %d pod(s) evicted", node, len(result.evicted))
-    else:
-        logger.warning(
-            "%s not fully drained: %s remaining%s%s",
-            node,
-            len(result.remaining),
-            f"; blocking budgets: {', '.join(result.blocking)}" if result.blocking else "",
-            f"; errors: {'; '.join(result.errors)}" if result.errors else "",
-        )
-    return result
-
-
-@maintenance_task(name="reboot", retries=2)
-def reboot_node(kube: Kube, node: str, record, params: MaintenanceParams):
-    """Record the boot we expect to leave, then start the reboot. Idempotent: a node already on a new
-    boot is not rebooted again."""
-    current = kube.call(kube.core.read_node, node)
-    if record.boot_id_before and current.status.node_info.boot_id != record.boot_id_before:
-        return record
-    if params.reboot.delay_seconds:
-        time.sleep(params.reboot.delay_seconds)
-    record = record.model_copy(
-        update={
-            "phase": Phase.rebooting,
-            "reboot_requested_at": now_iso(),
-            "boot_id_before": current.status.node_info.boot_id,
-        }
-    )
-    cordon_ops.update_record(kube, node, record)
-    request_reboot(kube, node, params.reboot.command, host_settings(params))
-    _emit(kube, "node.rebooting", node, kernel_before=record.kernel_before)
-    return record
-
-
-@maintenance_task(name="verify-health")
-def verify_health(kube: Kube, node: str, record, params: MaintenanceParams):
-    return wait_until_back(kube, node, record.boot_id_before or "", params.reboot.boot_timeout_seconds)
-
-
-@maintenance_task(name="uncordon")
-def uncordon_node(kube: Kube, node: str, record, params: MaintenanceParams) -> bool:
-    schedulable = cordon_ops.uncordon(kube, node, record, params.labels.post_reboot)
-    _emit(kube, "node.uncordoned", node, left_cordoned_for_operator=not schedulable)
-    return schedulable
-
-
-@maintenance_task(name="mark-failed")
-def mark_node_failed(kube: Kube, node: str, record, reason: str) -> None:
-    cordon_ops.mark_failed(kube, node, record, reason)
-    _emit(kube, "node.failed", node, reason=reason)
-
-
-_STOPS: dict[str, threading.Event] = {}  # run id -> set when the run is being cancelled
-
-
-def stop_requested(run_id: str) -> bool:
-    event = _STOPS.get(run_id)
-    return event is not None and event.is_set()
-
-
-# ---- per-node subflow -----------------------------------------------------------------------
-@flow(name="maintain-node", flow_run_name="{node}", validate_parameters=False)
-def maintain_node(
-    node: str, entry: PlanEntry, before: NodeFacts, params: MaintenanceParams, run_id: str
-) -> NodeReport:
-    """One node, start to finish, holding a reboot slot the whole time it is disrupted."""
-    kube = kube_for(params.cluster)
-    logger = get_run_logger()
-    started = time.monotonic()
-    holder = f"{run_id}/{node}"
-    settings = host_settings(params)
-    cluster = kube.cluster_name
-    report = NodeReport(node=node, pool=before.pool, outcome=Outcome.failed, kernel_before=before.kernel)
-
-    def done(outcome: Outcome, reason: str, **extra: object) -> NodeReport:
-        report.outcome, report.reason = outcome, reason
-        report.duration_seconds = round(time.monotonic() - started, 2)
-        for key, value in extra.items():
-            setattr(report, key, value)
-        return report
-
-    slots = RebootSlots(kube, params.lock, params.concurrency)
-    if entry.action == "resume":
-        record = read_record(kube.call(kube.core.read_node, node))
-        if record is not None and record.phase == Phase.failed:
-            return recover_failed_node(kube, node, record, slots, params, done)
-    try:
-        slot = acquire_reboot_slot(kube, params, holder)
-    except LockTimeout as exc:
-        return done(Outcome.held, str(exc))
-    reboot_pod = None
-    failed = False
-    try:
-        with SlotRenewer(slots, slot, holder) as renewer:
-            try:
-                checked = recheck_node(kube, node, params, slots, holder)
-            except NodeBusy as exc:
-                return done(Outcome.held, str(exc))
-            record = checked["record"]
-            now = checked["facts"]
-            if record is not None and record.phase == Phase.failed:
-                return done(Outcome.held, f"left failed by an earlier run: {record.reason}")
-            rebooted_already = (
-                record is not None and record.boot_id_before and now.boot_id != record.boot_id_before
-            )
-            if (
-                record is not None
-                and record.phase == Phase.rebooting
-                and not rebooted_already
-                and now.ready
-                and not _reboot_pods(kube, node, settings)
-            ):
-                # the earlier run stopped between recording the reboot and starting it: start over
-                record = record.model_copy(update={"phase": Phase.cordoned})
-                cordon_ops.update_record(kube, node, record)
-            if not now.reboot_required and not rebooted_already:
-                if record is not None:
-                    cordon_ops.uncordon(kube, node, record)
-                    return done(Outcome.not_needed, "no reboot required; cleaned up after an earlier run")
-                cordon_ops.set_pending_taint(kube, node, False)
-                return done(Outcome.not_needed, "no reboot required any more")
-            # the run that left the record (the cordon below makes the record ours)
-            earlier_run = record.run_id if record is not None else ""
-            try:
-                record = cordon_node(kube, node, run_id, holder, slots, "kernel update needs a reboot")
-            except NodeBusy as exc:  # another run cordoned it between our re-check and our cordon
-                return done(Outcome.held, str(exc))
-            if not rebooted_already and record.phase not in (Phase.rebooting, Phase.verifying):
-                cordon_ops.set_labels(kube, node, params.labels.pre_reboot)
-                notify.send(params.notify, params.notify.drain_template, node=node, cluster=cluster)
-                record = record.model_copy(update={"phase": Phase.draining})
-                cordon_ops.update_record(kube, node, record)
-                drain_started = time.monotonic()
-                result = drain(kube, node, params.drain)
-                report.evicted_pods = len(result.evicted)
-                report.drain_seconds = round(time.monotonic() - drain_started, 2)
-                if not result.complete:
-                    why = "; ".join(result.errors) or (
-                        f"drain timed out after {params.drain.timeout_seconds:.0f}s with "
-                        f"{len(result.remaining)} pod(s) left"
-                        + (
-                            f" (blocked by PodDisruptionBudget {', '.join(result.blocking)})"
-                            if result.blocking
-                            else ""
-                        )
-                    )
-                    policy = params.drain.on_timeout
-                    if result.errors or policy == OnDrainTimeout.uncordon_and_skip:
-                        uncordon_node(
-                            kube,
-                            node,
-                            record,
-                            params.model_copy(update={"labels": NodeLabels(prefer_no_schedule_taint=False)}),
-                        )
-                        _emit(kube, "node.skipped", node, reason=why)
-                        return done(Outcome.skipped, f"{why}; uncordoned and left unrebooted")
-                    if policy == OnDrainTimeout.delete_pods:
-                        logger.warning(
-                            "%s: %s; deleting the remaining pods (bypassing their budgets)", node, why
-                        )
-                        left = delete_pods(kube, result.remaining, params.drain.grace_period_seconds, 120)
-                        if left:
-                            logger.warning("%s: pods still present after deletion: %s", node, ", ".join(left))
-                    else:
-                        logger.warning("%s: %s; rebooting anyway as configured", node, why)
-                if renewer.lost:
-                    raise LockTimeout(f"lost reboot slot {slot} before rebooting {node}")
-                if stop_requested(run_id):
-                    uncordon_node(kube, node, record, params)
-                    return done(Outcome.held, "run cancelled before the reboot; node put back in service")
-                notify.send(params.notify, params.notify.reboot_template, node=node, cluster=cluster)
-                boot_started = time.monotonic()
-                record = reboot_node(kube, node, record, params)
-                reboot_pod = True
-            else:
-                boot_started = time.monotonic()
-                logger.info("%s: resuming after the reboot requested by %s", node, earlier_run)
-            health = verify_health(kube, node, record, params)
-            report.boot_seconds = round(time.monotonic() - boot_started, 2)
-            report.kernel_after = health.kernel
-            report.boot_id_changed = bool(health.boot_id and health.boot_id != record.boot_id_before)
-            if not health.healthy:
-                mark_node_failed(kube, node, record, health.reason)
-                failed = True
-                notify.send(
-                    params.notify,
-                    params.notify.failure_template,
-                    node=node,
-                    cluster=cluster,
-                    reason=health.reason,
-                )
-                return done(
-                    Outcome.failed,
-                    f"{health.reason}; left cordoned with a record in annotation aksmaint.io/maintenance",
-                )
-            _emit(kube, "node.rebooted", node, kernel_before=record.kernel_before, kernel_after=health.kernel)
-            uncordon_node(kube, node, record, params)
-            notify.send(
-                params.notify,
-                params.notify.uncordon_template,
-                node=node,
-                cluster=cluster,
-                kernel_before=record.kernel_before or before.kernel,
-                kernel_after=health.kernel,
-            )
-            if record.kernel_before:
-                report.kernel_before = record.kernel_before
-            if not reboot_pod:  # this run did not reboot the node: an earlier one did
-                return done(Outcome.rebooted, f"verified after the reboot run {earlier_run} requested")
-            return done(
-                Outcome.rebooted,
-                f"drained ({report.evicted_pods} pod(s) evicted, {report.drain_seconds:.0f}s), "
-                f"back after {report.boot_seconds:.0f}s",
-            )
-    except MaintenanceError as exc:
-        return done(Outcome.failed, str(exc))
-    finally:
-        try:
-            if reboot_pod:
-                _cleanup_reboot_pods(kube, node, settings)
-        finally:
-            if failed:  # still down: it keeps its slot, so it keeps counting against the concurrency
-                slots.keep_for_failed_node(slot, holder, node)
-            else:
-                release_reboot_slot(kube, params, slot, holder)
-
-
-def recover_failed_node(
-    kube: Kube, node: str, record, slots: RebootSlots, params: MaintenanceParams, done
-) -> NodeReport:
-    """A node an earlier run left failed: if it is healthy again, put it back in service and free the slot
-    it kept; otherwise leave it as it is (cordoned, recorded, holding its slot)."""
-    health = check_node(kube, node, record.boot_id_before or "")
-    if not health.healthy:
-        return done(
-            Outcome.held,
-            f"left failed by run {record.run_id} and still not healthy ({health.reason}): {record.reason}",
-        )
-    uncordon_node(kube, node, record, params)
-    slots.release_all_held_by(failed_holder(node))
-    return done(
-        Outcome.rebooted,
-        f"came back after run {record.run_id} gave up on it; kernel {health.kernel}",
-        kernel_after=health.kernel,
-        boot_id_changed=True,
-    )
-
-
-def _reboot_pods(kube: Kube, node: str, settings: HostPodSettings) -> list:
-    return kube.call(
-        kube.core.list_namespaced_pod,
-        settings.namespace,
-        label_selector=f"aksmaint.io/purpose=reboot,aksmaint.io/node={node}",
-    ).items
-
-
-def _cleanup_reboot_pods(kube: Kube, node: str, settings: HostPodSettings) -> None:
-    for pod in _reboot_pods(kube, node, settings):
-        cleanup_reboot_pod(kube, pod.metadata.name, settings)
-
-
 # ---- the flow --------------------------------------------------------------------------------
 INSECURE_WARNING = (
     "TLS verification of the Kubernetes API of %s is OFF (cluster.insecure_skip_tls_verify): "
@@ -487,13 +158,14 @@ INSECURE_WARNING = (
 
 
 @maintenance_task(name="connect")
-def connect_cluster(cluster: ClusterConnection) -> Kube:
+def connect_cluster(cluster: ClusterConnection) -> str:
+    """Reach the cluster and check that its API answers, before anything else happens; its name."""
     kube = kube_for(cluster)
     logger = get_run_logger()
     logger.info("Connected to %s through %s", kube.cluster_name, cluster.describe())
     if not kube.tls_verified:
         logger.warning(INSECURE_WARNING, kube.cluster_name)
-    return kube
+    return kube.cluster_name
 
 
 def release_after_cancel(flow, flow_run, state) -> None:
@@ -521,6 +193,7 @@ def node_maintenance(
     order: RolloutOrder = RolloutOrder.fewest_pods_first,
     require_approval: bool = False,
     approval_timeout_seconds: ApprovalTimeout = 3600,
+    orchestration_outage_seconds: OutageTolerance = 120,
     dry_run: bool = False,
 ) -> MaintenanceReport:
     """Reboot the nodes that need it, one reboot slot at a time, and report kernels before and after.
@@ -551,6 +224,9 @@ def node_maintenance(
             the maintenance-plan artifact).
         approval_timeout_seconds: How long to wait for that approval; no answer means nothing is
             rebooted.
+        orchestration_outage_seconds: How long the rollout goes on while the Prefect API does not answer
+            (the work on the cluster never depends on it; only its record does). Past that, no new node is
+            started and the run ends once the nodes in progress are back in service or recorded.
         dry_run: Scan and plan only: report what would be rebooted and change nothing on the cluster.
     """
     params = MaintenanceParams(
@@ -570,30 +246,39 @@ def node_maintenance(
         order=order,
         require_approval=require_approval,
         approval_timeout_seconds=approval_timeout_seconds,
+        orchestration_outage_seconds=orchestration_outage_seconds,
         dry_run=dry_run,
     )
     return run_maintenance(params)
 
 
 def run_maintenance(params: MaintenanceParams):
+    """The runbook, under a watch of the Prefect API for the whole run (see ``flows.recording``)."""
+    watch = ApiWatch.for_current_run(interval=min(10.0, params.orchestration_outage_seconds / 5))
+    with watch if watch is not None else contextlib.nullcontext():
+        return _run_maintenance(params, watch)
+
+
+def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
     logger = get_run_logger()
-    run_id = str(current_run.id or uuid.uuid4())[:8]
+    run_id = run_id_of(current_run.id or uuid.uuid4())
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    kube = connect_cluster(params.cluster)
+    cluster_name = connect_cluster(params.cluster)
+    kube = kube_for(params.cluster)
     settings = host_settings(params)
     facts = check_updates(
-        kube,
+        params.cluster,
         params.node_selector,
         params.apply_updates,
         params.dry_run,
         settings,
         params.sentinel.parallelism,
     )
-    facts = scan_sentinels(kube, facts, params.sentinel, settings, params.dry_run)
-    plan = plan_rollout(kube, facts, params)
+    facts = scan_sentinels(params.cluster, facts, params.sentinel, settings, params.dry_run)
+    plan = plan_rollout(facts, params)
     by_name = {f.name: f for f in facts}
     report = MaintenanceReport(
-        cluster=kube.cluster_name,
+        cluster=cluster_name,
         flow_run_id=str(current_run.id or ""),
         dry_run=params.dry_run,
         started_at=started_at,
@@ -601,69 +286,71 @@ def run_maintenance(params: MaintenanceParams):
     )
     todo = [e for e in plan if e.action in ("reboot", "resume")]
     if not params.dry_run:
-        clean_up_leftovers(kube, [e.node for e in plan if e.action == "skip"], settings)
-    reports: dict[str, NodeReport] = {}
-    for e in plan:
-        if e.action in ("skip", "check"):
-            outcome = (
-                Outcome.planned
-                if e.action == "check"
-                # a node that could not be scanned is held back, never reported as needing nothing
-                else Outcome.held
-                if by_name[e.node].scan_error
-                else Outcome.not_needed
-            )
-            reports[e.node] = NodeReport(
-                node=e.node,
-                pool=by_name[e.node].pool,
-                outcome=outcome,
-                reason=e.reason,
-                kernel_before=by_name[e.node].kernel,
-            )
+        clean_up_leftovers(params.cluster, [e.node for e in plan if e.action == "skip"], settings)
+    reports = {e.node: _unplanned(e, by_name[e.node]) for e in plan if e.action in ("skip", "check")}
     if params.dry_run:
         for e in todo:
             reason = gate_reason(kube, e.node, params.window, params.blockers, params.lock)
-            reports[e.node] = NodeReport(
-                node=e.node,
-                pool=by_name[e.node].pool,
-                kernel_before=by_name[e.node].kernel,
-                outcome=Outcome.held if reason else Outcome.planned,
-                reason=reason or f"would {e.action}: {e.reason}",
+            reports[e.node] = _report(
+                e,
+                by_name[e.node],
+                Outcome.held if reason else Outcome.planned,
+                reason or f"would {e.action}: {e.reason}",
             )
     elif todo and not _approved(params, plan, logger):
-        for e in todo:
-            reports[e.node] = NodeReport(
-                node=e.node,
-                pool=by_name[e.node].pool,
-                outcome=Outcome.held,
-                reason="not approved",
-                kernel_before=by_name[e.node].kernel,
-            )
+        reports.update({e.node: _report(e, by_name[e.node], Outcome.held, "not approved") for e in todo})
     elif todo:
-        reports.update(_execute(kube, params, todo, by_name, run_id, report))
+        result = _execute(params, todo, by_name, run_id, cluster_name, watch)
+        reports.update(result.reports)
+        report.halted, report.halt_reason = bool(result.halted), result.halted
     report.nodes = [reports[e.node] for e in plan]
     still = [
         n.node
         for n in report.nodes
         if n.outcome in (Outcome.held, Outcome.skipped, Outcome.failed) and by_name[n.node].reboot_required
     ]
-    diff = kernel_diff_report(kube, params.node_selector, facts, report.nodes, still)
+    diff = kernel_diff_report(params.cluster, params.node_selector, facts, report.nodes, still)
     report.kernels_after = diff["summary"]["kernels"]
     report.lagging_kernel = diff["summary"]["lagging"]
     report.still_need_reboot = still
     report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     logger.info(report.summary_line())
+    FINISHED.report = report
     if report.failed:
         failed = [f"{n.node}: {n.reason}" for n in report.nodes if n.outcome == Outcome.failed]
-        message = (report.halt_reason + ". " if report.halted else "") + "Failed nodes: " + "; ".join(failed)
-        return Failed(message=message, data=report)
+        message = (report.halt_reason + ". " if report.halted else "") + (
+            "Failed nodes: " + "; ".join(failed) if failed else ""
+        )
+        return Failed(message=message.strip(), data=report)
     return Completed(message=report.summary_line(), data=report)
 
 
+class FINISHED:
+    """The report of the last run finished in this process: the command line prints it even when the
+    Prefect API could not take the run's final state."""
+
+    report: MaintenanceReport | None = None
+
+
+def _report(entry: PlanEntry, before: NodeFacts, outcome: Outcome, reason: str) -> NodeReport:
+    return NodeReport(
+        node=entry.node, pool=before.pool, outcome=outcome, reason=reason, kernel_before=before.kernel
+    )
+
+
+def _unplanned(entry: PlanEntry, before: NodeFacts) -> NodeReport:
+    """A node the plan skips (or, in a dry run, cannot judge): a node that could not be scanned is held
+    back, never reported as needing nothing."""
+    if entry.action == "check":
+        return _report(entry, before, Outcome.planned, entry.reason)
+    return _report(entry, before, Outcome.held if before.scan_error else Outcome.not_needed, entry.reason)
+
+
 @maintenance_task(name="clean-up-leftovers")
-def clean_up_leftovers(kube: Kube, nodes: list[str], settings: HostPodSettings) -> list[str]:
+def clean_up_leftovers(cluster: ClusterConnection, nodes: list[str], settings: HostPodSettings) -> list[str]:
     """Remove what a killed run left behind: finished host pods, and the reboot-pending taint on nodes
     that no longer need a reboot."""
+    kube = kube_for(cluster)
     delete_stale_host_pods(kube, settings)
     tainted = [
         n.metadata.name
@@ -694,113 +381,50 @@ def _approved(params: MaintenanceParams, plan: list[PlanEntry], logger) -> bool:
 
 
 def _execute(
-    kube: Kube,
     params: MaintenanceParams,
     todo: list[PlanEntry],
     by_name: dict[str, NodeFacts],
     run_id: str,
-    report: MaintenanceReport,
-) -> dict[str, NodeReport]:
-    """Run the per-node subflows, at most ``concurrency`` at once, checking gates before each node."""
-    logger = get_run_logger()
+    cluster: str,
+    watch: ApiWatch | None,
+):
+    """The nodes through their lifecycle, at most ``concurrency`` at once, each recorded as a task run."""
+    kube = kube_for(params.cluster)
     if params.labels.prefer_no_schedule_taint:
         for e in todo:
             cordon_ops.set_pending_taint(kube, e.node, True)
-    progress = create_progress_artifact(
-        progress=0.0, key="maintenance-progress", description=f"Nodes done on {kube.cluster_name}"
+    lifecycle = NodeLifecycle(kube, params, run_id, PrefectRecorder(cluster))
+    tolerance = params.orchestration_outage_seconds
+    progress = Progress(cluster)
+
+    def prefect_gone() -> str | None:
+        if watch is None or (down := watch.unreachable_for()) <= tolerance:
+            return None
+        return (
+            f"the Prefect API at {watch.api_url} has not answered for {down:.0f}s "
+            f"(more than orchestration_outage_seconds={tolerance:g}); no node was started after that, "
+            "the nodes in progress were finished; run again once Prefect is back"
+        )
+
+    rollout = Rollout(
+        lifecycle,
+        todo,
+        by_name,
+        run_node=lambda entry, before: recorded(entry, before, lifecycle.run),
+        should_halt=prefect_gone,
+        on_progress=progress.update,
     )
-    work: queue.Queue[PlanEntry] = queue.Queue()
-    for e in todo:
-        work.put(e)
-    results: dict[str, NodeReport] = {}
-    lock = threading.Lock()
-    state = {"failures": 0, "halted": ""}
-
-    def hold(entry: PlanEntry, reason: str) -> None:
-        results[entry.node] = NodeReport(
-            node=entry.node,
-            pool=by_name[entry.node].pool,
-            outcome=Outcome.held,
-            reason=reason,
-            kernel_before=by_name[entry.node].kernel,
-        )
-
-    def worker() -> None:
-        while True:
-            try:
-                entry = work.get_nowait()
-            except queue.Empty:
-                return
-            with lock:
-                halted = state["halted"]
-            if stop_requested(run_id):
-                halted = "run cancelled"
-            if halted:
-                hold(entry, f"not started: {halted}")
-                continue
-            if reason := gate_reason(kube, entry.node, params.window, params.blockers, params.lock):
-                logger.info("%s held: %s", entry.node, reason)
-                hold(entry, reason)
-                continue
-            try:
-                node_report = maintain_node(entry.node, entry, by_name[entry.node], params, run_id)
-            except Exception as exc:  # the node's record (if any) stays on it for the next run
-                node_report = NodeReport(
-                    node=entry.node,
-                    pool=by_name[entry.node].pool,
-                    outcome=Outcome.failed,
-                    reason=f"unexpected error: {type(exc).__name__}: {exc}"[:500],
-                    kernel_before=by_name[entry.node].kernel,
-                )
-            with lock:
-                results[entry.node] = node_report
-                if node_report.outcome == Outcome.failed:
-                    state["failures"] += 1
-                    if state["failures"] > params.max_failures:
-                        state["halted"] = (
-                            f"rollout halted after {state['failures']} failed node(s) "
-                            f"(max_failures={params.max_failures})"
-                        )
-                        logger.error(state["halted"])
-                update_progress_artifact(progress, 100.0 * len(results) / len(todo))
-            logger.info("%s: %s (%s)", entry.node, node_report.outcome.value, node_report.reason)
-
-    def worker_without_subflow_heartbeats() -> None:
-        # per-node subflows skip their own heartbeats: the parent run's heartbeat covers them. Entered once
-        # per thread rather than per node: building the settings takes about 0.15 s each time.
-        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            worker()
-
-    threads = [
-        threading.Thread(
-            target=contextvars.copy_context().run,
-            args=(worker_without_subflow_heartbeats,),
-            name=f"slot-worker-{i}",
-        )
-        for i in range(min(params.concurrency, len(todo)))
-    ]
-    _STOPS[run_id] = threading.Event()
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    except BaseException:
-        # cancelled or terminated: nodes in progress stop at the next safe point (before a reboot) and
-        # are put back in service; Prefect's grace period is 30 s, the cancellation hook does the rest
-        _STOPS[run_id].set()
-        for t in threads:
-            t.join(timeout=20)
-        raise
+        result = rollout.run()
     finally:
-        _STOPS.pop(run_id, None)
+        progress.close()
+    if result.halted:
+        get_run_logger().error("%s", result.halted)
     if params.labels.prefer_no_schedule_taint:
-        for node, r in results.items():
+        for node, r in result.reports.items():
             if r.outcome != Outcome.failed:
                 cordon_ops.set_pending_taint(kube, node, False)
-    if state["halted"]:
-        report.halted, report.halt_reason = True, state["halted"]
-    return results
+    return result
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ from collections import Counter
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from aksmaint.kube import Kube
+from aksmaint.kube import kube_for
+from aksmaint.params import ClusterConnection
 from aksmaint.report import NodeFacts, NodeReport
-from aksmaint.tasking import maintenance_task
+from aksmaint.tasking import best_effort, maintenance_task
 from tasks.update_check import list_nodes, node_facts
 
 
@@ -118,17 +119,28 @@ def render_markdown(cluster: str, rows: list[dict], summary: dict, table: str) -
 
 @maintenance_task(name="kernel-diff")
 def kernel_diff_report(
-    kube: Kube, node_selector: str, before: list[NodeFacts], reports: list[NodeReport], need_reboot: list[str]
+    cluster: ClusterConnection,
+    node_selector: str,
+    before: list[NodeFacts],
+    reports: list[NodeReport],
+    need_reboot: list[str],
 ) -> dict:
     """Compare kernels before and after; publish the diff and fleet summary as artifacts."""
+    kube = kube_for(cluster)
     after = [node_facts(n) for n in list_nodes(kube, node_selector)]
     rows = diff_rows(before, after, reports)
     summary = fleet_summary(after, need_reboot)
     table = nodes_table(after)
-    create_table_artifact(
-        key="kernel-diff", table=rows, description=f"Kernel before and after on {kube.cluster_name}"
+    best_effort(
+        "the kernel-diff artifact",
+        create_table_artifact,
+        key="kernel-diff",
+        table=rows,
+        description=f"Kernel before and after on {kube.cluster_name}",
     )
-    create_markdown_artifact(
+    best_effort(
+        "the kernel-report artifact",
+        create_markdown_artifact,
         key="kernel-report",
         markdown=render_markdown(kube.cluster_name, rows, summary, table),
         description=f"Kernel-version report for {kube.cluster_name}",

@@ -8,8 +8,8 @@ from prefect import get_run_logger
 
 from aksmaint.errors import HostPodGone, MaintenanceError
 from aksmaint.hostexec import HostPodSettings, run_on_host
-from aksmaint.kube import Kube, is_transient
-from aksmaint.params import SentinelMode, SentinelOptions
+from aksmaint.kube import Kube, is_transient, kube_for
+from aksmaint.params import ClusterConnection, SentinelMode, SentinelOptions
 from aksmaint.report import NodeFacts
 from aksmaint.tasking import maintenance_task
 
@@ -105,10 +105,15 @@ def scan_with_condition(kube: Kube, facts: list[NodeFacts], condition_type: str)
 
 @maintenance_task(name="sentinel-scan")
 def scan_sentinels(
-    kube: Kube, facts: list[NodeFacts], options: SentinelOptions, settings: HostPodSettings, dry_run: bool
+    cluster: ClusterConnection,
+    facts: list[NodeFacts],
+    options: SentinelOptions,
+    settings: HostPodSettings,
+    dry_run: bool,
 ) -> list[NodeFacts]:
     """Find the nodes that need a reboot. A dry run makes no pods, so only node-condition mode scans."""
     logger = get_run_logger()
+    kube = kube_for(cluster)
     if options.mode == SentinelMode.node_condition:
         scanned = scan_with_condition(kube, facts, options.condition_type)
     elif dry_run:

@@ -7,8 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from prefect import get_run_logger
 
 from aksmaint.hostexec import HostPodSettings, run_on_host
-from aksmaint.kube import Kube
+from aksmaint.kube import Kube, kube_for
 from aksmaint.nodestate import read_record
+from aksmaint.params import ClusterConnection
 from aksmaint.report import NodeFacts
 from aksmaint.tasking import maintenance_task
 
@@ -59,7 +60,7 @@ def apply_updates_on(
 
 @maintenance_task(name="update-check")
 def check_updates(
-    kube: Kube,
+    cluster: ClusterConnection,
     node_selector: str,
     apply_updates: bool,
     dry_run: bool,
@@ -68,6 +69,7 @@ def check_updates(
 ) -> list[NodeFacts]:
     """List the nodes in scope with their kernel, image and boot id; install OS updates if asked."""
     logger = get_run_logger()
+    kube = kube_for(cluster)
     nodes = list_nodes(kube, node_selector)
     if apply_updates and not dry_run:
         failures = apply_updates_on(kube, [n.metadata.name for n in nodes], settings, parallelism)

@@ -112,24 +112,13 @@ def flow_process(prefect_api, tmp_path):
     (``flow_process(sim, name, **parameter_overrides)``); leftovers are killed at the end."""
     from prefect.settings import PREFECT_API_URL
 
-    from tests.support import FlowProcess  # tests.support imports this module
+    from tests.support import flow_processes  # tests.support imports this module
 
-    api_url = PREFECT_API_URL.value()
-    started: list[FlowProcess] = []
-
-    def start(sim: RunningSim, name: str, **overrides: object) -> FlowProcess:
-        process = FlowProcess(sim, tmp_path, api_url, name, **overrides)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.proc.poll() is None:
-            process.kill()
+    yield from flow_processes(tmp_path, PREFECT_API_URL.value())
 
 
-# ---- what the reliability cases found (runs to converge, how outages ended), printed at the end -------
-# A case records a line with record_property("reliability", ...). Collected here rather than in
+# ---- what the reliability and scale cases found (runs to converge, how outages ended), printed at the end
+# A case records a line with record_property("reliability", ...) or record_property("scale", ...). Collected here rather than in
 # tests/reliability/conftest.py: with pytest-xdist only this conftest is loaded by the process that prints
 # the summary; the lines arrive with each test's teardown report.
 _RELIABILITY: list[str] = []
@@ -137,11 +126,11 @@ _RELIABILITY: list[str] = []
 
 def pytest_runtest_logreport(report) -> None:
     if report.when == "teardown":
-        _RELIABILITY.extend(value for key, value in report.user_properties if key == "reliability")
+        _RELIABILITY.extend(value for key, value in report.user_properties if key in ("reliability", "scale"))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
     if _RELIABILITY:
-        terminalreporter.section("reliability suite")
+        terminalreporter.section("reliability and scale")
         for line in sorted(_RELIABILITY):
             terminalreporter.write_line(line)

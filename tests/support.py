@@ -3,10 +3,12 @@ the simulated cluster, and the flow's command line in its own process (so that a
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
@@ -65,6 +67,14 @@ def report_of(state) -> MaintenanceReport:
     return report
 
 
+def report_in(output: str) -> dict:
+    """The JSON report the command line prints (``--json``), wherever it sits among the log lines."""
+    start = output.find("{\n")
+    assert start >= 0, f"no JSON report in the output:\n{output}"
+    report, _ = json.JSONDecoder().raw_decode(output[start:])
+    return report
+
+
 class FlowProcess:
     """The flow's command line in its own process, so that a case can SIGKILL it mid-step."""
 
@@ -72,7 +82,7 @@ class FlowProcess:
         self,
         sim: RunningSim,
         workdir: Path,
-        api_url: str,
+        api_url: str | None,
         name: str,
         kubeconfig: str = "",
         **overrides: object,
@@ -85,11 +95,13 @@ class FlowProcess:
         self.log = workdir / f"{name}.log"
         env = {
             **os.environ,
-            "PREFECT_API_URL": api_url,
             "PREFECT_HOME": str(workdir / "prefect-home"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_LEVEL": "INFO",
         }
+        env.pop("PREFECT_API_URL", None)
+        if api_url is not None:  # else the command line starts its temporary local server
+            env["PREFECT_API_URL"] = api_url
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "flows.node_maintenance", "--params", str(params_file), "--json"],
@@ -109,6 +121,22 @@ class FlowProcess:
 
     def output(self) -> str:
         return self.log.read_text()
+
+
+def flow_processes(workdir: Path, api_url: str | None) -> Iterator[Callable[..., FlowProcess]]:
+    """For a fixture: start the flow's command line against ``api_url`` (``start(sim, name, **overrides)``);
+    processes still running at the end are killed."""
+    started: list[FlowProcess] = []
+
+    def start(sim: RunningSim, name: str, **overrides: object) -> FlowProcess:
+        process = FlowProcess(sim, workdir, api_url, name, **overrides)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.poll() is None:
+            process.kill()
 
 
 def wait_for(sim: RunningSim, matches, process: FlowProcess | None = None, timeout: float = 60) -> dict:

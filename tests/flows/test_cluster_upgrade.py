@@ -25,7 +25,6 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from aksmaint.azure import AksCluster
 from aksmaint.errors import ClusterAccessError
-from aksmaint.kube import kube_for
 from aksmaint.params import ClusterConnection
 from aksmaint.report import MaintenanceReport
 from flows.cluster_upgrade import UpgradePlan, UpgradeReport, cluster_upgrade, verify_nodes
@@ -541,7 +540,7 @@ def test_node_maintenance_reaches_the_cluster_by_its_aks_id(start_sim, prefect_a
 # ---- verification ------------------------------------------------------------------------------------
 def test_verification_checks_every_pool_of_a_version_upgrade(start_sim):
     sim = start_sim(demo())
-    kube = kube_for(ClusterConnection(kubeconfig=sim.kubeconfig))
+    connection = ClusterConnection(kubeconfig=sim.kubeconfig)
     plan = UpgradePlan(
         steps=[
             {"kind": "control-plane", "pool": None, "from_version": "1.30.5", "to_version": "1.31.4"},
@@ -549,5 +548,5 @@ def test_verification_checks_every_pool_of_a_version_upgrade(start_sim):
             {"kind": "pool-version", "pool": "userpool", "from_version": "1.30.5", "to_version": "1.31.4"},
         ]
     )
-    problems = verify_nodes.fn(kube, UpgradeMode.kubernetes_version, plan)
+    problems = verify_nodes.fn(connection, UpgradeMode.kubernetes_version, plan)
     assert problems == sorted(f"{n} runs kubelet v1.30.5, not 1.31.4" for n in read_nodes(sim))

@@ -1,0 +1,542 @@
+"""One node's maintenance as an explicit phase table, with no Prefect in it.
+
+gates -> slot -> recheck -> cordon -> drain -> reboot -> verify -> uncordon, then release (always, once a
+slot is held). Each phase is a handler that does one step on the cluster and names the next phase, or ends
+the node with an outcome. What decides a node's outcome is only what happened on the cluster: the run's
+record keeping (Prefect) is the ``Recorder``, whose failures never reach a handler.
+
+The table says, for each phase, what it does, what it picks up from a run that crashed there (the node
+record annotation and the slot Leases live in the cluster, so the next run can see them), and what a
+cancelled run does there. Transient API errors are retried per phase with backoff; anything else ends the
+node as failed, with its record left on it for the next run.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from aksmaint.errors import LockTimeout, MaintenanceError, NodeBusy
+from aksmaint.hostexec import HostPodSettings, run_on_host
+from aksmaint.kube import Kube, is_transient
+from aksmaint.nodestate import NodeRecord, Phase, now_iso, read_record
+from aksmaint.params import MaintenanceParams, OnDrainTimeout, SentinelMode
+from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanEntry
+from tasks import cordon as cordon_ops
+from tasks import notify
+from tasks.drain import DrainResult, delete_pods, drain_node
+from tasks.gates import gate_reason, window_closed
+from tasks.health import check_node, wait_until_back
+from tasks.lock import RebootSlots, SlotRenewer, failed_holder
+from tasks.reboot import cleanup_reboot_pod, request_reboot
+from tasks.sentinel import PROBE_SCRIPT, probe_facts
+from tasks.update_check import node_facts
+
+
+class Recorder(Protocol):
+    """Where a node's progress is reported (the Prefect run, in the flow). Never raises."""
+
+    def event(self, name: str, node: str, **payload: object) -> None: ...
+
+    def info(self, message: str, *args: object) -> None: ...
+
+    def warning(self, message: str, *args: object) -> None: ...
+
+
+class Step(StrEnum):
+    gates = "gates"
+    recover = "recover"
+    slot = "slot"
+    recheck = "recheck"
+    cordon = "cordon"
+    drain = "drain"
+    reboot = "reboot"
+    verify = "verify"
+    uncordon = "uncordon"
+
+
+@dataclass(frozen=True)
+class Done:
+    """The end of a node's lifecycle: its outcome and why."""
+
+    outcome: Outcome
+    reason: str
+
+
+@dataclass
+class NodeRun:
+    """What one node's lifecycle knows as it moves through the phases."""
+
+    entry: PlanEntry
+    before: NodeFacts
+    run_id: str
+    report: NodeReport
+    started: float = field(default_factory=time.monotonic)
+    slot: str = ""
+    renewer: SlotRenewer | None = None
+    record: NodeRecord | None = None
+    earlier_run: str = ""  # the run whose record we found (our cordon makes the record ours)
+    rebooted_already: bool = False  # an earlier run's reboot already happened
+    rebooted_here: bool = False  # this run started the reboot
+    keep_slot: bool = False  # did not come back: the slot stays with the node
+    boot_started: float = 0.0
+
+    @property
+    def node(self) -> str:
+        return self.entry.node
+
+    @property
+    def holder(self) -> str:
+        return f"{self.run_id}/{self.node}"
+
+
+Handler = Callable[["NodeLifecycle", NodeRun], "Step | Done"]
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    step: Step
+    handler: Handler
+    does: str
+    resumes: str  # what it picks up from a run that crashed in or after it
+    on_cancel: str  # what a cancelled run does when the cancel arrives here
+    retries: int = 3  # transient API errors, with backoff
+
+
+class NodeLifecycle:
+    """Runs one node through the phase table. Shared by all the nodes of a run (it holds no node state)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        params: MaintenanceParams,
+        run_id: str,
+        recorder: Recorder,
+        stop: threading.Event | None = None,
+        retry_delay: float = 1.0,
+    ):
+        self.kube = kube
+        self.params = params
+        self.run_id = run_id
+        self.recorder = recorder
+        self.stop = stop or threading.Event()
+        self.retry_delay = retry_delay
+        self.settings = HostPodSettings(params.reboot.host_pod_namespace, params.reboot.host_pod_image)
+        self.slots = RebootSlots(kube, params.lock, params.concurrency)
+
+    # ---- the engine ------------------------------------------------------------------------------
+    def run(self, entry: PlanEntry, before: NodeFacts) -> NodeReport:
+        """The node from its gates to its outcome. Never raises: an error ends the node as failed."""
+        run = NodeRun(
+            entry,
+            before,
+            self.run_id,
+            NodeReport(
+                node=entry.node, pool=before.pool, outcome=Outcome.failed, kernel_before=before.kernel
+            ),
+        )
+        step: Step | Done = Step.gates
+        try:
+            while isinstance(step, Step):
+                step = self._attempt(PHASES[step], run)
+        except MaintenanceError as exc:
+            step = Done(Outcome.failed, str(exc))
+        except Exception as exc:  # the node's record (if any) stays on it for the next run
+            step = Done(Outcome.failed, f"unexpected error: {type(exc).__name__}: {exc}"[:500])
+        finally:
+            if run.slot:
+                self._release(run)
+        return self._finish(run, step)
+
+    def _attempt(self, phase: PhaseSpec, run: NodeRun) -> Step | Done:
+        for attempt in range(phase.retries + 1):
+            try:
+                return phase.handler(self, run)
+            except Exception as exc:
+                if not is_transient(exc) or attempt == phase.retries:
+                    raise
+                wait = self.retry_delay * 2**attempt * (1 + random.random() * 0.5)
+                self.recorder.warning(
+                    "%s: %s failed (%s); retrying in %.0fs", run.node, phase.step, exc, wait
+                )
+                time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _finish(self, run: NodeRun, done: Done) -> NodeReport:
+        report = run.report
+        report.outcome, report.reason = done.outcome, done.reason
+        report.duration_seconds = round(time.monotonic() - run.started, 2)
+        if done.outcome in (Outcome.skipped, Outcome.failed):
+            self.recorder.event(f"node.{done.outcome.value}", run.node, reason=done.reason)
+        return report
+
+    def _release(self, run: NodeRun) -> None:
+        """Always, once a slot is held: stop renewing, remove our reboot pod, free the slot (or hand it to
+        a node that did not come back, so it keeps counting against the concurrency)."""
+        try:
+            if run.renewer is not None:
+                run.renewer.__exit__()
+            if run.rebooted_here:
+                for pod in self._reboot_pods(run.node):
+                    cleanup_reboot_pod(self.kube, pod.metadata.name, self.settings)
+        finally:
+            if run.keep_slot:
+                self.slots.keep_for_failed_node(run.slot, run.holder, run.node)
+            else:
+                if self.params.lock.release_delay_seconds:
+                    time.sleep(self.params.lock.release_delay_seconds)
+                self.slots.release(run.slot, run.holder)
+
+    def _reboot_pods(self, node: str) -> list:
+        return self.kube.call(
+            self.kube.core.list_namespaced_pod,
+            self.settings.namespace,
+            label_selector=f"aksmaint.io/purpose=reboot,aksmaint.io/node={node}",
+        ).items
+
+    def _notify(self, template: str, node: str, **values: object) -> None:
+        notify.send(self.params.notify, template, node=node, cluster=self.kube.cluster_name, **values)
+
+    def _uncordon(self, run: NodeRun, post_labels: bool = True) -> bool:
+        labels = self.params.labels.post_reboot if post_labels else None
+        schedulable = cordon_ops.uncordon(self.kube, run.node, run.record, labels)
+        self.recorder.event("node.uncordoned", run.node, left_cordoned_for_operator=not schedulable)
+        return schedulable
+
+    # ---- the phases ------------------------------------------------------------------------------
+    def gates(self, run: NodeRun) -> Step | Done:
+        params = self.params
+        if reason := gate_reason(self.kube, run.node, params.window, params.blockers, params.lock):
+            self.recorder.info("%s held: %s", run.node, reason)
+            return Done(Outcome.held, reason)
+        if run.entry.action == "resume":
+            record = read_record(self.kube.call(self.kube.core.read_node, run.node))
+            if record is not None and record.phase == Phase.failed:
+                run.record = record
+                return Step.recover
+        return Step.slot
+
+    def recover(self, run: NodeRun) -> Step | Done:
+        """A node an earlier run left failed: back in service once healthy, with the slot it kept freed."""
+        record = run.record
+        assert record is not None
+        health = check_node(self.kube, run.node, record.boot_id_before or "")
+        if not health.healthy:
+            return Done(
+                Outcome.held,
+                f"left failed by run {record.run_id} and still not healthy ({health.reason}): {record.reason}",
+            )
+        self._uncordon(run)
+        self.slots.release_all_held_by(failed_holder(run.node))
+        run.report.kernel_after, run.report.boot_id_changed = health.kernel, True
+        return Done(
+            Outcome.rebooted, f"came back after run {record.run_id} gave up on it; kernel {health.kernel}"
+        )
+
+    def slot(self, run: NodeRun) -> Step | Done:
+        try:
+            run.slot = self.slots.acquire(
+                run.holder, self.params.lock.wait_seconds, keep_waiting=self._stop_waiting
+            )
+        except LockTimeout as exc:
+            return Done(Outcome.held, str(exc))
+        run.renewer = SlotRenewer(self.slots, run.slot, run.holder).__enter__()
+        return Step.recheck
+
+    def _stop_waiting(self) -> str | None:
+        if self.stop.is_set():
+            return "the run is stopping"
+        return window_closed(self.params.window)
+
+    def recheck(self, run: NodeRun) -> Step | Done:
+        """Under the slot: wait out another live run's work on the node, then look again whether it still
+        needs a reboot (another run may have done it meanwhile)."""
+        try:
+            current, record = self._wait_for_other_runs(run)
+        except NodeBusy as exc:
+            return Done(Outcome.held, str(exc))
+        if record is not None and record.phase == Phase.failed:
+            return Done(Outcome.held, f"left failed by an earlier run: {record.reason}")
+        now = self._probe(current)
+        if now.scan_error or now.reboot_required is None:
+            return Done(Outcome.held, f"re-check under the slot failed: {now.scan_error or 'no answer'}")
+        run.rebooted_already = bool(
+            record is not None and record.boot_id_before and now.boot_id != record.boot_id_before
+        )
+        if (
+            record is not None
+            and record.phase == Phase.rebooting
+            and not run.rebooted_already
+            and now.ready
+            and not self._reboot_pods(run.node)
+        ):
+            # the earlier run stopped between recording the reboot and starting it: start over
+            record = record.model_copy(update={"phase": Phase.cordoned})
+            cordon_ops.update_record(self.kube, run.node, record)
+        if not now.reboot_required and not run.rebooted_already:
+            if record is not None:
+                cordon_ops.uncordon(self.kube, run.node, record)
+                return Done(Outcome.not_needed, "no reboot required; cleaned up after an earlier run")
+            cordon_ops.set_pending_taint(self.kube, run.node, False)
+            return Done(Outcome.not_needed, "no reboot required any more")
+        run.earlier_run = record.run_id if record is not None else ""
+        return Step.cordon
+
+    def _wait_for_other_runs(self, run: NodeRun):
+        deadline = time.monotonic() + self.params.lock.wait_seconds
+        while True:
+            current = self.kube.call(self.kube.core.read_node, run.node)
+            record = read_record(current)
+            if record is None or record.holder == run.holder or not self.slots.holder_alive(record.holder):
+                return current, record
+            if time.monotonic() > deadline:
+                raise NodeBusy(f"node {run.node} is being handled by {record.holder}")
+            time.sleep(1)
+
+    def _probe(self, current) -> NodeFacts:
+        facts = node_facts(current)
+        sentinel = self.params.sentinel
+        if sentinel.mode == SentinelMode.node_condition:
+            cond = next(
+                (c for c in current.status.conditions or [] if c.type == sentinel.condition_type), None
+            )
+            facts.reboot_required = bool(cond and cond.status == "True")
+            return facts
+        try:
+            result = run_on_host(self.kube, current.metadata.name, PROBE_SCRIPT, "scan", self.settings)
+        except MaintenanceError as exc:
+            if is_transient(exc):
+                raise
+            return facts.model_copy(update={"scan_error": str(exc)})
+        return probe_facts(facts, result.output)
+
+    def cordon(self, run: NodeRun) -> Step | Done:
+        try:
+            run.record = cordon_ops.cordon(
+                self.kube,
+                run.node,
+                self.run_id,
+                run.holder,
+                "kernel update needs a reboot",
+                self.slots.holder_alive,
+            )
+        except NodeBusy as exc:  # another run cordoned it between our re-check and our cordon
+            return Done(Outcome.held, str(exc))
+        self.recorder.event(
+            "node.cordoned", run.node, run=self.run_id, operator_cordoned=not run.record.cordoned_by_us
+        )
+        if run.rebooted_already or run.record.phase in (Phase.rebooting, Phase.verifying):
+            self.recorder.info("%s: resuming after the reboot requested by %s", run.node, run.earlier_run)
+            run.boot_started = time.monotonic()
+            return Step.verify
+        return Step.drain
+
+    def drain(self, run: NodeRun) -> Step | Done:
+        assert run.record is not None
+        params = self.params
+        if run.record.phase != Phase.draining:
+            cordon_ops.set_labels(self.kube, run.node, params.labels.pre_reboot)
+            self._notify(params.notify.drain_template, run.node)
+            run.record = run.record.model_copy(update={"phase": Phase.draining})
+            cordon_ops.update_record(self.kube, run.node, run.record)
+        started = time.monotonic()
+        result = drain_node(self.kube, run.node, params.drain)
+        run.report.evicted_pods = len(result.evicted)
+        run.report.drain_seconds = round(time.monotonic() - started, 2)
+        self._log_drain(run.node, result)
+        if not result.complete and (done := self._drain_incomplete(run, result)):
+            return done
+        self.recorder.event(
+            "node.drained",
+            run.node,
+            evicted=len(result.evicted),
+            complete=result.complete,
+            duration_seconds=run.report.drain_seconds,
+        )
+        if run.renewer is not None and run.renewer.lost:
+            raise LockTimeout(f"lost reboot slot {run.slot} before rebooting {run.node}")
+        if self.stop.is_set():
+            self._uncordon(run)
+            return Done(Outcome.held, "run stopped before the reboot; node put back in service")
+        return Step.reboot
+
+    def _log_drain(self, node: str, result: DrainResult) -> None:
+        for warning in result.warnings:
+            self.recorder.warning("%s: %s", node, warning)
+        if result.refusals:
+            self.recorder.info(
+                "%s: %d eviction(s) refused by PodDisruptionBudgets while replacements got ready",
+                node,
+                result.refusals,
+            )
+        if result.complete:
+            self.recorder.info("%s drained: %d pod(s) evicted", node, len(result.evicted))
+
+    def _drain_incomplete(self, run: NodeRun, result: DrainResult) -> Done | None:
+        """The drain timed out or hit an error: skip the node, or go on as ``drain.on_timeout`` says."""
+        options = self.params.drain
+        why = "; ".join(result.errors) or (
+            f"drain timed out after {options.timeout_seconds:.0f}s with {len(result.remaining)} pod(s) left"
+            + (f" (blocked by PodDisruptionBudget {', '.join(result.blocking)})" if result.blocking else "")
+        )
+        self.recorder.warning("%s not fully drained: %s", run.node, why)
+        if result.errors or options.on_timeout == OnDrainTimeout.uncordon_and_skip:
+            self._uncordon(run, post_labels=False)
+            return Done(Outcome.skipped, f"{why}; uncordoned and left unrebooted")
+        if options.on_timeout == OnDrainTimeout.delete_pods:
+            self.recorder.warning("%s: deleting the remaining pods (bypassing their budgets)", run.node)
+            left = delete_pods(self.kube, result.remaining, options.grace_period_seconds, 120)
+            if left:
+                self.recorder.warning("%s: pods still present after deletion: %s", run.node, ", ".join(left))
+        else:
+            self.recorder.warning("%s: rebooting anyway as configured", run.node)
+        return None
+
+    def reboot(self, run: NodeRun) -> Step | Done:
+        """Record the boot we expect to leave, then start the reboot. Idempotent: a node already on a new
+        boot is not rebooted again."""
+        assert run.record is not None
+        run.boot_started = time.monotonic()
+        current = self.kube.call(self.kube.core.read_node, run.node)
+        boot_id = current.status.node_info.boot_id
+        if run.record.phase == Phase.rebooting and (
+            boot_id != run.record.boot_id_before or self._reboot_pods(run.node)
+        ):  # a retry after the reboot was requested: never a second reboot
+            return Step.verify
+        if self.params.reboot.delay_seconds:
+            time.sleep(self.params.reboot.delay_seconds)
+        self._notify(self.params.notify.reboot_template, run.node)
+        run.record = run.record.model_copy(
+            update={"phase": Phase.rebooting, "reboot_requested_at": now_iso(), "boot_id_before": boot_id}
+        )
+        cordon_ops.update_record(self.kube, run.node, run.record)
+        run.rebooted_here = True
+        request_reboot(self.kube, run.node, self.params.reboot.command, self.settings)
+        self.recorder.event("node.rebooting", run.node, kernel_before=run.record.kernel_before)
+        return Step.verify
+
+    def verify(self, run: NodeRun) -> Step | Done:
+        record = run.record
+        assert record is not None
+        health = wait_until_back(
+            self.kube, run.node, record.boot_id_before or "", self.params.reboot.boot_timeout_seconds
+        )
+        report = run.report
+        report.boot_seconds = round(time.monotonic() - run.boot_started, 2)
+        report.kernel_after = health.kernel
+        report.boot_id_changed = bool(health.boot_id and health.boot_id != record.boot_id_before)
+        if not health.healthy:
+            cordon_ops.mark_failed(self.kube, run.node, record, health.reason)
+            run.keep_slot = True
+            self._notify(self.params.notify.failure_template, run.node, reason=health.reason)
+            return Done(
+                Outcome.failed,
+                f"{health.reason}; left cordoned with a record in annotation aksmaint.io/maintenance",
+            )
+        self.recorder.event(
+            "node.rebooted",
+            run.node,
+            kernel_before=record.kernel_before,
+            kernel_after=health.kernel,
+            boot_seconds=report.boot_seconds,
+        )
+        return Step.uncordon
+
+    def uncordon(self, run: NodeRun) -> Step | Done:
+        record = run.record
+        assert record is not None
+        self._uncordon(run)
+        report = run.report
+        self._notify(
+            self.params.notify.uncordon_template,
+            run.node,
+            kernel_before=record.kernel_before or run.before.kernel,
+            kernel_after=report.kernel_after,
+        )
+        if record.kernel_before:
+            report.kernel_before = record.kernel_before
+        if not run.rebooted_here:
+            return Done(Outcome.rebooted, f"verified after the reboot run {run.earlier_run} requested")
+        return Done(
+            Outcome.rebooted,
+            f"drained ({report.evicted_pods} pod(s) evicted, {report.drain_seconds:.0f}s), "
+            f"back after {report.boot_seconds:.0f}s",
+        )
+
+
+PHASES: dict[Step, PhaseSpec] = {
+    spec.step: spec
+    for spec in (
+        PhaseSpec(
+            Step.gates,
+            NodeLifecycle.gates,
+            does="maintenance window, blocking pods, Prometheus alerts, kured's lock",
+            resumes="a node an earlier run left failed goes to recover instead of a new slot",
+            on_cancel="the node is not started (held)",
+        ),
+        PhaseSpec(
+            Step.recover,
+            NodeLifecycle.recover,
+            does="a node left failed: uncordon it once healthy and free the slot it kept",
+            resumes="the failed/<node> slot holder and the failed record",
+            on_cancel="nothing to undo: it only puts a healthy node back",
+        ),
+        PhaseSpec(
+            Step.slot,
+            NodeLifecycle.slot,
+            does="take a reboot slot Lease (never more nodes disrupted than the slots), renewed in the background",
+            resumes="a slot of a dead holder is taken over once it has looked unchanged for its TTL",
+            on_cancel="stops waiting; the node is held",
+            retries=2,
+        ),
+        PhaseSpec(
+            Step.recheck,
+            NodeLifecycle.recheck,
+            does="under the slot, wait out another live run on the node and probe again whether it needs a reboot",
+            resumes="reads the record an earlier run left: its phase, boot id and kernel before",
+            on_cancel="the node was not touched: released and held",
+        ),
+        PhaseSpec(
+            Step.cordon,
+            NodeLifecycle.cordon,
+            does="cordon and write the record in one patch (never cordoned by us without a record)",
+            resumes="takes over the record, keeping whether an operator had cordoned the node",
+            on_cancel="the cancellation hook uncordons it (phase cordoned)",
+        ),
+        PhaseSpec(
+            Step.drain,
+            NodeLifecycle.drain,
+            does="pre-reboot labels, evict the pods (budgets respected), then drain.on_timeout if it cannot finish",
+            resumes="a record in phase draining drains again",
+            on_cancel="stops before the reboot and puts the node back in service",
+            retries=1,
+        ),
+        PhaseSpec(
+            Step.reboot,
+            NodeLifecycle.reboot,
+            does="record the boot id to leave, then start the reboot command in a host pod",
+            resumes="a node already on a new boot is not rebooted again",
+            on_cancel="the record stays (phase rebooting); the next run verifies the node",
+            retries=2,
+        ),
+        PhaseSpec(
+            Step.verify,
+            NodeLifecycle.verify,
+            does="wait until Ready on a new boot id with a fresh heartbeat; else leave it failed with its slot",
+            resumes="verifies against the boot id the record holds",
+            on_cancel="the record stays; the next run verifies the node",
+        ),
+        PhaseSpec(
+            Step.uncordon,
+            NodeLifecycle.uncordon,
+            does="uncordon (unless an operator had cordoned it), post-reboot labels, drop the record",
+            resumes="idempotent: a node already uncordoned stays so",
+            on_cancel="finishes: the node is healthy",
+        ),
+    )
+}
