@@ -1,7 +1,8 @@
 """`make bench`: rollout makespan against its lower bound and a model of kured, sentinel scans at 1000
-nodes, orchestration cost, a node-image upgrade against its surge bound, and workload churn.
+nodes, rollouts of 150 to 1000 nodes at concurrency 15 to 50 (on the local server and on PostgreSQL),
+orchestration cost, a node-image upgrade against its surge bound, and workload churn.
 
-Prints tables (no assertions) and writes the headline figures to ``bench/results.json``. About 18 minutes
+Prints tables (no assertions) and writes the headline figures to ``bench/results.json``. About 35 minutes
 on 2 cores. ``python -m bench --only rollout,scale`` runs a part and updates only its figures.
 """
 
@@ -14,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import kured_model, rollout, scale, upgrade
+from bench import concurrency, kured_model, rollout, scale, upgrade
 from bench.common import prefect_server, print_table
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -30,7 +31,16 @@ TARGETS = {  # the issue's targets: (comparison, value)
     "scan_hostpod_1000_s": ("<=", 60.0),
     "peak_rss_mb_1000": ("<=", 400.0),
     "evictions_per_pod": ("<=", 1.2),
+    "scale_c15_overhead_s": ("<=", 1.0),
+    "scale_c50_overhead_s": ("<=", 1.5),
+    "scale_efficiency_real_time": (">=", 0.97),
+    "scale_c50_peak_rss_mb": ("<=", 400.0),
+    "scale_prefect_requests_per_node": ("<=", 15.0),
 }
+# (nodes, concurrency, Prefect server, time scale). At time scale 0.1 a 60 s reboot takes 6 s; the
+# 1000-node cluster runs at 0.25, because at 0.1 its simulator (one Python process, every API write a
+# reconcile over 2,500 pods) uses a whole core and its own lag would be measured as the flow's overhead.
+SCALE_RUNS = ((150, 15, "local", 0.1), (300, 30, "postgres", 0.1), (1000, 50, "postgres", 0.25))
 
 
 def bench_rollouts(api_url: str, workdir: Path, results: dict) -> None:
@@ -161,7 +171,7 @@ def bench_rollouts(api_url: str, workdir: Path, results: dict) -> None:
         ["measure", "total", "per node"],
         [
             ["Prefect task runs", tasks, f"{tasks / nodes:.1f}"],
-            ["Prefect subflow runs (one per node)", subflows, f"{subflows / nodes:.1f}"],
+            ["Prefect subflow runs", subflows, f"{subflows / nodes:.1f}"],
             ["Kubernetes API requests", sum(requests.values()), f"{sum(requests.values()) / nodes:.1f}"],
             *(
                 [f"  {kind}", count, f"{per_node[kind]:.1f}"]
@@ -191,6 +201,91 @@ def bench_rollouts(api_url: str, workdir: Path, results: dict) -> None:
 
 
 def bench_scale(api_url: str, workdir: Path, results: dict) -> None:
+    bench_scans(api_url, workdir, results)
+    bench_scale_rollouts(workdir, results)
+
+
+def bench_scale_rollouts(workdir: Path, results: dict) -> None:
+    from scripts.prefect_postgres import PostgresPrefect
+
+    runs: list[concurrency.ScaleRun] = []
+    # PostgreSQL gets a temporary folder of its own: the postgres user cannot enter the benchmark's
+    with PostgresPrefect(server_log=workdir / "prefect-postgres.log") as postgres:
+        for nodes, c, server, time_scale in SCALE_RUNS:
+            url = None if server == "local" else postgres.api_url
+            runs.append(concurrency.run_scale(workdir, nodes, c, time_scale, url, server))
+    servers = {"local": "CLI's local server (SQLite)", "postgres": "Prefect on PostgreSQL"}
+    print_table(
+        f"Rollouts at scale: {concurrency.POOLS} pools, every node needing a reboot, "
+        f"{concurrency.BOOT_SECONDS:.0f} s boot",
+        [
+            "nodes @ concurrency",
+            "Prefect server",
+            "time scale",
+            "rebooted once",
+            "max disrupted",
+            "PDB violations",
+            "makespan (s)",
+            "lower bound (s)",
+            "overhead (real s/node-slot)",
+            "efficiency, real time",
+            "peak RSS (MB)",
+            "Prefect HTTP requests/node",
+            "events/node",
+        ],
+        [
+            [
+                f"{r.nodes} @ {r.concurrency}",
+                servers[r.server],
+                r.scale,
+                f"{r.rebooted_once}/{r.nodes}",
+                r.invariants["max_disrupted"],
+                r.invariants["pdb_violations"],
+                f"{r.makespan:.0f}",
+                f"{r.bound:.0f}",
+                f"{r.overhead_per_slot:.2f}",
+                f"{r.efficiency_at(1):.3f}",
+                f"{r.run.peak_rss_mb:.0f}",
+                "n/a" if r.prefect is None else f"{r.per_node('requests_total'):.1f}",
+                "n/a" if r.prefect is None else f"{r.per_node('events_total'):.1f}",
+            ]
+            for r in runs
+        ],
+        [
+            "Seconds are simulated (the simulator runs 1/time-scale times faster than written), first cordon "
+            "to last uncordon, from the simulator's timeline. lower bound: ceil(nodes / concurrency) x (drain + boot) = "
+            f"ceil(n/c) x ({concurrency.per_node_seconds() - concurrency.BOOT_SECONDS:g} + "
+            f"{concurrency.BOOT_SECONDS:g}) s.",
+            "overhead: (makespan - lower bound) per node a slot handles, in real seconds; efficiency, real "
+            "time: bound / (bound + that overhead at time scale 1), i.e. with 60 s boots taking 60 s.",
+            "max disrupted: most nodes cordoned or NotReady at once (the simulator's invariant); it should "
+            "equal the concurrency: reached, never passed.",
+            "Prefect HTTP requests: of the flow's process to the Prefect API (a counting proxy in front of the "
+            "PostgreSQL-backed server), for the whole run; events: messages on its events websocket, which "
+            "also carries the task runs' states. scale_prefect_requests_per_node is the two together. Not "
+            "counted for the local server, whose address only the flow's process knows.",
+            "peak RSS: ru_maxrss of the flow's own process, from wait4.",
+        ],
+    )
+    for r in runs:
+        if not r.safe:
+            print(f"  ! safety check failed at {r.nodes} @ {r.concurrency}: {r.invariants}")
+    by_c = {r.concurrency: r for r in runs}
+    counted = [r for r in runs if r.prefect is not None]
+    results.update(
+        scale_c15_overhead_s=round(by_c[15].overhead_per_slot, 2),
+        scale_c30_overhead_s=round(by_c[30].overhead_per_slot, 2),
+        scale_c50_overhead_s=round(by_c[50].overhead_per_slot, 2),
+        scale_c50_max_disrupted=by_c[50].invariants["max_disrupted"],
+        scale_c50_peak_rss_mb=round(by_c[50].run.peak_rss_mb, 1),
+        scale_efficiency_real_time=round(min(r.efficiency_at(1) for r in runs), 3),
+        scale_prefect_requests_per_node=round(
+            max(r.per_node("requests_total") + r.per_node("events_total") for r in counted), 1
+        ),
+    )
+
+
+def bench_scans(api_url: str, workdir: Path, results: dict) -> None:
     by_condition, by_host_pod, need = scale.run_scale(api_url, workdir)
     nodes = scale.POOLS * scale.NODES_PER_POOL
     print_table(
@@ -288,6 +383,13 @@ def main() -> None:
             "evictions_per_pod_naive",
             "evictions_per_pod_binpack",
             "evictions_per_pod_binpack_naive",
+            "scale_c15_overhead_s",
+            "scale_c30_overhead_s",
+            "scale_c50_overhead_s",
+            "scale_c50_max_disrupted",
+            "scale_c50_peak_rss_mb",
+            "scale_efficiency_real_time",
+            "scale_prefect_requests_per_node",
         )
         if key in results
     }

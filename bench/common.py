@@ -36,6 +36,44 @@ CLUSTER = {
     "available_versions": ["1.30.5", "1.31.2"],
 }
 
+KUBE_PROXY = {
+    "kind": "DaemonSet",
+    "namespace": "kube-system",
+    "name": "kube-proxy",
+    "labels": {"k8s-app": "kube-proxy"},
+}
+
+
+def pool(name: str, count: int, boot_seconds: float, max_pods: int = 30, system: bool = False) -> dict:
+    """A scenario pool on today's node image and kernel, over 3 zones."""
+    return {
+        "name": name,
+        "mode": "System" if system else "User",
+        "count": count,
+        "zones": ["1", "2", "3"],
+        "orchestrator_version": "1.30.5",
+        "node_image_version": "AKSUbuntu-2204gen2containerd-202501.12.0",
+        "kernel": KERNEL,
+        "max_pods": max_pods,
+        "boot_seconds": boot_seconds,
+    }
+
+
+def deployment(
+    name: str, replicas: int, pdb: dict, ready_seconds: float, grace_seconds: float, namespace: str = "shop"
+) -> dict:
+    """A scenario Deployment labelled ``app=<name>`` behind the budget ``pdb``."""
+    return {
+        "kind": "Deployment",
+        "namespace": namespace,
+        "name": name,
+        "replicas": replicas,
+        "labels": {"app": name},
+        "pdb": pdb,
+        "ready_seconds": ready_seconds,
+        "termination_grace_seconds": grace_seconds,
+    }
+
 
 @contextlib.contextmanager
 def prefect_server() -> Iterator[str]:
@@ -93,18 +131,21 @@ class FlowRun:
     timeline: list[dict] = field(default_factory=list)
 
 
-def run_flow_process(sim: Sim, params: dict, api_url: str, workdir: Path, name: str) -> FlowRun:
-    """Run ``python -m flows.node_maintenance`` to the end; its peak RSS comes from wait4's rusage."""
+def run_flow_process(sim: Sim, params: dict, api_url: str | None, workdir: Path, name: str) -> FlowRun:
+    """Run ``python -m flows.node_maintenance`` to the end; its peak RSS comes from wait4's rusage.
+    ``api_url`` None: no PREFECT_API_URL, so the command line starts its temporary local server."""
     workdir.mkdir(parents=True, exist_ok=True)
     params_file = workdir / f"{name}.yaml"
     params_file.write_text(yaml.safe_dump(params))
     env = {
         **os.environ,
-        "PREFECT_API_URL": api_url,
         "PREFECT_HOME": str(workdir / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
+    env.pop("PREFECT_API_URL", None)
+    if api_url is not None:
+        env["PREFECT_API_URL"] = api_url
     audit_from = len(sim.observer.audit())
     timeline_from = len(sim.observer.timeline())
     out_path = workdir / f"{name}.out"

@@ -12,7 +12,17 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from bench.common import CLUSTER, KERNEL, PENDING_KERNEL, FlowRun, Sim, flow_run_params, run_flow_process
+from bench.common import (
+    CLUSTER,
+    KUBE_PROXY,
+    PENDING_KERNEL,
+    FlowRun,
+    Sim,
+    deployment,
+    flow_run_params,
+    pool,
+    run_flow_process,
+)
 
 NODES = 30
 BOOT_SECONDS = 60.0  # a VM reboot on Azure takes one to a few minutes
@@ -53,43 +63,17 @@ def scenario(time_scale: float, nodes: int = NODES, scoring: str = "spread") -> 
         "seed": 7,
         "cluster": CLUSTER,
         "scheduler": {"scoring": scoring},
-        "pools": [
-            {
-                "name": "nodepool1",
-                "mode": "System",
-                "count": nodes,
-                "zones": ["1", "2", "3"],
-                "orchestrator_version": "1.30.5",
-                "node_image_version": "AKSUbuntu-2204gen2containerd-202501.12.0",
-                "kernel": KERNEL,
-                "max_pods": 30,
-                "boot_seconds": BOOT_SECONDS,
-            }
-        ],
+        "pools": [pool("nodepool1", nodes, BOOT_SECONDS, system=True)],
         "nodes": [
             {"pool": "nodepool1", "index": i, "reboot_required": True, "pending_kernel": PENDING_KERNEL}
             for i in range(nodes)
         ],
         "workloads": [
             *(
-                {
-                    "kind": "Deployment",
-                    "namespace": "shop",
-                    "name": name,
-                    "replicas": replicas,
-                    "labels": {"app": name},
-                    "pdb": pdb,
-                    "ready_seconds": READY_SECONDS,
-                    "termination_grace_seconds": GRACE_SECONDS,
-                }
+                deployment(name, replicas, pdb, READY_SECONDS, GRACE_SECONDS)
                 for name, replicas, pdb in workloads
             ),
-            {
-                "kind": "DaemonSet",
-                "namespace": "kube-system",
-                "name": "kube-proxy",
-                "labels": {"k8s-app": "kube-proxy"},
-            },
+            KUBE_PROXY,
         ],
     }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from bench.common import CLUSTER, KERNEL, PENDING_KERNEL, FlowRun, Sim, flow_run_params, run_flow_process
+from bench.common import CLUSTER, PENDING_KERNEL, FlowRun, Sim, flow_run_params, pool, run_flow_process
 
 POOLS = 4
 NODES_PER_POOL = 250
@@ -33,18 +33,7 @@ def scenario(
         "cluster": CLUSTER,
         "node_problem_detector": {},
         "pools": [
-            {
-                "name": f"pool{i}",
-                "mode": "System" if i == 0 else "User",
-                "count": nodes_per_pool,
-                "zones": ["1", "2", "3"],
-                "orchestrator_version": "1.30.5",
-                "node_image_version": "AKSUbuntu-2204gen2containerd-202501.12.0",
-                "kernel": KERNEL,
-                "max_pods": 110,
-                "boot_seconds": BOOT_SECONDS,
-            }
-            for i in range(pools)
+            pool(f"pool{i}", nodes_per_pool, BOOT_SECONDS, max_pods=110, system=i == 0) for i in range(pools)
         ],
         "nodes": [
             {
