@@ -20,9 +20,18 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from simulator.hosts import Host, run_host_command, split_host_command
+from simulator.indexes import (
+    PdbIndex,
+    PodIndex,
+    controller_of,
+    is_ready,
+    is_terminal,
+    is_terminating,
+)
 from simulator.k8s.errors import ApiError, bad_request, conflict, invalid
 from simulator.k8s.resources import by_kind
 from simulator.k8s.selectors import selector_from_dict
@@ -90,28 +99,6 @@ def name_suffix(rng: random.Random, length: int = 5) -> str:
     return "".join(rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(length))
 
 
-def is_terminal(pod: dict) -> bool:
-    return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
-
-
-def is_terminating(pod: dict) -> bool:
-    return bool(pod["metadata"].get("deletionTimestamp"))
-
-
-def is_ready(pod: dict) -> bool:
-    for cond in pod.get("status", {}).get("conditions", []):
-        if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
-    return False
-
-
-def controller_of(obj: dict) -> dict | None:
-    for ref in obj["metadata"].get("ownerReferences", []) or []:
-        if ref.get("controller"):
-            return ref
-    return None
-
-
 def tolerates(tolerations: list[dict], taint: dict) -> bool:
     for tol in tolerations or []:
         if tol.get("effect") and tol["effect"] != taint.get("effect"):
@@ -132,6 +119,13 @@ def scaled_int(value: int | str, total: int, round_up: bool) -> int:
     return math.ceil(raw) if round_up else math.floor(raw)
 
 
+@dataclass
+class FeasibleNodes:
+    spec: dict  # the pod spec whose tolerations and nodeSelector decide
+    nodes: dict[str, int] = field(default_factory=dict)  # node -> untolerated PreferNoSchedule taints
+    stale: set[str] = field(default_factory=set)  # nodes changed since ``nodes`` was last brought up to date
+
+
 class Cluster:
     def __init__(self, scenario: Scenario, loop: asyncio.AbstractEventLoop | None = None):
         self.scenario = scenario
@@ -144,14 +138,22 @@ class Cluster:
         self.started_at = time.monotonic()
         self.timeline: list[dict] = []
         self.logs: dict[str, str] = {}  # pod uid -> log text
-        self._pods_by_node: dict[str, set[tuple[str, str]]] = defaultdict(set)
-        self._pods_by_owner: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self.pods = PodIndex()
+        self.pdb_members = PdbIndex()
+        # uid of a Deployment, ReplicaSet or DaemonSet -> (resource type, namespace, name)
+        self._owners: dict[str, tuple] = {}
+        self._deployments_dirty: set[str] = set()  # uids whose ReplicaSets or status may need an update
+        self._replicasets_dirty: set[str] = set()  # uids whose pod count or status may need an update
+        self._daemonsets_full: set[str] = set()  # uids to check on every node (new, or spec changed)
+        self._daemonset_nodes_dirty: set[str] = set()  # nodes to check for every DaemonSet
+        self._daemonsets_status_dirty: set[str] = set()  # uids whose pods changed
+        self._daemonset_nodes: dict[str, set[str]] = defaultdict(set)  # uid -> nodes it wants a pod on
+        self._feasible: dict[str, FeasibleNodes] = {}  # the scheduler's node filter, per pod spec
         self._unschedulable: set[str] = set()
         self._not_ready: set[str] = set()
         self._started: set[str] = set()  # uids of pods the kubelet has started
         self._unbound: set[tuple[str, str]] = set()  # pods waiting for the scheduler
         self._to_start: set[tuple[str, str]] = set()  # bound pods the kubelet has not started
-        self._daemonsets_dirty = True
         self._nodes_dirty: set[str] = set()  # nodes whose cordon taint may need an update
         self._npd_dirty: set[str] = set()  # nodes whose reboot-required condition may need an update
         self._pdb_namespaces_dirty: set[str] = set()
@@ -479,41 +481,15 @@ class Cluster:
     def _on_change(self, rt, kind: str, old: dict | None, new: dict | None) -> None:
         obj = new or old
         if rt is PODS:
-            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-            for o, present in ((old, False), (new, True)):
-                if o is None:
-                    continue
-                node = o.get("spec", {}).get("nodeName")
-                owner = controller_of(o)
-                if present:
-                    if node:
-                        self._pods_by_node[node].add(key)
-                    if owner:
-                        self._pods_by_owner[owner["uid"]].add(key)
-                else:
-                    if node:
-                        self._pods_by_node[node].discard(key)
-                    if owner:
-                        self._pods_by_owner[owner["uid"]].discard(key)
-            if new is None:
-                self._started.discard(old["metadata"]["uid"])
-                self._unbound.discard(key)
-                self._to_start.discard(key)
-            elif not new["spec"].get("nodeName"):
-                self._unbound.add(key)
-            else:
-                self._unbound.discard(key)
-                if new["metadata"]["uid"] not in self._started:
-                    self._to_start.add(key)
-            self._pdb_namespaces_dirty.add(key[0])
-            owner = controller_of(obj)
-            if owner and owner.get("kind") == "DaemonSet":
-                self._daemonsets_dirty = True
-        elif rt in (DAEMONSETS, PDBS):
-            self._daemonsets_dirty = self._daemonsets_dirty or rt is DAEMONSETS
-            self._pdb_namespaces_dirty.add(obj["metadata"]["namespace"])
+            self._pod_changed(old, new)
+        elif rt in (DEPLOYMENTS, REPLICASETS, DAEMONSETS):
+            self._owner_changed(rt, old, new)
+        elif rt is PDBS:
+            namespace = obj["metadata"]["namespace"]
+            if old is None or new is None or old["spec"] != new["spec"]:
+                self.pdb_members.set_pdb(old, new, self.store.list(PODS, namespace))
+            self._pdb_namespaces_dirty.add(namespace)
         elif rt is NODES:
-            self._daemonsets_dirty = True
             name = obj["metadata"]["name"]
             was = bool(old and old.get("spec", {}).get("unschedulable"))
             now = bool(new and new.get("spec", {}).get("unschedulable"))
@@ -521,13 +497,16 @@ class Cluster:
                 self.record("cordoned" if now else "uncordoned", name)
             if new is not None:
                 self._nodes_dirty.add(name)
+            self._daemonset_nodes_dirty.add(name)
+            for entry in self._feasible.values():
+                entry.stale.add(name)
             if now:
                 self._unschedulable.add(name)
             else:
                 self._unschedulable.discard(name)
             ready = new is not None and self._node_ready(new)
             if ready and name in self._not_ready:
-                self._to_start |= self._pods_by_node.get(name, set())
+                self._to_start |= self.pods.by_node.get(name, set())
             if ready:
                 self._not_ready.discard(name)
             elif new is not None:
@@ -539,6 +518,61 @@ class Cluster:
             inv["max_not_ready"] = max(inv["max_not_ready"], len(self._not_ready))
             inv["max_disrupted"] = max(inv["max_disrupted"], len(self._unschedulable | self._not_ready))
         self._mark_dirty()
+
+    def _pod_changed(self, old: dict | None, new: dict | None) -> None:
+        self.pods.change(old, new)
+        self.pdb_members.pod_changed(old, new)
+        pod = new or old
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if new is None:
+            self._started.discard(old["metadata"]["uid"])
+            self._unbound.discard(key)
+            self._to_start.discard(key)
+        elif not new["spec"].get("nodeName"):
+            self._unbound.add(key)
+        else:
+            self._unbound.discard(key)
+            if new["metadata"]["uid"] not in self._started:
+                self._to_start.add(key)
+        self._pdb_namespaces_dirty.add(key[0])
+        for version in (old, new):
+            owner = controller_of(version) if version is not None else None
+            if owner is None:
+                continue
+            if owner.get("kind") == "ReplicaSet":
+                self._replicasets_dirty.add(owner["uid"])
+            elif owner.get("kind") == "DaemonSet":
+                self._daemonsets_status_dirty.add(owner["uid"])
+                if version["spec"].get("nodeName"):  # a daemon pod gone from its node comes back
+                    self._daemonset_nodes_dirty.add(version["spec"]["nodeName"])
+
+    def _owner_changed(self, rt, old: dict | None, new: dict | None) -> None:
+        """A workload controller's object changed: its controller looks at it again, and so does the
+        controller that owns it (a Deployment reads its ReplicaSets' status)."""
+        meta = (new or old)["metadata"]
+        uid = meta["uid"]
+        if new is None:
+            self._owners.pop(uid, None)
+        else:
+            self._owners[uid] = (rt, meta["namespace"], meta["name"])
+        spec_changed = old is None or new is None or old.get("spec") != new.get("spec")
+        if rt is DEPLOYMENTS and spec_changed:
+            self._deployments_dirty.add(uid)
+        elif rt is REPLICASETS:
+            if spec_changed:
+                self._replicasets_dirty.add(uid)
+            parent = controller_of(new or old)
+            if parent is not None:
+                self._deployments_dirty.add(parent["uid"])
+        elif rt is DAEMONSETS:
+            if spec_changed:
+                self._daemonsets_full.add(uid)
+            # the budget's expected pods follow the DaemonSet's desired count
+            self._pdb_namespaces_dirty.add(meta["namespace"])
+
+    def _owner(self, uid: str) -> dict | None:
+        where = self._owners.get(uid)
+        return None if where is None else self.store.get(*where)
 
     def _mark_dirty(self) -> None:
         if not self._dirty:
@@ -672,7 +706,8 @@ class Cluster:
         return out
 
     def _reconcile_deployments(self) -> None:
-        for dep in self.store.list(DEPLOYMENTS):
+        uids, self._deployments_dirty = self._deployments_dirty, set()
+        for dep in self._owned_objects(uids):
             meta = dep["metadata"]
             template = dep["spec"]["template"]
             digest = int(hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest(), 16)
@@ -752,32 +787,35 @@ class Cluster:
         if obj.get("status") != status:
             self.store.update_internal(rt, {**obj, "status": status})
 
+    def _owned_objects(self, uids: set[str]) -> list[dict]:
+        """The workload objects with these uids that still exist, in the store's order."""
+        found = [obj for obj in map(self._owner, uids) if obj is not None]
+        return sorted(found, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
+
     def _live_owned(self, owner: dict) -> list[dict]:
-        return [
-            p
-            for p in self._pods(self._pods_by_owner.get(owner["metadata"]["uid"], ()))
-            if not is_terminating(p) and not is_terminal(p)
-        ]
+        return self._pods(self.pods.live.get(owner["metadata"]["uid"], {}))
 
     def _reconcile_replicasets(self) -> None:
-        for rs in self.store.list(REPLICASETS):
-            pods = self._live_owned(rs)
+        uids, self._replicasets_dirty = self._replicasets_dirty, set()
+        for rs in self._owned_objects(uids):
+            uid = rs["metadata"]["uid"]
+            live = len(self.pods.live.get(uid, ()))
             want = rs["spec"].get("replicas", 1)
-            for _ in range(want - len(pods)):
+            for _ in range(want - live):
                 self._create_owned_pod(rs)
-            if len(pods) > want:
+            if live > want:
                 # remove the least useful pods first: unscheduled, then not ready
+                pods = self._live_owned(rs)
                 extra = sorted(pods, key=lambda p: (bool(p["spec"].get("nodeName")), is_ready(p)))
-                for pod in extra[: len(pods) - want]:
+                for pod in extra[: live - want]:
                     self._start_graceful_delete(pod, None)
-            pods = self._live_owned(rs)
-            ready = sum(1 for p in pods if is_ready(p))
+            live, ready = len(self.pods.live.get(uid, ())), len(self.pods.ready.get(uid, ()))
             self._set_status(
                 REPLICASETS,
                 rs,
                 {
-                    "replicas": len(pods),
-                    "fullyLabeledReplicas": len(pods),
+                    "replicas": live,
+                    "fullyLabeledReplicas": live,
                     "readyReplicas": ready,
                     "availableReplicas": ready,
                     "observedGeneration": rs["metadata"].get("generation", 1),
@@ -812,32 +850,46 @@ class Cluster:
         return all(labels.get(k) == v for k, v in selector.items())
 
     def _reconcile_daemonsets(self) -> None:
-        if not self._daemonsets_dirty:
+        """Each DaemonSet looks again at the nodes that changed (at every node when it is new or its
+        spec changed), creates the pods missing there, and refreshes its status when anything moved."""
+        full, self._daemonsets_full = self._daemonsets_full, set()
+        nodes_dirty, self._daemonset_nodes_dirty = self._daemonset_nodes_dirty, set()
+        status_dirty, self._daemonsets_status_dirty = self._daemonsets_status_dirty, set()
+        if not (full or nodes_dirty or status_dirty):
             return
-        self._daemonsets_dirty = False
-        nodes = self.store.list(NODES)
+        all_names = None
         for ds in self.store.list(DAEMONSETS):
-            pods_by_node = defaultdict(list)
-            for pod in self._live_owned(ds):
-                pods_by_node[pod["spec"].get("nodeName")].append(pod)
-            desired = ready = scheduled = 0
-            for node in nodes:
-                name = node["metadata"]["name"]
-                if not self._daemon_wants(ds, node):
+            uid = ds["metadata"]["uid"]
+            if uid in full:
+                all_names = all_names or [n["metadata"]["name"] for n in self.store.list(NODES)]
+                names = all_names
+            else:
+                names = sorted(nodes_dirty)
+            if not names and uid not in status_dirty:
+                continue
+            wanted = self._daemonset_nodes[uid]
+            if uid in full:
+                wanted.clear()
+            have = set(self.pods.live.get(uid, {}).values())
+            for name in names:
+                node = self.store.get(NODES, "", name)
+                if node is None or not self._daemon_wants(ds, node):
+                    wanted.discard(name)
                     continue
-                desired += 1
-                have = pods_by_node.get(name, [])
-                if not have:
-                    have = [self._create_owned_pod(ds, name)]
-                scheduled += 1
-                ready += sum(1 for p in have[:1] if is_ready(p))
+                wanted.add(name)
+                if name not in have:
+                    self._create_owned_pod(ds, name)
+                    have.add(name)
+            ready_on = set(self.pods.ready.get(uid, {}).values())
+            desired = len(wanted)
+            ready = len(wanted & ready_on)
             self._set_status(
                 DAEMONSETS,
                 ds,
                 {
                     "desiredNumberScheduled": desired,
-                    "currentNumberScheduled": scheduled,
-                    "updatedNumberScheduled": scheduled,
+                    "currentNumberScheduled": desired,
+                    "updatedNumberScheduled": desired,
                     "numberReady": ready,
                     "numberAvailable": ready,
                     "numberUnavailable": desired - ready,
@@ -851,23 +903,18 @@ class Cluster:
         pending = [p for p in self._pods(self._unbound) if not is_terminating(p)]
         if not pending:
             return
-        nodes = [n for n in self.store.list(NODES) if self._node_ready(n)]
         feasible: dict[str, list[tuple[str, int]]] = {}  # pods of one template share their node filter
-        load: dict[str, tuple[int, Counter]] = {}  # node -> (pods on it, pods per controller uid)
         for pod in pending:
             spec = pod["spec"]
             signature = json.dumps(
                 [spec.get("tolerations", []), spec.get("nodeSelector") or {}], sort_keys=True
             )
             if signature not in feasible:
-                feasible[signature] = self._feasible_nodes(spec, nodes)
-            node = self._pick_node(pod, feasible[signature], load)
+                feasible[signature] = self._feasible_nodes(signature, spec)
+            node = self._pick_node(pod, feasible[signature])
             if node is None:
                 self._mark_unschedulable(pod)
                 continue
-            count, owners = load[node]
-            load[node] = (count + 1, owners)
-            owners[(controller_of(pod) or {}).get("uid")] += 1
             stamp = now_rfc3339()
             status = dict(pod.get("status", {}))
             status["conditions"] = [c for c in status.get("conditions", []) if c["type"] != "PodScheduled"]
@@ -877,16 +924,6 @@ class Cluster:
             self.store.update_internal(
                 PODS, {**pod, "spec": {**pod["spec"], "nodeName": node}, "status": status}
             )
-
-    def _node_load(self, name: str) -> tuple[int, Counter]:
-        owners: Counter = Counter()
-        count = 0
-        for key in self._pods_by_node.get(name, ()):
-            pod = self.store.get(PODS, *key)
-            if pod is not None and not is_terminal(pod):
-                count += 1
-                owners[(controller_of(pod) or {}).get("uid")] += 1
-        return count, owners
 
     def _mark_unschedulable(self, pod: dict) -> None:
         conds = pod.get("status", {}).get("conditions", [])
@@ -907,36 +944,48 @@ class Cluster:
         }
         self.store.update_internal(PODS, {**pod, "status": status})
 
-    @staticmethod
-    def _feasible_nodes(spec: dict, nodes: list[dict]) -> list[tuple[str, int]]:
-        """The nodes a pod spec may run on (cordon, taints, nodeSelector), each with the number of
-        PreferNoSchedule taints the pod does not tolerate."""
-        tolerations = spec.get("tolerations", [])
-        selector = spec.get("nodeSelector") or {}
-        out = []
-        for node in nodes:
-            if node["spec"].get("unschedulable") and not tolerates(
-                tolerations, {"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule"}
-            ):
-                continue
-            taints = node["spec"].get("taints", []) or []
-            if any(
-                t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t)
-                for t in taints
-            ):
-                continue
-            labels = node["metadata"].get("labels", {})
-            if any(labels.get(k) != v for k, v in selector.items()):
-                continue
-            prefer_not = sum(
-                1 for t in taints if t.get("effect") == "PreferNoSchedule" and not tolerates(tolerations, t)
-            )
-            out.append((node["metadata"]["name"], prefer_not))
-        return out
+    def _feasible_nodes(self, signature: str, spec: dict) -> list[tuple[str, int]]:
+        """The Ready nodes a pod spec may run on (cordon, taints, nodeSelector), each with the number of
+        PreferNoSchedule taints the pod does not tolerate. Kept per pod spec and brought up to date
+        for the nodes that changed since the last pass."""
+        entry = self._feasible.get(signature)
+        if entry is None:
+            if len(self._feasible) > 256:  # one entry per distinct pod template: a bound, not a cache policy
+                self._feasible.clear()
+            entry = self._feasible[signature] = FeasibleNodes(spec=spec, stale=set(self.hosts))
+            entry.stale |= {n["metadata"]["name"] for n in self.store.list(NODES)}
+        for name in entry.stale:
+            node = self.store.get(NODES, "", name)
+            fit = None if node is None or not self._node_ready(node) else self._fits(entry.spec, node)
+            if fit is None:
+                entry.nodes.pop(name, None)
+            else:
+                entry.nodes[name] = fit
+        entry.stale.clear()
+        return list(entry.nodes.items())
 
-    def _pick_node(
-        self, pod: dict, candidates: list[tuple[str, int]], load: dict[str, tuple[int, Counter]]
-    ) -> str | None:
+    @staticmethod
+    def _fits(spec: dict, node: dict) -> int | None:
+        """None when the pod may not run on the node, else the PreferNoSchedule taints it does not
+        tolerate there."""
+        tolerations = spec.get("tolerations", [])
+        if node["spec"].get("unschedulable") and not tolerates(
+            tolerations, {"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule"}
+        ):
+            return None
+        taints = node["spec"].get("taints", []) or []
+        if any(
+            t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t) for t in taints
+        ):
+            return None
+        labels = node["metadata"].get("labels", {})
+        if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
+            return None
+        return sum(
+            1 for t in taints if t.get("effect") == "PreferNoSchedule" and not tolerates(tolerations, t)
+        )
+
+    def _pick_node(self, pod: dict, candidates: list[tuple[str, int]]) -> str | None:
         """The node for ``pod`` among feasible nodes with room (max_pods), by the scenario's scoring.
 
         ``spread`` (default) prefers, in this order: no untolerated PreferNoSchedule taint, fewest pods
@@ -947,14 +996,14 @@ class Cluster:
         The lexicographic order is a simplification of kube-scheduler, which adds up weighted plugin
         scores (TaintToleration, PodTopologySpread, NodeResourcesFit with LeastAllocated or
         MostAllocated, ...) so that one criterion can outweigh another; and pod count stands in for
-        allocated resources. ``load`` caches node loads for one pass."""
+        allocated resources. A pod bound earlier in the same pass counts at once (the index follows
+        every binding)."""
         owner_uid = (controller_of(pod) or {}).get("uid")
         bin_pack = self.scenario.scheduler.scoring == "bin-pack"
         best = None
         for name, prefer_not in candidates:
-            if name not in load:
-                load[name] = self._node_load(name)
-            count, owners = load[name]
+            owners = self.pods.load.get(name) or Counter()
+            count = owners.total()
             if count >= self.pool_of[name].max_pods:
                 continue
             if bin_pack:
@@ -1174,20 +1223,14 @@ class Cluster:
     # ---- PodDisruptionBudgets ------------------------------------------------------------
     def pdb_status(self, pdb: dict) -> dict:
         """The status the disruption controller computes for a PDB, from the current pods."""
-        namespace = pdb["metadata"]["namespace"]
-        selector = selector_from_dict(pdb["spec"].get("selector"))
-        pods = [
-            p
-            for p in self.store.list(PODS, namespace)
-            if selector.matches(p["metadata"].get("labels")) and not is_terminal(p)
-        ]
-        healthy = sum(1 for p in pods if is_ready(p) and not is_terminating(p))
+        members = self._pdb_members(pdb)
+        healthy = sum(1 for m in members.values() if m.healthy)
         spec = pdb["spec"]
         if isinstance(spec.get("minAvailable"), int):
-            expected = len(pods)
+            expected = len(members)
             desired = spec["minAvailable"]
         else:
-            expected = self._expected_scale(pods)
+            expected = self._expected_scale(pdb["metadata"]["namespace"], members.values())
             if spec.get("minAvailable") is not None:
                 desired = scaled_int(spec["minAvailable"], expected, round_up=True)
             else:
@@ -1210,20 +1253,31 @@ class Cluster:
             ],
         }
 
-    def _expected_scale(self, pods: list[dict]) -> int:
+    def _pdb_members(self, pdb: dict) -> dict:
+        """The unfinished pods the budget selects, from the index; a budget object that is not the
+        stored one (a caller's own copy with another selector) is matched against the pods directly."""
+        members = self.pdb_members.members.get(pdb["metadata"].get("uid", ""))
+        stored = self.store.get(PDBS, pdb["metadata"]["namespace"], pdb["metadata"]["name"])
+        if members is not None and stored is not None and stored["spec"] == pdb["spec"]:
+            return members
+        scratch = PdbIndex()
+        scratch.set_pdb(None, pdb, self.store.list(PODS, pdb["metadata"]["namespace"]))
+        return next(iter(scratch.members.values()))
+
+    def _expected_scale(self, namespace: str, members) -> int:
         owners: dict[str, int] = {}
         loose = 0
-        for pod in pods:
-            ref = controller_of(pod)
-            if ref is None:
+        for member in members:
+            if member.owner is None:
                 loose += 1
                 continue
-            if ref["uid"] in owners:
+            kind, name, uid = member.owner
+            if uid in owners:
                 continue
-            owner = self._find_owner(pod["metadata"]["namespace"], ref)
-            owners[ref["uid"]] = (owner or {}).get("spec", {}).get("replicas", 1)
+            owner = self._find_owner(namespace, {"kind": kind, "name": name})
+            owners[uid] = (owner or {}).get("spec", {}).get("replicas", 1)
             if owner and owner["kind"] == "DaemonSet":
-                owners[ref["uid"]] = owner.get("status", {}).get("desiredNumberScheduled", 0)
+                owners[uid] = owner.get("status", {}).get("desiredNumberScheduled", 0)
         return sum(owners.values()) + loose
 
     def _find_owner(self, namespace: str, ref: dict) -> dict | None:
@@ -1346,7 +1400,7 @@ class Cluster:
             name, "False", "KubeletNotReady", "node is shutting down for a reboot", NOT_READY_TAINTS
         )
         self.record("not_ready", name)
-        for pod in self._pods(self._pods_by_node.get(name, ())):
+        for pod in self._pods(self.pods.by_node.get(name, ())):
             self._count_violation_if_covered(pod, cause="node rebooted with the pod on it")
             self.store.remove(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
         self.after(host.boot_seconds, lambda: self._boot_finished(name))
@@ -1409,8 +1463,8 @@ class Cluster:
     def check_lease(lease: dict) -> None:
         """Real servers reject Lease MicroTime fields without exactly six fractional digits."""
         spec = lease.get("spec") or {}
-        for field in ("acquireTime", "renewTime"):
-            value = spec.get(field)
+        for name in ("acquireTime", "renewTime"):
+            value = spec.get(name)
             if value is not None and not MICROTIME.match(str(value)):
                 raise bad_request(
                     f'Lease in version "v1" cannot be handled as a Lease: parsing time '
@@ -1475,7 +1529,7 @@ class Cluster:
 
     def remove_node(self, name: str) -> None:
         """Delete a node's VM: its pods, heartbeat Lease, host and Node object go at once."""
-        for pod in self._pods(self._pods_by_node.get(name, ())):
+        for pod in self._pods(self.pods.by_node.get(name, ())):
             self._count_violation_if_covered(pod, cause="node removed with the pod on it")
             self.store.remove(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
         if self.store.get(LEASES, NODE_LEASE_NS, name) is not None:
