@@ -128,6 +128,7 @@ class NodeLifecycle:
         self.retry_delay = retry_delay
         self.settings = HostPodSettings(params.reboot.host_pod_namespace, params.reboot.host_pod_image)
         self.slots = RebootSlots(kube, params.lock, params.concurrency)
+        self.halt_reason = ""  # set when going on would no longer be safe; the rollout starts no new node
 
     # ---- the engine ------------------------------------------------------------------------------
     def run(self, entry: PlanEntry, before: NodeFacts) -> NodeReport:
@@ -184,13 +185,37 @@ class NodeLifecycle:
             if run.rebooted_here:
                 for pod in self._reboot_pods(run.node):
                     cleanup_reboot_pod(self.kube, pod.metadata.name, self.settings)
+        except Exception as exc:  # the node's outcome is decided; leftovers are logged, not fatal
+            self.recorder.warning("%s: could not clean up after the node (%s)", run.node, exc)
         finally:
+            self._free_slot(run)
+
+    def _free_slot(self, run: NodeRun) -> None:
+        """A slot that cannot be written now is not lost: nobody renews it, so it expires after its
+        lease duration and counts against the concurrency until then, which is the safe side."""
+        assert run.slot is not None
+        try:
             if run.keep_slot:
                 self.slots.keep_for_failed_node(run.slot, run.holder, run.node)
             else:
                 if self.params.lock.release_delay_seconds:
                     time.sleep(self.params.lock.release_delay_seconds)
                 self.slots.release(run.slot, run.holder)
+        except Exception as exc:
+            if run.keep_slot:  # once it expires the down node no longer counts: start no other node
+                self.halt_reason = (
+                    f"the slot of {run.node}, which did not come back, could not be kept ({exc}); "
+                    "no further node is started"
+                )
+                self.recorder.warning("%s", self.halt_reason)
+                return
+            self.recorder.warning(
+                "%s: slot %s could not be released (%s); it expires in %.0fs",
+                run.node,
+                run.slot,
+                exc,
+                self.params.lock.ttl_seconds,
+            )
 
     def _reboot_pods(self, node: str) -> list:
         return self.kube.call(

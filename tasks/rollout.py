@@ -80,7 +80,7 @@ class Rollout:
         with self._lock:
             if self.result.halted:
                 return self.result.halted
-        reason = "run cancelled" if self.stop.is_set() else self.should_halt()
+        reason = "run cancelled" if self.stop.is_set() else self.lifecycle.halt_reason or self.should_halt()
         if reason:
             with self._lock:
                 self.result.halted = self.result.halted or reason
@@ -95,7 +95,12 @@ class Rollout:
             if halted := self._halt_reason():
                 self._record(entry, self._held(entry, f"not started: {halted}"))
                 continue
-            self._record(entry, self.run_node(entry, self.facts[entry.node]))
+            try:
+                report = self.run_node(entry, self.facts[entry.node])
+            except Exception as exc:  # a worker never dies with a node unreported
+                report = self._held(entry, f"unexpected error: {type(exc).__name__}: {exc}"[:500])
+                report.outcome = Outcome.failed
+            self._record(entry, report)
 
     def _held(self, entry: PlanEntry, reason: str) -> NodeReport:
         before = self.facts[entry.node]
