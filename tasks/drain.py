@@ -3,8 +3,9 @@
 Pods are judged by filters in kubectl's order (deleted, DaemonSet, mirror, local storage,
 unreplicated); if any filter reports an error, nothing is evicted. Evictions go through the eviction
 subresource so PodDisruptionBudgets are respected: a 429 refusal is retried every few seconds until the
-timeout, a 404 means the pod is already gone, anything else fails that pod. After each eviction we wait
-until the pod is gone or has been replaced (its uid changed).
+timeout, a 404 means the pod is already gone, a 403 because the pod's namespace is being deleted means
+the pod is going away (kubectl's rule), anything else fails that pod. After each eviction we wait until
+the pod is gone or has been replaced (its uid changed).
 """
 
 from __future__ import annotations
@@ -136,10 +137,29 @@ def pods_on_node(kube: Kube, node: str, selector: str = "") -> list:
     ).items
 
 
+def selector_text(selector) -> str:
+    """A PodDisruptionBudget's label selector (matchLabels and matchExpressions) as the text the API
+    server's ``labelSelector`` takes; "" selects everything."""
+    terms = [f"{k}={v}" for k, v in sorted((selector.match_labels or {}).items())]
+    for req in selector.match_expressions or []:
+        values = ",".join(sorted(req.values or []))
+        terms.append(
+            {
+                "In": f"{req.key} in ({values})",
+                "NotIn": f"{req.key} notin ({values})",
+                "Exists": req.key,
+                "DoesNotExist": f"!{req.key}",
+            }[req.operator]
+        )
+    return ",".join(terms)
+
+
 def blocking_budgets(kube: Kube, pods: list) -> list[str]:
-    """PDBs covering the pods that currently allow no disruption, named for the operator."""
+    """PDBs covering the pods that currently allow no disruption, named for the operator. The API server
+    matches each budget's selector, expressions included."""
     found = set()
     for namespace in sorted({p.metadata.namespace for p in pods}):
+        ours = {p.metadata.name for p in pods if p.metadata.namespace == namespace}
         budgets = kube.call(kube.policy.list_namespaced_pod_disruption_budget, namespace).items
         for pdb in budgets:
             selector = pdb.spec.selector
@@ -147,15 +167,10 @@ def blocking_budgets(kube: Kube, pods: list) -> list[str]:
                 continue
             if (pdb.status.disruptions_allowed or 0) > 0:
                 continue
-            labels_match = [
-                p
-                for p in pods
-                if p.metadata.namespace == namespace
-                and all(
-                    (p.metadata.labels or {}).get(k) == v for k, v in (selector.match_labels or {}).items()
-                )
-            ]
-            if labels_match:
+            covered = kube.call(
+                kube.core.list_namespaced_pod, namespace, label_selector=selector_text(selector)
+            ).items
+            if ours & {p.metadata.name for p in covered}:
                 found.add(
                     f"{namespace}/{pdb.metadata.name} (allows {pdb.status.disruptions_allowed or 0} "
                     f"disruptions, {pdb.status.current_healthy}/{pdb.status.desired_healthy} healthy)"
@@ -178,14 +193,23 @@ class DrainResult:
         return not self.remaining and not self.errors and not self.timed_out
 
 
-class _PodGone(Exception):
-    pass
+@dataclass
+class Eviction:
+    """One pod's eviction: None when the pod is gone, else what stopped it; and how often a budget
+    refused it (each worker counts its own: nothing is shared between the threads)."""
+
+    error: str | None = None
+    refusals: int = 0
 
 
-def _evict_and_wait(
-    kube: Kube, pod, options: DrainOptions, deadline: float, result: DrainResult
-) -> str | None:
-    """Evict one pod and wait for it to go. Returns an error text, or None when the pod is gone."""
+def _evict_and_wait(kube: Kube, pod, options: DrainOptions, deadline: float) -> Eviction:
+    """Evict one pod and wait for it to go."""
+    outcome = Eviction()
+    outcome.error = _evict(kube, pod, options, deadline, outcome)
+    return outcome
+
+
+def _evict(kube: Kube, pod, options: DrainOptions, deadline: float, outcome: Eviction) -> str | None:
     name, namespace, uid = pod.metadata.name, pod.metadata.namespace, pod.metadata.uid
     body = client.V1Eviction(
         api_version="policy/v1", kind="Eviction", metadata=client.V1ObjectMeta(name=name, namespace=namespace)
@@ -202,8 +226,12 @@ def _evict_and_wait(
             if exc.status == 429:
                 wait = retry_after_seconds(exc)
                 if wait is None and _is_budget_refusal(exc):
-                    result.refusals += 1
+                    outcome.refusals += 1
                     wait = options.eviction_retry_seconds
+            elif exc.status == 403 and _has_cause(exc, "NamespaceTerminating"):
+                if _marked_for_deletion(kube, pod):
+                    break  # the namespace's deletion takes the pod: wait for it to go
+                wait = options.eviction_retry_seconds  # it will be marked soon
             elif is_transient(exc):
                 wait = 1.0
             else:
@@ -231,12 +259,30 @@ def _evict_and_wait(
     return f"{namespace}/{name} was evicted but had not terminated at the drain timeout"
 
 
-def _is_budget_refusal(exc: ApiException) -> bool:
+def _causes(exc: ApiException) -> list[dict] | None:
     try:
-        causes = json.loads(exc.body).get("details", {}).get("causes", [])
+        return json.loads(exc.body).get("details", {}).get("causes", []) or []
     except (ValueError, TypeError, AttributeError):
-        return True
+        return None
+
+
+def _is_budget_refusal(exc: ApiException) -> bool:
+    causes = _causes(exc)
     return not causes or any(c.get("reason") == "DisruptionBudget" for c in causes)
+
+
+def _has_cause(exc: ApiException, reason: str) -> bool:
+    return any(c.get("reason") == reason for c in _causes(exc) or [])
+
+
+def _marked_for_deletion(kube: Kube, pod) -> bool:
+    try:
+        current = kube.call(kube.core.read_namespaced_pod, pod.metadata.name, pod.metadata.namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return True
+        raise
+    return current.metadata.uid != pod.metadata.uid or current.metadata.deletion_timestamp is not None
 
 
 def drain_node(kube: Kube, node: str, options: DrainOptions) -> DrainResult:
@@ -252,10 +298,10 @@ def drain_node(kube: Kube, node: str, options: DrainOptions) -> DrainResult:
     if not selection.evict:
         return result
     with ThreadPoolExecutor(max_workers=min(16, len(selection.evict))) as pool:
-        outcomes = list(
-            pool.map(lambda p: (p, _evict_and_wait(kube, p, options, deadline, result)), selection.evict)
-        )
-    for pod, error in outcomes:
+        outcomes = list(pool.map(lambda p: (p, _evict_and_wait(kube, p, options, deadline)), selection.evict))
+    for pod, eviction in outcomes:
+        result.refusals += eviction.refusals
+        error = eviction.error
         if error is None:
             result.evicted.append(_ref(pod))
         else:

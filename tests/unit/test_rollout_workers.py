@@ -121,3 +121,26 @@ def test_a_node_function_that_raises_is_reported_failed_and_the_others_go_on(mon
     rebooted = sorted(n for n, r in result.reports.items() if r.outcome == Outcome.rebooted)
     assert rebooted == ["node-0", "node-1", "node-3", "node-4"]
     assert threading.active_count() == threads_before
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ({"scan_error": "probe exited 1: nsenter: permission denied"}, "nsenter: permission denied"),
+        ({"reboot_required": None}, "no answer"),
+    ],
+)
+def test_a_failed_recheck_holds_the_node_and_never_reads_as_not_needed(monkeypatch, answer, reason):
+    """The re-check under the slot could not tell: the node is held with the error, not counted as no
+    longer needing a reboot (and nothing on the node is touched: the fake cluster has no API)."""
+    lc, _ = engine(monkeypatch, failing=set())
+    todo, facts = plan(1)
+    monkeypatch.setattr(lc, "_wait_for_other_runs", lambda run: (object(), None))
+    monkeypatch.setattr(lc, "_probe", lambda current: NodeFacts(name="node-0", pool="pool", **answer))
+    run = lifecycle_module.NodeRun(
+        todo[0], facts["node-0"], "run-1", lifecycle_module.NodeReport(node="node-0", outcome=Outcome.failed)
+    )
+    done = lc.recheck(run)
+    assert isinstance(done, Done)
+    assert done.outcome == Outcome.held
+    assert done.reason.startswith("re-check under the slot failed") and reason in done.reason
