@@ -67,6 +67,18 @@ def retry_after_seconds(exc: ApiException) -> float | None:
         return None
 
 
+def status_causes(exc: ApiException) -> list[dict] | None:
+    """The causes of an API Status answer; None when the body is not a Status."""
+    try:
+        return json.loads(exc.body).get("details", {}).get("causes", []) or []
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def has_cause(exc: ApiException, reason: str) -> bool:
+    return any(c.get("reason") == reason for c in status_causes(exc) or [])
+
+
 def describe_api_error(exc: ApiException) -> str:
     return f"HTTP {exc.status} {exc.reason}: {_status_message(exc)}"
 
@@ -113,7 +125,8 @@ class Kube:
             try:
                 return fn(*args, **kwargs)
             except ApiException as exc:
-                if exc.status in (401, 403):
+                # a namespace being deleted refuses new objects with 403: that is no access problem
+                if exc.status in (401, 403) and not has_cause(exc, "NamespaceTerminating"):
                     raise ClusterAccessError(
                         f"the cluster {self.cluster_name} refused the request ({describe_api_error(exc)}); "
                         "check the credentials and RBAC of the identity the flow runs as"

@@ -10,7 +10,6 @@ the pod is gone or has been replaced (its uid changed).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from aksmaint.hostexec import MANAGED_BY
-from aksmaint.kube import Kube, describe_api_error, is_transient, retry_after_seconds
+from aksmaint.kube import (
+    Kube,
+    describe_api_error,
+    has_cause,
+    is_transient,
+    retry_after_seconds,
+    status_causes,
+)
 from aksmaint.params import DrainOptions
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
@@ -228,7 +234,7 @@ def _evict(kube: Kube, pod, options: DrainOptions, deadline: float, outcome: Evi
                 if wait is None and _is_budget_refusal(exc):
                     outcome.refusals += 1
                     wait = options.eviction_retry_seconds
-            elif exc.status == 403 and _has_cause(exc, "NamespaceTerminating"):
+            elif exc.status == 403 and has_cause(exc, "NamespaceTerminating"):
                 if _marked_for_deletion(kube, pod):
                     break  # the namespace's deletion takes the pod: wait for it to go
                 wait = options.eviction_retry_seconds  # it will be marked soon
@@ -259,20 +265,9 @@ def _evict(kube: Kube, pod, options: DrainOptions, deadline: float, outcome: Evi
     return f"{namespace}/{name} was evicted but had not terminated at the drain timeout"
 
 
-def _causes(exc: ApiException) -> list[dict] | None:
-    try:
-        return json.loads(exc.body).get("details", {}).get("causes", []) or []
-    except (ValueError, TypeError, AttributeError):
-        return None
-
-
 def _is_budget_refusal(exc: ApiException) -> bool:
-    causes = _causes(exc)
+    causes = status_causes(exc)
     return not causes or any(c.get("reason") == "DisruptionBudget" for c in causes)
-
-
-def _has_cause(exc: ApiException, reason: str) -> bool:
-    return any(c.get("reason") == reason for c in _causes(exc) or [])
 
 
 def _marked_for_deletion(kube: Kube, pod) -> bool:

@@ -14,6 +14,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 import tasks.drain as drain
+from aksmaint.errors import ClusterAccessError
+from aksmaint.kube import Kube
 from aksmaint.params import DrainOptions
 
 
@@ -45,9 +47,15 @@ def api_error(status: int, reason: str, causes: list[dict]) -> ApiException:
 
 
 class ScriptedKube:
-    """The calls drain makes, answered from per-pod scripts."""
+    """The calls drain makes, answered from per-pod scripts, through the real ``Kube.call`` (which decides
+    what an error means: access refused, transient, or the caller's to judge)."""
+
+    cluster_name = "aks-demo"
+    attempts = 2
+    calls = 0
 
     def __init__(self, pods: list, evictions: dict[str, list], reads: dict[str, list] | None = None):
+        self._lock = threading.Lock()
         self.pods = pods
         self.evictions = evictions  # pod name -> exceptions to raise, in order, before accepting
         self.reads = reads or {}  # pod name -> pods to return, in order, before 404
@@ -58,23 +66,23 @@ class ScriptedKube:
             read_namespaced_pod=self.read,
         )
         self.policy = SimpleNamespace(
-            list_namespaced_pod_disruption_budget=lambda ns: SimpleNamespace(items=[])
+            list_namespaced_pod_disruption_budget=lambda ns, **_: SimpleNamespace(items=[])
         )
 
     def call(self, fn, *args, retry: bool = True, **kwargs):
-        return fn(*args, **kwargs)
+        return Kube.call(self, fn, *args, retry=retry, **kwargs)
 
-    def list_pods(self, field_selector: str = "", label_selector: str | None = None):
+    def list_pods(self, field_selector: str = "", label_selector: str | None = None, **_):
         return SimpleNamespace(items=list(self.pods))
 
-    def evict(self, name: str, namespace: str, body) -> None:
+    def evict(self, name: str, namespace: str, body, **_) -> None:
         with self.lock:
             script = self.evictions.get(name, [])
             error = script.pop(0) if script else None
         if error is not None:
             raise error
 
-    def read(self, name: str, namespace: str):
+    def read(self, name: str, namespace: str, **_):
         with self.lock:
             script = self.reads.get(name, [])
             current = script.pop(0) if script else None
@@ -141,12 +149,11 @@ def test_eviction_refused_because_the_namespace_is_terminating_is_the_pod_going_
     assert result.complete
 
 
-def test_a_forbidden_eviction_for_another_reason_still_fails_the_pod():
+def test_a_forbidden_eviction_for_another_reason_is_an_access_problem():
     rbac = api_error(403, "Forbidden", [])
     kube = ScriptedKube([pod("web-0")], {"web-0": [rbac]})
-    result = drain.drain_node(kube, "node-0", DrainOptions(eviction_retry_seconds=0.01, timeout_seconds=30))
-    assert result.remaining == ["shop/web-0"]
-    assert len(result.errors) == 1 and "shop/web-0" in result.errors[0]
+    with pytest.raises(ClusterAccessError, match="check the credentials and RBAC"):
+        drain.drain_node(kube, "node-0", DrainOptions(eviction_retry_seconds=0.01, timeout_seconds=30))
 
 
 @pytest.mark.parametrize(
