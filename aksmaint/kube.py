@@ -156,6 +156,17 @@ class Kube:
         raise AssertionError("unreachable")
 
 
+def node_gone(kube: Kube, name: str) -> bool:
+    """True only when the API server says the node does not exist (any other answer: we cannot tell)."""
+    try:
+        kube.call(kube.core.read_node, name)
+    except ApiException as exc:
+        return exc.status == 404
+    except Exception:
+        return False
+    return False
+
+
 def connect(cluster: ClusterConnection) -> Kube:
     """Build a client for the cluster and check that it answers (before any mutating request)."""
     configuration = client.Configuration()

@@ -14,6 +14,7 @@ class Outcome(StrEnum):
     held = "held"  # a gate held it back: window closed, blocker, slot not free, rollout halted
     skipped = "skipped"  # could not be drained in time; uncordoned and left running
     failed = "failed"  # did not come back or a step failed; left cordoned with a record
+    gone = "gone"  # deleted from the cluster during the run (scale-in, auto-repair, spot eviction)
     planned = "planned"  # dry run: would be rebooted
 
 

@@ -1022,6 +1022,11 @@ class Cluster:
                 self._to_start.discard(key)
                 continue
             host = self.hosts.get(pod["spec"]["nodeName"])
+            if host is None and self.store.get(NODES, "", pod["spec"]["nodeName"]) is None:
+                # the pod garbage collector's part: a pod bound to a node that does not exist goes
+                self._to_start.discard(key)
+                self.store.remove(PODS, *key)
+                continue
             if host is None or host.state != "up":
                 continue  # started when the node is Ready again
             self._to_start.discard(key)
@@ -1527,10 +1532,15 @@ class Cluster:
         self.reconcile()
         return name
 
-    def remove_node(self, name: str) -> None:
-        """Delete a node's VM: its pods, heartbeat Lease, host and Node object go at once."""
+    def remove_node(
+        self, name: str, cause: str = "node removed with the pod on it", count_violations: bool = True
+    ) -> None:
+        """Delete a node's VM: its pods, heartbeat Lease, host and Node object go at once. A budget
+        breach counts against the caller only when it is the one removing the node (an AKS operation
+        the flows asked for), not when someone else deletes it."""
         for pod in self._pods(self.pods.by_node.get(name, ())):
-            self._count_violation_if_covered(pod, cause="node removed with the pod on it")
+            if count_violations:
+                self._count_violation_if_covered(pod, cause=cause)
             self.store.remove(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
         if self.store.get(LEASES, NODE_LEASE_NS, name) is not None:
             self.store.remove(LEASES, NODE_LEASE_NS, name)
@@ -1540,7 +1550,7 @@ class Cluster:
         self.pool_of.pop(name, None)
         self._heartbeat_from.pop(name, None)
         self._heartbeat_frozen.pop(name, None)
-        self.record("node_removed", name)
+        self.record("node_removed", name, cause=cause)
         self.reconcile()
 
 

@@ -131,4 +131,8 @@ def set_pending_taint(kube: Kube, name: str, present: bool) -> None:
             taints.append({"key": PENDING_TAINT_KEY, "value": "true", "effect": "PreferNoSchedule"})
         return {"spec": {"taints": taints or None}}
 
-    _patch_node(kube, name, build)
+    try:
+        _patch_node(kube, name, build)
+    except ApiException as exc:
+        if exc.status != 404:  # a node deleted meanwhile needs no taint
+            raise

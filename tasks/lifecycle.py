@@ -23,7 +23,7 @@ from typing import Protocol
 
 from aksmaint.errors import LockTimeout, MaintenanceError, NodeBusy
 from aksmaint.hostexec import HostPodSettings, run_on_host
-from aksmaint.kube import Kube, is_transient
+from aksmaint.kube import Kube, is_transient, node_gone
 from aksmaint.nodestate import NodeRecord, Phase, now_iso, read_record
 from aksmaint.params import MaintenanceParams, OnDrainTimeout, SentinelMode
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanEntry
@@ -84,6 +84,7 @@ class NodeRun:
     rebooted_already: bool = False  # an earlier run's reboot already happened
     rebooted_here: bool = False  # this run started the reboot
     keep_slot: bool = False  # did not come back: the slot stays with the node
+    phase: str = "gates"  # the phase in progress
     boot_started: float = 0.0
 
     @property
@@ -143,16 +144,28 @@ class NodeLifecycle:
         )
         step: Step | Done = Step.gates
         try:
-            while isinstance(step, Step):
-                step = self._attempt(PHASES[step], run)
-        except MaintenanceError as exc:
-            step = Done(Outcome.failed, str(exc))
-        except Exception as exc:  # the node's record (if any) stays on it for the next run
-            step = Done(Outcome.failed, f"unexpected error: {type(exc).__name__}: {exc}"[:500])
+            try:
+                while isinstance(step, Step):
+                    run.phase = step
+                    step = self._attempt(PHASES[step], run)
+            except MaintenanceError as exc:
+                step = Done(Outcome.failed, str(exc))
+            except Exception as exc:  # the node's record (if any) stays on it for the next run
+                step = Done(Outcome.failed, f"unexpected error: {type(exc).__name__}: {exc}"[:500])
+            step = self._unless_gone(run, step)
         finally:
             if run.slot:
                 self._release(run)
         return self._finish(run, step)
+
+    def _unless_gone(self, run: NodeRun, done: Done) -> Done:
+        """A node that did not end well may simply have been deleted (scale-in, auto-repair, a spot
+        eviction): then it is gone, not failed, and its slot is freed, not kept."""
+        if done.outcome in (Outcome.rebooted, Outcome.not_needed) or not node_gone(self.kube, run.node):
+            return done
+        run.keep_slot = False
+        self.recorder.info("%s was deleted from the cluster during %s", run.node, run.phase)
+        return Done(Outcome.gone, f"deleted from the cluster during {run.phase} ({done.reason})"[:500])
 
     def _attempt(self, phase: PhaseSpec, run: NodeRun) -> Step | Done:
         for attempt in range(phase.retries + 1):
@@ -172,7 +185,7 @@ class NodeLifecycle:
         report = run.report
         report.outcome, report.reason = done.outcome, done.reason
         report.duration_seconds = round(time.monotonic() - run.started, 2)
-        if done.outcome in (Outcome.skipped, Outcome.failed):
+        if done.outcome in (Outcome.skipped, Outcome.failed, Outcome.gone):
             self.recorder.event(f"node.{done.outcome.value}", run.node, reason=done.reason)
         return report
 

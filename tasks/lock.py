@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from kubernetes.client.exceptions import ApiException
 
 from aksmaint.errors import LockTimeout
-from aksmaint.kube import Kube
+from aksmaint.kube import Kube, node_gone
 from aksmaint.params import LockOptions
 
 
@@ -106,7 +106,11 @@ class RebootSlots:
             spec = lease.spec
             current = spec.holder_identity or ""
             if current.startswith(failed_holder("")):
-                self.kept_by_failed.append(current.removeprefix(failed_holder("")))
+                node = current.removeprefix(failed_holder(""))
+                if node_gone(self.kube, node):  # it no longer counts against the concurrency
+                    self.release(name, current)
+                else:
+                    self.kept_by_failed.append(node)
                 continue
             if current and current != holder and not self.observer.expired(name, lease):
                 continue

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
-from simulator.cluster import PODS, check_preconditions
+from simulator.cluster import NODES, PODS, check_preconditions
 from simulator.k8s import resources
 from simulator.k8s.errors import ApiError, bad_request, invalid, not_found
 from simulator.k8s.patch import PatchError, json_merge_patch, json_patch, strategic_merge_patch
@@ -454,6 +454,10 @@ class KubeAPI:
         grace, preconditions = await self._delete_options(request)
         if rt is PODS:
             obj = cluster.delete_pod(self._ns(target), target.name, grace, preconditions)
+        elif rt is NODES:  # the VM goes with it (scale-in, auto-repair, a spot eviction): its pods too
+            check_preconditions(cluster.store.must_get(rt, "", target.name), preconditions, rt.plural)
+            obj = cluster.store.get(rt, "", target.name)
+            cluster.remove_node(target.name, cause="node deleted through the API", count_violations=False)
         else:
             current = cluster.store.must_get(rt, self._ns(target), target.name)
             check_preconditions(current, preconditions, rt.plural)

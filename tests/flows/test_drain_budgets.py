@@ -31,9 +31,14 @@ def test_budgets_selected_by_expressions_are_named_only_for_the_pods_they_cover(
         ):
             kube.call(kube.policy.create_namespaced_pod_disruption_budget, "shop", body)
         deadline = time.monotonic() + 30
-        while True:  # the disruption controller has computed every budget's status
+        while True:  # every pod is Ready and the disruption controller has counted it
             budgets = kube.call(kube.policy.list_namespaced_pod_disruption_budget, "shop").items
-            if all(b.status and b.status.observed_generation for b in budgets):
+            if all(
+                b.status
+                and b.status.observed_generation
+                and b.status.current_healthy == b.status.expected_pods
+                for b in budgets
+            ):
                 break
             assert time.monotonic() < deadline, "budget status not computed"
             time.sleep(0.1)

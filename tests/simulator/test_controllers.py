@@ -594,3 +594,25 @@ def test_pdb_for_a_daemonset_expects_one_pod_per_node(kube):
 
     k.wait(lambda: status().current_healthy == 5)
     assert (status().expected_pods, status().desired_healthy, status().disruptions_allowed) == (5, 4, 1)
+
+
+def test_deleting_a_node_takes_its_pods_and_controllers_recreate_them_elsewhere(kube):
+    """As a scale-in, an auto-repair or a spot eviction on AKS: the VM goes, its pods with it; the
+    ReplicaSet brings its count back on the remaining nodes, and the DaemonSet no longer wants the node."""
+    k = kube(small_scenario(count=3, workloads=[]))
+    nodes = k.nodes()
+    k.deployment("web", 6)
+    pods = k.wait_bound("app=web", 6)
+    victim = pods[0].spec.node_name
+    on_victim = {p.metadata.name for p in pods if p.spec.node_name == victim}
+    assert on_victim
+    k.core.delete_node(victim)
+
+    assert victim not in k.nodes()
+    now = k.wait_bound("app=web", 6)
+    assert victim not in placement(now)
+    assert on_victim.isdisjoint(p.metadata.name for p in now), "the deleted node's pods are gone, not moved"
+    assert set(placement(now)) <= set(nodes) - {victim}
+    removed = [e for e in k.sim.observer.timeline() if e["event"] == "node_removed"]
+    assert [e["node"] for e in removed] == [victim]
+    assert k.sim.observer.invariants()["pdb_violations"] == 0
