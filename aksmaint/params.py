@@ -412,6 +412,7 @@ class MaintenanceParams(_Model):
     require_approval: bool = False
     approval_timeout_seconds: ApprovalTimeout = 3600
     orchestration_outage_seconds: OutageTolerance = 120
+    respect_os_upgrade_channel: bool = True
     dry_run: bool = False
 
     @field_validator("node_selector")

@@ -38,7 +38,7 @@ class NodeFacts(BaseModel):
 
 class PlanEntry(BaseModel):
     node: str
-    action: str  # "reboot", "resume", "skip"
+    action: str  # "reboot", "resume", "hold", "skip", "check" (dry run, need unknown)
     reason: str
 
 
@@ -61,6 +61,7 @@ class MaintenanceReport(BaseModel):
     flow_run_id: str | None = None
     dry_run: bool = False
     tls_verified: bool = True
+    node_os_upgrade_channel: str = ""  # AKS's, when the cluster was reached through Azure
     started_at: str
     finished_at: str = ""
     halted: bool = False

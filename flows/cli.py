@@ -149,6 +149,11 @@ def format_report(report: MaintenanceReport, table: str | None = None) -> str:
         "",
         "Kernels now: " + ", ".join(f"{k} x{v}" for k, v in report.kernels_after.items()),
         f"Still needing a reboot: {', '.join(report.still_need_reboot) or 'none'}",
+        *(
+            [f"Node OS upgrade channel: {report.node_os_upgrade_channel}"]
+            if report.node_os_upgrade_channel
+            else []
+        ),
         f"Result: {report.summary_line()}",
     ]
     return "\n".join(lines)
@@ -263,6 +268,8 @@ def format_upgrade(report: UpgradeReport) -> str:
             f"  {UpgradeStep(**s).describe():<60} {status} {done['message'] if done else ''}".rstrip()
         )
     lines += [f"  note: {n}" for n in report.plan.notes]
+    if report.plan.node_os_upgrade_channel:
+        lines.append(f"  node OS upgrade channel: {report.plan.node_os_upgrade_channel}")
     if report.plan.blocking_pdbs:
         lines.append(f"  PodDisruptionBudgets blocking drains now: {', '.join(report.plan.blocking_pdbs)}")
     if report.verify_problems:

@@ -33,6 +33,7 @@ from tasks.aks import (
     UpgradeMode,
     UpgradeStep,
     maintenance_window_open,
+    node_os_upgrade_channel_of,
     resolve_target,
     run_operation,
     skew_problem,
@@ -50,6 +51,7 @@ class UpgradePlan(BaseModel):
     blocking_pdbs: list[str] = Field(default_factory=list)
     window: str = ""
     window_open: bool = True
+    node_os_upgrade_channel: str = ""  # who patches the nodes' OS between node image upgrades
 
 
 class UpgradeReport(BaseModel):
@@ -64,6 +66,10 @@ class UpgradeReport(BaseModel):
     verify_problems: list[str] = Field(default_factory=list)
     kernels_after: dict[str, int] = Field(default_factory=dict)
     outcome: str = ""
+
+    @property
+    def node_os_upgrade_channel(self) -> str:
+        return self.plan.node_os_upgrade_channel
 
 
 def _pool_names(pools: list, wanted: list[str]) -> list[str]:
@@ -94,7 +100,7 @@ def preflight(
         ) from exc
     agent_pools = list(client.agent_pools.list(cluster.resource_group, cluster.name))
     selected = _pool_names(agent_pools, pools)
-    plan = UpgradePlan()
+    plan = UpgradePlan(node_os_upgrade_channel=node_os_upgrade_channel_of(mc))
     problems = []
     if mc.provisioning_state in ("Failed", "Canceled"):
         problems.append(f"cluster is in provisioning state {mc.provisioning_state}; fix it before upgrading")

@@ -28,6 +28,7 @@ from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run as current_run
 from prefect.states import Completed, Failed
 
+from aksmaint.azure import management_client
 from aksmaint.hostexec import HostPodSettings, delete_stale_host_pods
 from aksmaint.kube import Kube, kube_for
 from aksmaint.nodestate import has_pending_taint
@@ -52,6 +53,7 @@ from aksmaint.report import MaintenanceReport, NodeFacts, NodeReport, Outcome, P
 from aksmaint.tasking import best_effort, maintenance_task
 from flows.recording import ApiWatch, PrefectRecorder, Progress, recorded
 from tasks import cordon as cordon_ops
+from tasks.aks import OsUpgradeSettings, read_os_upgrade_settings
 from tasks.cancellation import clean_up_cancelled_run, run_id_of
 from tasks.drain import select_pods
 from tasks.gates import gate_reason
@@ -74,11 +76,15 @@ def host_settings(params: MaintenanceParams) -> HostPodSettings:
 
 
 # ---- plan ------------------------------------------------------------------------------------
-def make_plan(facts: list[NodeFacts], pods_to_move: dict[str, int] | None = None) -> list[PlanEntry]:
+def make_plan(
+    facts: list[NodeFacts], pods_to_move: dict[str, int] | None = None, hold: str | None = None
+) -> list[PlanEntry]:
     """Order: nodes a previous run left mid-way first, then by pool and, within a pool, the nodes with the
     fewest pods a drain would evict first (``pods_to_move``), then by name. Emptier nodes go first so that
     the pods of fuller ones find nodes already rebooted (and, with the PreferNoSchedule taint on the
-    nodes still waiting, go there): each pod moves as few times as possible."""
+    nodes still waiting, go there): each pod moves as few times as possible. With ``hold`` (why reboots do
+    not belong on this cluster), nodes that need one are held with that reason; a node a previous run
+    left mid-way is still finished, to put it back in service."""
     moves = pods_to_move or {}
     entries = []
     for f in sorted(facts, key=lambda f: (not f.resume, f.pool, moves.get(f.name, 0), f.name)):
@@ -98,18 +104,23 @@ def make_plan(facts: list[NodeFacts], pods_to_move: dict[str, int] | None = None
             reason = "/var/run/reboot-required present"
             if f.name in moves:
                 reason += f"; {moves[f.name]} pod(s) to move"
-            entries.append(PlanEntry(node=f.name, action="reboot", reason=reason))
+            if hold:
+                entries.append(PlanEntry(node=f.name, action="hold", reason=hold))
+            else:
+                entries.append(PlanEntry(node=f.name, action="reboot", reason=reason))
         else:
             entries.append(PlanEntry(node=f.name, action="skip", reason="no reboot required"))
     return entries
 
 
 @maintenance_task(name="plan")
-def plan_rollout(facts: list[NodeFacts], params: MaintenanceParams) -> list[PlanEntry]:
+def plan_rollout(
+    facts: list[NodeFacts], params: MaintenanceParams, hold: str | None = None
+) -> list[PlanEntry]:
     kube = kube_for(params.cluster)
     needing = {f.name for f in facts if f.reboot_required and not f.resume and not f.scan_error}
-    by_pods = params.order == RolloutOrder.fewest_pods_first and needing
-    plan = make_plan(facts, pods_to_move(kube, needing, params.drain) if by_pods else None)
+    by_pods = params.order == RolloutOrder.fewest_pods_first and needing and not hold
+    plan = make_plan(facts, pods_to_move(kube, needing, params.drain) if by_pods else None, hold)
     by_name = {f.name: f for f in facts}
     lines = [
         f"# Maintenance plan for {kube.cluster_name}",
@@ -118,6 +129,7 @@ def plan_rollout(facts: list[NodeFacts], params: MaintenanceParams) -> list[Plan
         f"drain timeout {params.drain.timeout_seconds:.0f}s (then {params.drain.on_timeout.value}), "
         f"sentinel {params.sentinel.mode.value}, order {params.order.value}"
         f"{', dry run' if params.dry_run else ''}.",
+        *(["", f"Reboots held: {hold}."] if hold else []),
         "",
         "| # | node | pool | kernel | action | why |",
         "|---|---|---|---|---|---|",
@@ -133,9 +145,10 @@ def plan_rollout(facts: list[NodeFacts], params: MaintenanceParams) -> list[Plan
         description=f"Plan for {kube.cluster_name}",
     )
     get_run_logger().info(
-        "Plan: %d to reboot, %d to resume, %d skipped",
+        "Plan: %d to reboot, %d to resume, %d held, %d skipped",
         sum(e.action == "reboot" for e in plan),
         sum(e.action == "resume" for e in plan),
+        sum(e.action == "hold" for e in plan),
         sum(e.action == "skip" for e in plan),
     )
     return plan
@@ -155,6 +168,22 @@ INSECURE_WARNING = (
     "TLS verification of the Kubernetes API of %s is OFF (cluster.insecure_skip_tls_verify): "
     "the server is not authenticated and its token could be sent to an impostor"
 )
+
+
+@maintenance_task(name="os-upgrade-channel")
+def os_upgrade_channel(cluster: ClusterConnection) -> OsUpgradeSettings:
+    """AKS's node OS upgrade channel and its node OS maintenance window; unknown without an AKS connection."""
+    if cluster.aks is None:
+        return OsUpgradeSettings()
+    settings = read_os_upgrade_settings(
+        management_client(cluster.aks), cluster.aks.resource_group, cluster.aks.name
+    )
+    get_run_logger().info(
+        "Node OS upgrade channel: %s%s",
+        settings.channel,
+        f"; node OS maintenance window: {settings.schedule}" if settings.schedule else "",
+    )
+    return settings
 
 
 @maintenance_task(name="connect")
@@ -194,6 +223,7 @@ def node_maintenance(
     require_approval: bool = False,
     approval_timeout_seconds: ApprovalTimeout = 3600,
     orchestration_outage_seconds: OutageTolerance = 120,
+    respect_os_upgrade_channel: bool = True,
     dry_run: bool = False,
 ) -> MaintenanceReport:
     """Reboot the nodes that need it, one reboot slot at a time, and report kernels before and after.
@@ -227,6 +257,9 @@ def node_maintenance(
         orchestration_outage_seconds: How long the rollout goes on while the Prefect API does not answer
             (the work on the cluster never depends on it; only its record does). Past that, no new node is
             started and the run ends once the nodes in progress are back in service or recorded.
+        respect_os_upgrade_channel: On an AKS cluster whose node OS upgrade channel is SecurityPatch or
+            NodeImage, AKS patches the nodes itself: reboot nothing (the report says why). Turn off to
+            reboot anyway. Needs the cluster by its AKS id; a kubeconfig cannot tell the channel.
         dry_run: Scan and plan only: report what would be rebooted and change nothing on the cluster.
     """
     params = MaintenanceParams(
@@ -247,6 +280,7 @@ def node_maintenance(
         require_approval=require_approval,
         approval_timeout_seconds=approval_timeout_seconds,
         orchestration_outage_seconds=orchestration_outage_seconds,
+        respect_os_upgrade_channel=respect_os_upgrade_channel,
         dry_run=dry_run,
     )
     return run_maintenance(params)
@@ -275,7 +309,12 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
         params.sentinel.parallelism,
     )
     facts = scan_sentinels(params.cluster, facts, params.sentinel, settings, params.dry_run)
-    plan = plan_rollout(facts, params)
+    os_upgrades = os_upgrade_channel(params.cluster)
+    hold = os_upgrades.hold_reason()
+    if hold and not params.respect_os_upgrade_channel:
+        logger.warning("%s; rebooting anyway: respect_os_upgrade_channel is false", hold.split(" (set ")[0])
+        hold = None
+    plan = plan_rollout(facts, params, hold)
     by_name = {f.name: f for f in facts}
     report = MaintenanceReport(
         cluster=cluster_name,
@@ -283,11 +322,12 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
         dry_run=params.dry_run,
         started_at=started_at,
         tls_verified=kube.tls_verified,
+        node_os_upgrade_channel=os_upgrades.channel,
     )
     todo = [e for e in plan if e.action in ("reboot", "resume")]
     if not params.dry_run:
         clean_up_leftovers(params.cluster, [e.node for e in plan if e.action == "skip"], settings)
-    reports = {e.node: _unplanned(e, by_name[e.node]) for e in plan if e.action in ("skip", "check")}
+    reports = {e.node: _unplanned(e, by_name[e.node]) for e in plan if e.action in ("skip", "check", "hold")}
     if params.dry_run:
         for e in todo:
             reason = gate_reason(kube, e.node, params.window, params.blockers, params.lock)
@@ -343,6 +383,8 @@ def _unplanned(entry: PlanEntry, before: NodeFacts) -> NodeReport:
     back, never reported as needing nothing."""
     if entry.action == "check":
         return _report(entry, before, Outcome.planned, entry.reason)
+    if entry.action == "hold":
+        return _report(entry, before, Outcome.held, entry.reason)
     return _report(entry, before, Outcome.held if before.scan_error else Outcome.not_needed, entry.reason)
 
 

@@ -149,6 +149,9 @@ class ClusterSpec(_Strict):
         default_factory=dict
     )
     control_plane_upgrade_seconds: float = Field(default=30, ge=0)
+    # AKS's autoUpgradeProfile.nodeOSUpgradeChannel: who patches the nodes' OS (Unmanaged: the nodes'
+    # own unattended-upgrades, which set /var/run/reboot-required; SecurityPatch, NodeImage: AKS)
+    node_os_upgrade_channel: Literal["None", "Unmanaged", "SecurityPatch", "NodeImage"] = "Unmanaged"
 
     @field_validator("available_versions", mode="before")
     @classmethod

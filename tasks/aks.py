@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotModifiedError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ResourceNotModifiedError,
+)
 
 from aksmaint.azure import describe_azure_error
 from aksmaint.errors import MaintenanceError
@@ -286,3 +291,93 @@ def maintenance_window_open(config, now: datetime | None = None) -> WindowCheck:
                 return WindowCheck(True, f"inside {today} hour {now.hour} (UTC)")
         return WindowCheck(False, "outside the allowed hours of the default maintenance configuration")
     return WindowCheck(True, "the maintenance configuration sets no window")
+
+
+# ---- the node OS upgrade channel -------------------------------------------------------------------------
+class OsUpgradeChannel(StrEnum):
+    """AKS's autoUpgradeProfile.nodeOSUpgradeChannel: who keeps the nodes' OS patched."""
+
+    none = "None"  # nobody: no updates at all
+    unmanaged = "Unmanaged"  # the nodes' own unattended-upgrades; reboots are ours (kured's job)
+    security_patch = "SecurityPatch"  # AKS applies security patches itself, rebooting when it must
+    node_image = "NodeImage"  # AKS reimages the nodes with each new node image
+
+
+AKS_PATCHES = {
+    OsUpgradeChannel.security_patch: "applies security patches to the nodes",
+    OsUpgradeChannel.node_image: "reimages the nodes with each new node image",
+}
+NODE_OS_SCHEDULE = "aksManagedNodeOSUpgradeSchedule"
+
+
+@dataclass
+class OsUpgradeSettings:
+    """What AKS says about patching the cluster's nodes. ``channel`` is "" when unknown (the flow reached
+    the cluster by kubeconfig, not through Azure)."""
+
+    channel: str = ""
+    schedule: str = ""  # the aksManagedNodeOSUpgradeSchedule window, described
+
+    def hold_reason(self) -> str | None:
+        """Why reboots by hand do not belong on this cluster, or None when they do."""
+        does = AKS_PATCHES.get(self.channel)  # StrEnum members compare and hash as their text
+        if does is None:
+            return None
+        when = f" in its window ({self.schedule})" if self.schedule else ""
+        return (
+            f"the cluster's node OS upgrade channel is {self.channel}: AKS {does} itself{when}, and reboots "
+            "by hand would work against it (set respect_os_upgrade_channel to false to reboot anyway)"
+        )
+
+
+def describe_schedule(config) -> str:
+    """An AKS managed maintenance window in a line, e.g. "weekly on Saturday, 02:00 for 4h (UTC+01:00)"."""
+    window = getattr(config, "maintenance_window", None)
+    if window is None or window.schedule is None:
+        return ""
+    schedule = window.schedule
+    if schedule.weekly is not None:
+        every = (
+            "weekly"
+            if (schedule.weekly.interval_weeks or 1) == 1
+            else f"every {schedule.weekly.interval_weeks} weeks"
+        )
+        when = f"{every} on {_text(schedule.weekly.day_of_week)}"
+    elif schedule.absolute_monthly is not None:
+        when = f"monthly on day {schedule.absolute_monthly.day_of_month}"
+    elif schedule.relative_monthly is not None:
+        rule = schedule.relative_monthly
+        when = f"monthly on the {_text(rule.week_index).lower()} {_text(rule.day_of_week)}"
+    else:
+        when = "daily"
+    return f"{when}, {window.start_time} for {window.duration_hours}h (UTC{window.utc_offset or '+00:00'})"
+
+
+def _text(value: object) -> str:
+    """An SDK enum member as AKS spells it (its value), or the text itself."""
+    return str(getattr(value, "value", value))
+
+
+def read_os_upgrade_settings(client, resource_group: str, name: str) -> OsUpgradeSettings:
+    """The channel from the managed cluster (unset means Unmanaged, as on clusters made before the
+    channel existed) and AKS's node OS maintenance window, if one is configured."""
+    try:
+        mc = client.managed_clusters.get(resource_group, name)
+        channel = node_os_upgrade_channel_of(mc)
+        try:
+            config = client.maintenance_configurations.get(resource_group, name, NODE_OS_SCHEDULE)
+        except ResourceNotFoundError:
+            config = None
+    except HttpResponseError as exc:
+        raise MaintenanceError(
+            f"could not read the node OS upgrade channel: {describe_azure_error(exc)}"
+        ) from exc
+    return OsUpgradeSettings(channel=channel, schedule=describe_schedule(config) if config else "")
+
+
+def node_os_upgrade_channel_of(mc) -> str:
+    """The managed cluster's channel as AKS spells it; unset means Unmanaged (clusters made before the
+    channel existed)."""
+    profile = mc.auto_upgrade_profile
+    channel = profile.node_os_upgrade_channel if profile else None
+    return str(getattr(channel, "value", channel) or OsUpgradeChannel.unmanaged.value)

@@ -219,7 +219,10 @@ class ClusterState:
                     "outboundType": "loadBalancer",
                     "loadBalancerSku": "standard",
                 },
-                "autoUpgradeProfile": {"upgradeChannel": "none", "nodeOSUpgradeChannel": "NodeImage"},
+                "autoUpgradeProfile": {
+                    "upgradeChannel": "none",
+                    "nodeOSUpgradeChannel": s.node_os_upgrade_channel,
+                },
                 "resourceUID": self.resource_uid,
             },
         }
