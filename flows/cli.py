@@ -73,6 +73,36 @@ def finish(state, report_type: type, render: Callable) -> int:
     return 1
 
 
+# ---- an AKS cluster by its Azure id ----------------------------------------------------------------
+AKS_FLAGS = ("subscription_id", "resource_group", "name", "credential", "arm_endpoint", "ca_bundle")
+
+
+def add_aks_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    """The same flags in both commands: an AKS cluster by subscription, resource group and name, and how
+    to reach Azure Resource Manager."""
+    group = parser.add_argument_group("AKS cluster (reached through Azure Resource Manager)")
+    group.add_argument("--subscription-id", required=required)
+    group.add_argument("--resource-group", required=required)
+    group.add_argument("--name", required=required, help="name of the AKS cluster")
+    group.add_argument(
+        "--credential",
+        default="default" if required else None,
+        choices=[c.value for c in CredentialKind],
+        help="how to authenticate to Azure (default: default)",
+    )
+    group.add_argument(
+        "--arm-endpoint",
+        default="https://management.azure.com" if required else None,
+        help="Azure Resource Manager endpoint (default: the public cloud's)",
+    )
+    group.add_argument("--ca-bundle", help="CA bundle to verify Azure Resource Manager with")
+
+
+def aks_from_args(args: argparse.Namespace) -> dict:
+    """The AKS cluster fields given on the command line."""
+    return {key: getattr(args, key) for key in AKS_FLAGS if getattr(args, key, None) is not None}
+
+
 # ---- node maintenance ------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -99,7 +129,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="pause for approval in the Prefect UI before the first reboot",
     )
     parser.add_argument("--dry-run", action="store_true", default=None, help="scan and plan; change nothing")
+    parser.add_argument(
+        "--ignore-os-upgrade-channel",
+        action="store_true",
+        help="reboot even when AKS's node OS upgrade channel (SecurityPatch, NodeImage) patches the nodes",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_aks_arguments(parser, required=False)
     return parser.parse_args(argv)
 
 
@@ -117,6 +153,15 @@ def params_from_args(args: argparse.Namespace) -> MaintenanceParams:
         cluster["context"] = args.context
     if args.in_cluster:
         cluster = {"in_cluster": True}
+    if aks := aks_from_args(args):
+        # the AKS flags replace a connection from --params; with --kubeconfig or --in-cluster they
+        # conflict, and the validation below says so
+        given = {
+            "kubeconfig": args.kubeconfig,
+            "context": args.context,
+            "in_cluster": args.in_cluster or None,
+        }
+        cluster = {k: v for k, v in given.items() if v} | {"aks": {**(cluster.get("aks") or {}), **aks}}
     if args.insecure_skip_tls_verify:
         cluster["insecure_skip_tls_verify"] = True
     values["cluster"] = cluster
@@ -130,6 +175,8 @@ def params_from_args(args: argparse.Namespace) -> MaintenanceParams:
     ):
         if getattr(args, flag) is not None:
             values[key] = getattr(args, flag)
+    if args.ignore_os_upgrade_channel:
+        values["respect_os_upgrade_channel"] = False
     return MaintenanceParams.model_validate(values)
 
 
@@ -213,9 +260,7 @@ def upgrade_main(argv: list[str] | None = None) -> int:
         prog="python -m flows.cluster_upgrade",
         description="Run the cluster-upgrade flow: an AKS node-image or Kubernetes version upgrade.",
     )
-    parser.add_argument("--subscription-id", required=True)
-    parser.add_argument("--resource-group", required=True)
-    parser.add_argument("--name", required=True)
+    add_aks_arguments(parser, required=True)
     parser.add_argument("--mode", required=True, choices=[m.value for m in UpgradeMode])
     parser.add_argument(
         "--target", default="latest", help="a version, latest-patch, next-minor or latest (default: latest)"
@@ -224,9 +269,6 @@ def upgrade_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-plane-only", action="store_true")
     parser.add_argument("--ignore-maintenance-window", action="store_true")
     parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--arm-endpoint", default="https://management.azure.com")
-    parser.add_argument("--ca-bundle")
-    parser.add_argument("--credential", default="default", choices=[c.value for c in CredentialKind])
     parser.add_argument("--poll-interval", type=float, default=15)
     args = parser.parse_args(argv)
     try:

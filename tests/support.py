@@ -160,3 +160,16 @@ def wait_for(sim: RunningSim, matches, process: FlowProcess | None = None, timeo
 def timeline_event(event: str):
     """A ``wait_for`` matcher: the first timeline entry of ``event``."""
     return lambda kind, entry: kind == "timeline" and entry["event"] == event
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a command-line run in a test: the session's Prefect server, a private home."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }

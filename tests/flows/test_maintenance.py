@@ -8,7 +8,6 @@ reads them, the Prefect state, and the returned ``MaintenanceReport``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -22,7 +21,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.exceptions import ParameterBindError
-from prefect.settings import PREFECT_API_URL
 
 from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION
 from aksmaint.report import MaintenanceReport, Outcome
@@ -30,6 +28,7 @@ from flows.node_maintenance import node_maintenance
 from simulator.cluster import node_name
 from simulator.observe import SimObserver
 from tests.conftest import ROOT, RunningSim, fast_params, scenario_dict
+from tests.support import cli_env
 
 SCALE = 0.05
 OLD_KERNEL = "5.15.0-1079-azure"
@@ -359,16 +358,6 @@ def test_run_publishes_plan_and_kernel_diff_artifacts_and_node_events(start_sim,
         assert wanted <= seen
 
 
-def _cli_env(tmp_path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PREFECT_API_URL": PREFECT_API_URL.value(),
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-    }
-
-
 def small_scenario(needs_reboot: dict[tuple[str, int], dict]) -> dict:
     """Two nodes in one pool and only a DaemonSet: the least a command-line run has to wait for."""
     sc = scenario(needs_reboot)
@@ -384,7 +373,7 @@ def test_cli_dry_run_prints_a_summary_and_exits_zero(start_sim, prefect_api, tmp
     done = subprocess.run(
         [sys.executable, "-m", "flows.node_maintenance", "--kubeconfig", sim.kubeconfig, "--dry-run"],
         cwd=ROOT,
-        env=_cli_env(tmp_path),
+        env=cli_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=120,
@@ -407,7 +396,7 @@ def test_cli_exits_nonzero_when_the_run_fails(start_sim, prefect_api, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "flows.node_maintenance", "--params", str(params)],
         cwd=ROOT,
-        env=_cli_env(tmp_path),
+        env=cli_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=120,

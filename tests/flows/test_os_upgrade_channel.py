@@ -4,14 +4,17 @@ nothing unless told to; under Unmanaged (and None) it goes on as always."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from aksmaint.report import MaintenanceReport, Outcome
 from flows.cluster_upgrade import cluster_upgrade
 from flows.node_maintenance import node_maintenance
-from tests.conftest import fast_params, scenario_dict
-from tests.flows.test_cluster_upgrade import aks_cluster
-from tests.support import needing_reboot
+from tests.conftest import ROOT, fast_params, scenario_dict
+from tests.flows.test_cluster_upgrade import NAME, RG, SUB, aks_cluster
+from tests.support import cli_env, needing_reboot
 
 WINDOW = {
     "maintenance_window": {
@@ -103,3 +106,38 @@ def test_the_cluster_upgrade_report_shows_the_channel(start_sim, prefect_api, mo
     state = cluster_upgrade(cluster=aks_cluster(sim), mode="node-image", dry_run=True, return_state=True)
     report = state.result()
     assert report.node_os_upgrade_channel == "SecurityPatch"
+
+
+def test_the_command_line_reaches_the_cluster_by_its_aks_id_and_says_why_nothing_reboots(
+    start_sim, prefect_api, tmp_path
+):
+    sim = start_sim(demo("NodeImage"))
+    needed = needing_reboot(sim)
+    command = [
+        sys.executable,
+        "-m",
+        "flows.node_maintenance",
+        *("--subscription-id", SUB, "--resource-group", RG, "--name", NAME),
+        *("--credential", "static-token", "--arm-endpoint", sim.endpoints.arm),
+        *("--ca-bundle", sim.endpoints.ca_bundle),
+    ]
+    env = {**cli_env(tmp_path), "AZURE_ACCESS_TOKEN": sim.endpoints.token}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Node OS upgrade channel: NodeImage" in done.stdout
+    for name in needed:
+        line = next(line for line in done.stdout.splitlines() if name in line)
+        assert " held " in line and "node OS upgrade channel is NodeImage" in line, line
+    assert {e["event"] for e in sim.observer.timeline()} & {"cordoned", "rebooted"} == set()
+
+    again = subprocess.run(
+        [*command, "--ignore-os-upgrade-channel"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sim.observer.invariants()["reboots"] == dict.fromkeys(needed, 1)
