@@ -464,8 +464,14 @@ def _execute(
         get_run_logger().error("%s", result.halted)
     if params.labels.prefer_no_schedule_taint:
         for node, r in result.reports.items():
-            if r.outcome != Outcome.failed:
+            if r.outcome == Outcome.failed:
+                continue
+            try:
                 cordon_ops.set_pending_taint(kube, node, False)
+            except Exception as exc:  # a preference, not a safety matter: the run still ends with its report
+                get_run_logger().warning(
+                    "%s: could not remove the reboot-pending taint (%s); the next run removes it", node, exc
+                )
     return result
 
 
