@@ -310,10 +310,9 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
     )
     facts = scan_sentinels(params.cluster, facts, params.sentinel, settings, params.dry_run)
     os_upgrades = os_upgrade_channel(params.cluster)
-    hold = os_upgrades.hold_reason()
-    if hold and not params.respect_os_upgrade_channel:
-        logger.warning("%s; rebooting anyway: respect_os_upgrade_channel is false", hold.split(" (set ")[0])
-        hold = None
+    hold = os_upgrades.hold_reason() if params.respect_os_upgrade_channel else None
+    if not params.respect_os_upgrade_channel and (patches := os_upgrades.aks_patches()):
+        logger.warning("%s; rebooting anyway: respect_os_upgrade_channel is false", patches)
     plan = plan_rollout(facts, params, hold)
     by_name = {f.name: f for f in facts}
     report = MaintenanceReport(

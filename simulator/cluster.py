@@ -952,8 +952,8 @@ class Cluster:
         if entry is None:
             if len(self._feasible) > 256:  # one entry per distinct pod template: a bound, not a cache policy
                 self._feasible.clear()
-            entry = self._feasible[signature] = FeasibleNodes(spec=spec, stale=set(self.hosts))
-            entry.stale |= {n["metadata"]["name"] for n in self.store.list(NODES)}
+            names = {n["metadata"]["name"] for n in self.store.list(NODES)}
+            entry = self._feasible[signature] = FeasibleNodes(spec=spec, stale=names)
         for name in entry.stale:
             node = self.store.get(NODES, "", name)
             fit = None if node is None or not self._node_ready(node) else self._fits(entry.spec, node)
@@ -1228,7 +1228,7 @@ class Cluster:
     # ---- PodDisruptionBudgets ------------------------------------------------------------
     def pdb_status(self, pdb: dict) -> dict:
         """The status the disruption controller computes for a PDB, from the current pods."""
-        members = self._pdb_members(pdb)
+        members = self.pdb_members.members[pdb["metadata"]["uid"]]  # every caller passes a stored budget
         healthy = sum(1 for m in members.values() if m.healthy)
         spec = pdb["spec"]
         if isinstance(spec.get("minAvailable"), int):
@@ -1257,17 +1257,6 @@ class Cluster:
                 }
             ],
         }
-
-    def _pdb_members(self, pdb: dict) -> dict:
-        """The unfinished pods the budget selects, from the index; a budget object that is not the
-        stored one (a caller's own copy with another selector) is matched against the pods directly."""
-        members = self.pdb_members.members.get(pdb["metadata"].get("uid", ""))
-        stored = self.store.get(PDBS, pdb["metadata"]["namespace"], pdb["metadata"]["name"])
-        if members is not None and stored is not None and stored["spec"] == pdb["spec"]:
-            return members
-        scratch = PdbIndex()
-        scratch.set_pdb(None, pdb, self.store.list(PODS, pdb["metadata"]["namespace"]))
-        return next(iter(scratch.members.values()))
 
     def _expected_scale(self, namespace: str, members) -> int:
         owners: dict[str, int] = {}

@@ -318,15 +318,22 @@ class OsUpgradeSettings:
     channel: str = ""
     schedule: str = ""  # the aksManagedNodeOSUpgradeSchedule window, described
 
-    def hold_reason(self) -> str | None:
-        """Why reboots by hand do not belong on this cluster, or None when they do."""
+    def aks_patches(self) -> str | None:
+        """Who patches the nodes when it is AKS itself (the channel, what AKS does, when), else None."""
         does = AKS_PATCHES.get(self.channel)  # StrEnum members compare and hash as their text
         if does is None:
             return None
         when = f" in its window ({self.schedule})" if self.schedule else ""
+        return f"the cluster's node OS upgrade channel is {self.channel}: AKS {does} itself{when}"
+
+    def hold_reason(self) -> str | None:
+        """Why reboots by hand do not belong on this cluster, or None when they do."""
+        patches = self.aks_patches()
+        if patches is None:
+            return None
         return (
-            f"the cluster's node OS upgrade channel is {self.channel}: AKS {does} itself{when}, and reboots "
-            "by hand would work against it (set respect_os_upgrade_channel to false to reboot anyway)"
+            f"{patches}, and reboots by hand would work against it "
+            "(set respect_os_upgrade_channel to false to reboot anyway)"
         )
 
 
@@ -359,8 +366,7 @@ def _text(value: object) -> str:
 
 
 def read_os_upgrade_settings(client, resource_group: str, name: str) -> OsUpgradeSettings:
-    """The channel from the managed cluster (unset means Unmanaged, as on clusters made before the
-    channel existed) and AKS's node OS maintenance window, if one is configured."""
+    """The managed cluster's channel and AKS's node OS maintenance window, if one is configured."""
     try:
         mc = client.managed_clusters.get(resource_group, name)
         channel = node_os_upgrade_channel_of(mc)
@@ -380,4 +386,4 @@ def node_os_upgrade_channel_of(mc) -> str:
     channel existed)."""
     profile = mc.auto_upgrade_profile
     channel = profile.node_os_upgrade_channel if profile else None
-    return str(getattr(channel, "value", channel) or OsUpgradeChannel.unmanaged.value)
+    return _text(channel) if channel else OsUpgradeChannel.unmanaged.value

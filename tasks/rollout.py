@@ -93,21 +93,23 @@ class Rollout:
             except queue.Empty:
                 return
             if halted := self._halt_reason():
-                self._record(entry, self._held(entry, f"not started: {halted}"))
+                self._record(entry, self._report(entry, Outcome.held, f"not started: {halted}"))
                 continue
             try:
                 report = self.run_node(entry, self.facts[entry.node])
             except Exception as exc:  # a worker never dies with a node unreported
-                report = self._held(entry, f"unexpected error: {type(exc).__name__}: {exc}"[:500])
-                report.outcome = Outcome.failed
+                report = self._report(
+                    entry, Outcome.failed, f"unexpected error: {type(exc).__name__}: {exc}"[:500]
+                )
             self._record(entry, report)
 
-    def _held(self, entry: PlanEntry, reason: str) -> NodeReport:
+    def _report(self, entry: PlanEntry, outcome: Outcome, reason: str) -> NodeReport:
+        """A node's report when its lifecycle did not run (or did not finish): held, or failed."""
         before = self.facts[entry.node]
         return NodeReport(
             node=entry.node,
             pool=before.pool,
-            outcome=Outcome.held,
+            outcome=outcome,
             reason=reason,
             kernel_before=before.kernel,
         )
