@@ -170,10 +170,12 @@ def node_gone(kube: Kube, name: str) -> bool:
 def connect(cluster: ClusterConnection) -> Kube:
     """Build a client for the cluster and check that it answers (before any mutating request)."""
     configuration = client.Configuration()
+    tokens = None
     if cluster.aks is not None:
-        kubeconfig = fetch_kubeconfig(cluster.aks)
+        fetched = fetch_kubeconfig(cluster.aks)
+        tokens = fetched.tokens
         cluster = ClusterConnection(
-            kubeconfig=str(kubeconfig), insecure_skip_tls_verify=cluster.insecure_skip_tls_verify
+            kubeconfig=str(fetched.path), insecure_skip_tls_verify=cluster.insecure_skip_tls_verify
         )
     try:
         if cluster.in_cluster:
@@ -207,6 +209,8 @@ def connect(cluster: ClusterConnection) -> Kube:
     if cluster.insecure_skip_tls_verify:
         # the caller logs the warning to the run; urllib3 would otherwise repeat it on every request
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    if tokens is not None:  # an Entra ID cluster: every request carries a current token
+        tokens.install(configuration)
     configuration.retries = 1
     # one pooled connection per thread that may call at once (scan parallelism, drains of several nodes):
     # the default (5 per CPU) drops connections under load, and each new one costs a TLS handshake

@@ -37,6 +37,10 @@ class SimObserver:
     def invariants(self) -> dict:
         return self._get("/_sim/invariants")
 
+    def tokens(self) -> dict:
+        """The Entra ID token service's issued tokens per audience (an Entra ID cluster only)."""
+        return self._get("/_sim/tokens")
+
     def hosts(self) -> dict[str, dict]:
         return {h["node"]: h for h in self._get("/_sim/hosts")}
 

@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from simulator.arm import ArmAPI, ArmEmulator, route
 from simulator.cluster import NODES, Cluster
+from simulator.entra import AKS_SERVER_APP, TokenService
 from simulator.k8s.api import MUTATING, KubeAPI, Target, parse_resource_path
 from simulator.k8s.errors import ApiError, bad_request, not_found
 from simulator.scenario import Scenario
@@ -143,9 +144,13 @@ def _fault_error(status: int, headers: dict | None = None) -> ApiError:
 class Simulation:
     """Cluster state plus the request-level machinery the API server needs."""
 
-    def __init__(self, scenario: Scenario, loop: asyncio.AbstractEventLoop, token: str):
+    def __init__(self, scenario: Scenario, loop: asyncio.AbstractEventLoop, token: str, base_url: str = ""):
         self.cluster = Cluster(scenario, loop)
         self.token = token
+        aad = scenario.cluster.aad
+        self.entra = (
+            TokenService.for_scenario(aad, base_url, scenario.time_scale) if aad and aad.enabled else None
+        )
         self.audit = Audit(self.cluster.started_at)
         self.faults = Faults(
             scenario.faults.api_error_rate,
@@ -153,6 +158,19 @@ class Simulation:
             scenario.faults.api_latency_ms,
             rng=random.Random(scenario.seed),
         )
+
+    def authenticate(self, request: Request) -> None:
+        """The Kubernetes API's bearer tokens: the local (static) token unless local accounts are disabled,
+        and, on an Entra ID cluster, unexpired tokens for the AKS server application. The simulator's
+        own ``/_sim/`` endpoints take the static token either way."""
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        aad = self.cluster.scenario.cluster.aad
+        local_accounts = request.url.path.startswith("/_sim/") or not (aad and aad.disable_local_accounts)
+        if token and token == self.token and local_accounts:
+            return
+        if token and self.entra is not None and self.entra.problem(token, [AKS_SERVER_APP]) is None:
+            return
+        raise ApiError(401, "Unauthorized", "Unauthorized")
 
     async def observation(self, request: Request) -> Response:
         """The simulator's own endpoints: timeline, audit, invariants, hosts and fault control."""
@@ -166,6 +184,8 @@ class Simulation:
             return _json(self.cluster.invariants_report())
         if request.method == "GET" and path == "/_sim/hosts":
             return _json([h.snapshot() for h in self.cluster.hosts.values()])
+        if request.method == "GET" and path == "/_sim/tokens":
+            return _json(self.entra.counts() if self.entra else {"issued": {}})
         if request.method == "POST" and path == "/_sim/faults":
             body = json.loads(await request.body() or b"{}")
             if "rules" in body or "count" in body:
@@ -214,17 +234,28 @@ class Endpoints:
     ca_bundle: str
     token: str
     arm: str = ""  # Azure Resource Manager base URL (the same server)
+    # an Entra ID cluster's token service (AZURE_AUTHORITY_HOST) and its one service principal
+    authority: str = ""
+    tenant_id: str = ""
+    client_id: str = ""
+    client_secret: str = ""
 
     def ready_line(self) -> str:
-        return json.dumps(
-            {
-                "kube_api": self.kube_api,
-                "kubeconfig": self.kubeconfig,
-                "ca_bundle": self.ca_bundle,
-                "token": self.token,
-                "arm": self.arm,
+        line = {
+            "kube_api": self.kube_api,
+            "kubeconfig": self.kubeconfig,
+            "ca_bundle": self.ca_bundle,
+            "token": self.token,
+            "arm": self.arm,
+        }
+        if self.authority:
+            line |= {
+                "authority": self.authority,
+                "tenant_id": self.tenant_id,
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
             }
-        )
+        return json.dumps(line)
 
 
 def write_kubeconfig(path: Path, name: str, server: str, ca_pem: bytes, token: str) -> None:
@@ -309,9 +340,15 @@ class SimulatedAKS:
             raise RuntimeError(f"simulator failed to start: {self._error}") from self._error
         if self._server is None or not self._server.started:
             raise RuntimeError("simulator did not start in time")
+        entra = self.sim.entra if self.sim else None
         self.endpoints = Endpoints(
             url, str(self.kubeconfig_path.resolve()), str(ca_path.resolve()), self.token, arm=url
         )
+        if entra is not None:
+            self.endpoints.authority = entra.base_url
+            self.endpoints.tenant_id = entra.tenant_id
+            self.endpoints.client_id = entra.client_id
+            self.endpoints.client_secret = entra.client_secret
         return self.endpoints
 
     def _run(self, sock: socket.socket, server_pem: Path) -> None:
@@ -319,14 +356,12 @@ class SimulatedAKS:
         asyncio.set_event_loop(loop)
         self.loop = loop
         try:
-            self.sim = Simulation(self.scenario, loop, self.token)
-            # ARM paths (/subscriptions/...) go to the emulator, everything else to the Kubernetes API
-            self.arm = ArmEmulator(
-                self.sim,
-                f"https://127.0.0.1:{sock.getsockname()[1]}",
-                (self.state_dir / "ca.pem").read_bytes(),
-            )
-            app = route(ArmAPI(self.arm), KubeAPI(self.sim))
+            url = f"https://127.0.0.1:{sock.getsockname()[1]}"
+            self.sim = Simulation(self.scenario, loop, self.token, base_url=url)
+            # ARM paths (/subscriptions/...) go to the emulator, the tenant's paths to the token service,
+            # everything else to the Kubernetes API
+            self.arm = ArmEmulator(self.sim, url, (self.state_dir / "ca.pem").read_bytes())
+            app = route(ArmAPI(self.arm), KubeAPI(self.sim), self.sim.entra)
             config = uvicorn.Config(
                 app,
                 ssl_certfile=str(server_pem),

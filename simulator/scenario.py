@@ -138,6 +138,20 @@ class OperationFailureSpec(_Strict):
     message: str = "The operation failed (injected by the simulator)."
 
 
+class AadSpec(_Strict):
+    """Entra ID (AAD) integration: a token service, and a Kubernetes API that takes its tokens.
+
+    ``token_lifetime_seconds`` is simulated time, like every duration here; a token's ``exp`` is in real
+    time (the clients compare it with their own clock).
+    """
+
+    enabled: bool = True
+    tenant_id: str = Field(pattern=r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+    token_lifetime_seconds: float = Field(default=3600, gt=0)
+    # AKS's disableLocalAccounts: the static (local) token no longer opens the Kubernetes API
+    disable_local_accounts: bool = False
+
+
 class ClusterSpec(_Strict):
     name: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$")
     subscription_id: str
@@ -152,6 +166,7 @@ class ClusterSpec(_Strict):
     # AKS's autoUpgradeProfile.nodeOSUpgradeChannel: who patches the nodes' OS (Unmanaged: the nodes'
     # own unattended-upgrades, which set /var/run/reboot-required; SecurityPatch, NodeImage: AKS)
     node_os_upgrade_channel: Literal["None", "Unmanaged", "SecurityPatch", "NodeImage"] = "Unmanaged"
+    aad: AadSpec | None = None
 
     @field_validator("available_versions", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from simulator.arm.emulator import ArmEmulator
 from simulator.arm.errors import ArmError
 from simulator.arm.state import PROVIDER, Operation
 from simulator.arm.versions import kubernetes_versions
+from simulator.entra import TokenProblem, TokenService
 from simulator.k8s.errors import ApiError
 from simulator.scenario import OperationFailureSpec
 
@@ -107,17 +108,35 @@ ROUTES = [
 ]
 
 
+_ARM_TOKEN_ERRORS = {
+    TokenProblem.audience: (
+        "InvalidAuthenticationTokenAudience",
+        "The access token has been obtained for wrong audience or resource.",
+    ),
+    TokenProblem.expired: (
+        "ExpiredAuthenticationToken",
+        "The access token expiry UTC time is earlier than current UTC time.",
+    ),
+    TokenProblem.invalid: ("InvalidAuthenticationToken", "The access token is invalid."),
+}
+
+
 def _json(body: object, status: int = 200, headers: dict | None = None) -> Response:
     return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def route(arm: ASGIApp, kube: ASGIApp) -> ASGIApp:
-    """One ASGI app for both APIs: ARM paths (and ``/_sim/arm/``) to ``arm``, the rest to ``kube``."""
+def route(arm: ASGIApp, kube: ASGIApp, entra: TokenService | None = None) -> ASGIApp:
+    """One ASGI app for every API: ARM paths (and ``/_sim/arm/``) to ``arm``, the tenant's paths to the
+    Entra ID token service when the cluster has one, the rest to ``kube``."""
 
     async def app(scope, receive, send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if path.lower().startswith("/subscriptions/") or path.startswith("/_sim/arm/"):
             await arm(scope, receive, send)
+        elif entra is not None and entra.serves(path):
+            request = Request(scope, receive)
+            response = await entra.handle(request)
+            await response(scope, receive, send)
         else:
             await kube(scope, receive, send)
 
@@ -135,6 +154,22 @@ class ArmAPI:
         request = Request(scope, receive)
         response = await self.handle(request)
         await response(scope, receive, send)
+
+    def _authenticate(self, request: Request) -> None:
+        """The simulator's own token, or an Entra ID token for ARM's audience (the endpoint's URL)."""
+        header = request.headers.get("authorization")
+        if header is None:
+            raise ArmError(
+                401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."
+            )
+        token = header.removeprefix("Bearer ")
+        if token == self.sim.token:
+            return
+        entra = self.sim.entra
+        audiences = [self.arm.kube_api, self.arm.kube_api + "/"]  # ARM is served at the same URL
+        problem = entra.problem(token, audiences) if entra else TokenProblem.invalid
+        if problem is not None:
+            raise ArmError(401, *_ARM_TOKEN_ERRORS[problem])
 
     def _match(self, request: Request) -> tuple[Route | None, dict, bool]:
         path = request.url.path
@@ -161,15 +196,7 @@ class ArmAPI:
             mutating=bool(route_ and route_.mutating),
         )
         try:
-            if request.headers.get("authorization") != f"Bearer {sim.token}":
-                missing = "authorization" not in request.headers
-                raise ArmError(
-                    401,
-                    "AuthenticationFailed" if missing else "InvalidAuthenticationToken",
-                    "Authentication failed. The 'Authorization' header is missing."
-                    if missing
-                    else "The access token is invalid.",
-                )
+            self._authenticate(request)
             if path.startswith("/_sim/arm/"):
                 response = await self._observation(request)
             else:

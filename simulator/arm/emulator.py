@@ -19,11 +19,14 @@ from simulator.arm import versions
 from simulator.arm.errors import ArmError, OperationError, not_allowed
 from simulator.arm.state import ClusterState, Operation, PoolState, new_etag, render_maintenance_configuration
 from simulator.arm.upgrade import PoolUpgrade, Target
+from simulator.entra import AKS_SERVER_APP
 from simulator.scenario import OperationFailureSpec
 
 if TYPE_CHECKING:
     from simulator.runtime import Simulation
 
+# the Azure CLI's public client, which AKS's kubeconfigs name for kubelogin's interactive logins
+KUBELOGIN_CLIENT_ID = "80faf920-1908-4b52-b5ef-a8e7bedfc67a"
 PENDING_OPERATION = "https://aka.ms/aks-pending-operation"
 INJECTED_FAILURE_SECONDS = 2.0  # how long an operation made to fail runs before it fails
 
@@ -156,10 +159,34 @@ class ArmEmulator:
                 }
             ],
             "contexts": [{"name": spec.name, "context": {"cluster": spec.name, "user": user}}],
-            "users": [{"name": user, "user": {"token": self.sim.token}}],
+            "users": [{"name": user, "user": self._kubeconfig_user()}],
         }
         text = yaml.safe_dump(config, sort_keys=False)
         return {"kubeconfigs": [{"name": "clusterUser", "value": base64.b64encode(text.encode()).decode()}]}
+
+    def _kubeconfig_user(self) -> dict:
+        """The local token, or on an Entra ID cluster what AKS returns: a kubelogin exec user."""
+        entra = self.sim.entra
+        if entra is None:
+            return {"token": self.sim.token}
+        return {
+            "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1beta1",
+                "command": "kubelogin",
+                "args": [
+                    "get-token",
+                    *("--environment", "AzurePublicCloud"),
+                    *("--server-id", AKS_SERVER_APP),
+                    *("--client-id", KUBELOGIN_CLIENT_ID),
+                    *("--tenant-id", entra.tenant_id),
+                    *("--login", "devicecode"),
+                ],
+                "env": None,
+                "installHint": "\nkubelogin is not installed which is required to connect to AAD enabled "
+                "cluster.\n\nTo learn more, please go to https://aka.ms/aks/kubelogin\n",
+                "provideClusterInfo": False,
+            }
+        }
 
     # ---- rules -------------------------------------------------------------------------
     def check_idle(self, pool: str | None = None) -> None:

@@ -186,6 +186,12 @@ class ClusterState:
         digest = hashlib.sha256(f"{s.subscription_id}/{s.resource_group}/{s.name}".encode()).hexdigest()[:8]
         return f"{s.name}-dns-{digest}.{kind}.{s.location}.azmk8s.io"
 
+    def _aad_profile(self) -> dict:
+        aad = self.spec.aad
+        if aad is None or not aad.enabled:
+            return {}
+        return {"aadProfile": {"managed": True, "enableAzureRBAC": False, "tenantID": aad.tenant_id}}
+
     def render(self, pools: list[PoolState]) -> dict:
         s = self.spec
         return {
@@ -209,7 +215,8 @@ class ClusterState:
                 "nodeResourceGroup": f"MC_{s.resource_group}_{s.name}_{s.location}",
                 "enableRBAC": True,
                 "supportPlan": "KubernetesOfficial",
-                "disableLocalAccounts": False,
+                "disableLocalAccounts": bool(s.aad and s.aad.disable_local_accounts),
+                **self._aad_profile(),
                 "networkProfile": {
                     "networkPlugin": "azure",
                     "networkPluginMode": "overlay",

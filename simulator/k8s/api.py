@@ -124,8 +124,7 @@ class KubeAPI:
         verb = audit_verb(request.method, target, watch)
         entry = sim.audit.start(request, verb, target)
         try:
-            if request.headers.get("authorization") != f"Bearer {sim.token}":
-                raise ApiError(401, "Unauthorized", "Unauthorized")
+            sim.authenticate(request)
             if path.startswith("/_sim/"):
                 response = await sim.observation(request)
             else:

@@ -1,0 +1,210 @@
+"""An Entra ID-like token service for a simulated AKS with AAD integration.
+
+It serves what azure-identity's client-secret credential needs from a custom authority (the
+``AZURE_AUTHORITY_HOST`` of a sovereign cloud or Azure Stack): the tenant's OpenID metadata and the
+client-credentials grant. It knows one tenant and one service principal. Tokens are JWTs signed with a
+key of this simulator run, carrying the audience (the resource of the ``<resource>/.default`` scope
+asked for) and an expiry in real time, so they expire as real Entra tokens do while a run goes on.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import parse_qs
+
+import jwt
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from simulator.scenario import AadSpec
+
+# the AKS server application: the audience of every token the Kubernetes API of an AKS cluster takes
+AKS_SERVER_APP = "6dae42f8-4368-4678-94ff-3960e28e3630"
+ALGORITHM = "HS256"
+_TENANT_PATH = re.compile(r"^/[^/]+/(oauth2/|v2\.0/\.well-known/|discovery/)")
+
+
+class TokenProblem(StrEnum):
+    """Why a token is refused."""
+
+    expired = "the token has expired"
+    audience = "the token is for another audience"
+    invalid = "the token is not valid"
+
+
+@dataclass
+class IssuedToken:
+    audience: str
+    issued_at: float
+    expires_at: float
+
+
+@dataclass
+class TokenService:
+    """The tenant, its one service principal, and the tokens issued so far."""
+
+    spec: AadSpec
+    base_url: str  # https://127.0.0.1:<port>, the authority host
+    lifetime_seconds: int  # real seconds
+    client_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    issued: list[IssuedToken] = field(default_factory=list)
+    _key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def for_scenario(cls, spec: AadSpec, base_url: str, time_scale: float) -> TokenService:
+        return cls(spec, base_url, max(1, round(spec.token_lifetime_seconds * time_scale)))
+
+    @property
+    def tenant_id(self) -> str:
+        return self.spec.tenant_id
+
+    @property
+    def issuer(self) -> str:
+        return f"{self.base_url}/{self.tenant_id}/v2.0"
+
+    def metadata(self) -> dict:
+        tenant = f"{self.base_url}/{self.tenant_id}"
+        return {
+            "issuer": self.issuer,
+            "authorization_endpoint": f"{tenant}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{tenant}/oauth2/v2.0/token",
+            "jwks_uri": f"{self.base_url}/{self.tenant_id}/discovery/v2.0/keys",
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": [ALGORITHM],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "tenant_region_scope": "EU",
+        }
+
+    def grant(self, form: dict[str, str]) -> tuple[int, dict]:
+        """The client-credentials grant: (HTTP status, body) as Entra ID answers it."""
+        if form.get("grant_type") != "client_credentials":
+            return 400, _error(
+                "unsupported_grant_type",
+                "AADSTS70003",
+                f"The app requested an unsupported grant type '{form.get('grant_type', '')}'.",
+            )
+        for name in ("client_id", "scope"):
+            if not form.get(name):
+                return 400, _error(
+                    "invalid_request",
+                    "AADSTS900144",
+                    f"The request body must contain the following parameter: '{name}'.",
+                )
+        if form["client_id"] != self.client_id:
+            return 400, _error(
+                "unauthorized_client",
+                "AADSTS700016",
+                f"Application with identifier '{form['client_id']}' was not found in the directory "
+                f"'{self.tenant_id}'.",
+            )
+        if not secrets.compare_digest(form.get("client_secret", ""), self.client_secret):
+            return 401, _error(
+                "invalid_client",
+                "AADSTS7000215",
+                "Invalid client secret provided. Ensure the secret being sent in the request is the "
+                "client secret value, not the client secret ID.",
+            )
+        resources = [s.removesuffix("/.default") for s in form["scope"].split() if s.endswith("/.default")]
+        if len(resources) != 1:
+            return 400, _error(
+                "invalid_scope",
+                "AADSTS1002012",
+                f"The provided value for scope {form['scope']} is not valid. Client credential flows "
+                "must have a scope value with /.default suffixed to the resource identifier.",
+            )
+        return 200, self.issue(resources[0])
+
+    def issue(self, audience: str) -> dict:
+        now = time.time()
+        claims = {
+            "aud": audience,
+            "iss": self.issuer,
+            "tid": self.tenant_id,
+            "appid": self.client_id,
+            "sub": self.client_id,
+            "oid": self.client_id,
+            "iat": int(now),
+            "nbf": int(now),
+            "exp": round(now + self.lifetime_seconds),
+            "jti": uuid.uuid4().hex,
+        }
+        with self._lock:
+            self.issued.append(IssuedToken(audience, now, claims["exp"]))
+        return {
+            "token_type": "Bearer",
+            "expires_in": self.lifetime_seconds,
+            "ext_expires_in": self.lifetime_seconds,
+            "access_token": jwt.encode(claims, self._key, algorithm=ALGORITHM),
+        }
+
+    def problem(self, token: str, audiences: list[str]) -> TokenProblem | None:
+        """None when the token is ours, unexpired and for one of ``audiences``; else why not."""
+        try:
+            jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=audiences,
+                issuer=self.issuer,
+                options={"require": ["exp", "aud", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            return TokenProblem.expired
+        except jwt.InvalidAudienceError:
+            return TokenProblem.audience
+        except jwt.PyJWTError:
+            return TokenProblem.invalid
+        return None
+
+    def counts(self) -> dict:
+        """Tokens issued per audience (the ``/_sim/tokens`` observation; never the tokens)."""
+        with self._lock:
+            issued = list(self.issued)
+        per_audience: dict[str, int] = {}
+        for token in issued:
+            per_audience[token.audience] = per_audience.get(token.audience, 0) + 1
+        return {"lifetime_seconds": self.lifetime_seconds, "issued": per_audience}
+
+    # ---- HTTP ------------------------------------------------------------------------
+    def serves(self, path: str) -> bool:
+        """A token service path of any tenant (another tenant gets Entra's 'not found' answer)."""
+        return _TENANT_PATH.match(path) is not None
+
+    async def handle(self, request: Request) -> Response:
+        path = request.url.path
+        tenant = path.split("/")[1]
+        if tenant != self.tenant_id:
+            return JSONResponse(
+                _error("invalid_request", "AADSTS90002", f"Tenant '{tenant}' not found."), status_code=400
+            )
+        rest = path[len(tenant) + 1 :]
+        if request.method == "GET" and rest == "/v2.0/.well-known/openid-configuration":
+            return JSONResponse(self.metadata())
+        if request.method == "POST" and rest == "/oauth2/v2.0/token":
+            form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+            status, body = self.grant(form)
+            return JSONResponse(body, status_code=status)
+        return JSONResponse(
+            _error("invalid_request", "AADSTS900561", f"The endpoint {path} is not served here."),
+            status_code=404,
+        )
+
+
+def _error(error: str, code: str, description: str) -> dict:
+    return {
+        "error": error,
+        "error_description": f"{code}: {description}",
+        "error_codes": [int(code.removeprefix("AADSTS"))],
+        "timestamp": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()),
+        "trace_id": str(uuid.uuid4()),
+        "correlation_id": str(uuid.uuid4()),
+    }
