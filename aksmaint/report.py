@@ -15,6 +15,7 @@ class Outcome(StrEnum):
     skipped = "skipped"  # could not be drained in time; uncordoned and left running
     failed = "failed"  # did not come back or a step failed; left cordoned with a record
     gone = "gone"  # deleted from the cluster during the run (scale-in, auto-repair, spot eviction)
+    not_applicable = "not-applicable"  # a Windows node: a node image upgrade patches it, not a reboot
     planned = "planned"  # dry run: would be rebooted
 
 
@@ -26,6 +27,7 @@ class NodeFacts(BaseModel):
     kernel: str = ""
     os_image: str = ""
     node_image_version: str = ""
+    os: str = "linux"  # the node's kubernetes.io/os
     kubelet_version: str = ""
     boot_id: str = ""
     ready: bool = False
@@ -35,10 +37,15 @@ class NodeFacts(BaseModel):
     scan_error: str | None = None
     resume: bool = False  # a previous run left its record on this node
 
+    @property
+    def windows(self) -> bool:
+        return self.os == "windows"
+
 
 class PlanEntry(BaseModel):
     node: str
-    action: str  # "reboot", "resume", "hold", "skip", "check" (dry run, need unknown)
+    # "reboot", "resume", "hold", "skip", "check" (dry run, need unknown), "not-applicable" (Windows)
+    action: str
     reason: str
 
 
@@ -49,6 +56,7 @@ class NodeReport(BaseModel):
     reason: str = ""
     kernel_before: str = ""
     kernel_after: str = ""
+    node_image_version: str = ""
     boot_id_changed: bool = False
     duration_seconds: float = 0.0
     evicted_pods: int = 0
@@ -67,7 +75,9 @@ class MaintenanceReport(BaseModel):
     halted: bool = False
     halt_reason: str = ""
     nodes: list[NodeReport] = Field(default_factory=list)
-    kernels_after: dict[str, int] = Field(default_factory=dict)
+    kernels_after: dict[str, int] = Field(default_factory=dict)  # Linux nodes
+    # Windows nodes, kept apart: their kernel is the OS build a node image brings ("<build> (<image>)")
+    windows_after: dict[str, int] = Field(default_factory=dict)
     still_need_reboot: list[str] = Field(default_factory=list)
     lagging_kernel: list[str] = Field(default_factory=list)
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from aksmaint.azure import AksCluster, CredentialKind
 from aksmaint.errors import MaintenanceError
 from aksmaint.params import MaintenanceParams
-from aksmaint.report import MaintenanceReport
+from aksmaint.report import MaintenanceReport, Outcome
 from flows.cluster_upgrade import UpgradeMode, UpgradeReport, UpgradeStep, cluster_upgrade
 from flows.node_maintenance import FINISHED, node_maintenance
 from flows.prefect_api import PrefectUnavailable, check_health, ensure_prefect_api, quiet_outage_noise
@@ -180,6 +180,9 @@ def params_from_args(args: argparse.Namespace) -> MaintenanceParams:
     return MaintenanceParams.model_validate(values)
 
 
+OUTCOME_WIDTH = max(len(o.value) for o in Outcome)
+
+
 def format_report(report: MaintenanceReport, table: str | None = None) -> str:
     lines = [f"Node maintenance on {report.cluster}{' (dry run)' if report.dry_run else ''}", ""]
     if not report.tls_verified:
@@ -191,10 +194,18 @@ def format_report(report: MaintenanceReport, table: str | None = None) -> str:
             if n.kernel_after and n.kernel_after != n.kernel_before
             else n.kernel_before
         )
-        lines.append(f"  {n.node.ljust(width)}  {n.outcome.value:<10}  {kernel:<40}  {n.reason}")
+        lines.append(f"  {n.node.ljust(width)}  {n.outcome.value:<{OUTCOME_WIDTH}}  {kernel:<40}  {n.reason}")
     lines += [
         "",
         "Kernels now: " + ", ".join(f"{k} x{v}" for k, v in report.kernels_after.items()),
+        *(
+            [
+                "Windows nodes now (patched by node image upgrades, see cluster-upgrade): "
+                + ", ".join(f"{k} x{v}" for k, v in report.windows_after.items())
+            ]
+            if report.windows_after
+            else []
+        ),
         f"Still needing a reboot: {', '.join(report.still_need_reboot) or 'none'}",
         *(
             [f"Node OS upgrade channel: {report.node_os_upgrade_channel}"]
@@ -318,5 +329,9 @@ def format_upgrade(report: UpgradeReport) -> str:
         lines += [f"  verify: {p}" for p in report.verify_problems]
     if report.kernels_after:
         lines.append("  kernels now: " + ", ".join(f"{k} x{v}" for k, v in report.kernels_after.items()))
+    if report.windows_after:
+        lines.append(
+            "  Windows nodes now: " + ", ".join(f"{k} x{v}" for k, v in report.windows_after.items())
+        )
     lines += ["", f"Result: {report.outcome}"]
     return "\n".join(lines)

@@ -64,7 +64,10 @@ class UpgradeReport(BaseModel):
     operations: list[dict] = Field(default_factory=list)
     verified: bool = False
     verify_problems: list[str] = Field(default_factory=list)
-    kernels_after: dict[str, int] = Field(default_factory=dict)
+    kernels_after: dict[str, int] = Field(default_factory=dict)  # Linux nodes
+    windows_after: dict[str, int] = Field(
+        default_factory=dict
+    )  # "<OS build> (<node image>)" of Windows nodes
     outcome: str = ""
 
     @property
@@ -378,6 +381,7 @@ def cluster_upgrade(
     report.verified = not report.verify_problems
     diff = kernel_diff_report(connection, "", before, [], [])
     report.kernels_after = diff["summary"]["kernels"]
+    report.windows_after = diff["summary"]["windows"]
     if not report.outcome:
         report.outcome = "upgraded" if report.verified else "upgraded, but verification found problems"
     return _finish(report, logger)

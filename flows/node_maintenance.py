@@ -76,6 +76,9 @@ def host_settings(params: MaintenanceParams) -> HostPodSettings:
 
 
 # ---- plan ------------------------------------------------------------------------------------
+WINDOWS_REASON = "Windows nodes are patched by a node image upgrade"
+
+
 def make_plan(
     facts: list[NodeFacts], pods_to_move: dict[str, int] | None = None, hold: str | None = None
 ) -> list[PlanEntry]:
@@ -88,7 +91,9 @@ def make_plan(
     moves = pods_to_move or {}
     entries = []
     for f in sorted(facts, key=lambda f: (not f.resume, f.pool, moves.get(f.name, 0), f.name)):
-        if f.resume:
+        if f.windows:
+            entries.append(PlanEntry(node=f.name, action="not-applicable", reason=WINDOWS_REASON))
+        elif f.resume:
             entries.append(
                 PlanEntry(node=f.name, action="resume", reason="a previous run left its record here")
             )
@@ -151,6 +156,10 @@ def plan_rollout(
         sum(e.action == "hold" for e in plan),
         sum(e.action == "skip" for e in plan),
     )
+    if windows := sum(e.action == "not-applicable" for e in plan):
+        get_run_logger().info(
+            "%d Windows node(s) not applicable: %s (cluster-upgrade)", windows, WINDOWS_REASON
+        )
     return plan
 
 
@@ -326,7 +335,8 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
     todo = [e for e in plan if e.action in ("reboot", "resume")]
     if not params.dry_run:
         clean_up_leftovers(params.cluster, [e.node for e in plan if e.action == "skip"], settings)
-    reports = {e.node: _unplanned(e, by_name[e.node]) for e in plan if e.action in ("skip", "check", "hold")}
+    unplanned = ("skip", "check", "hold", "not-applicable")
+    reports = {e.node: _unplanned(e, by_name[e.node]) for e in plan if e.action in unplanned}
     if params.dry_run:
         for e in todo:
             reason = gate_reason(kube, e.node, params.window, params.blockers, params.lock)
@@ -350,6 +360,7 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
     ]
     diff = kernel_diff_report(params.cluster, params.node_selector, facts, report.nodes, still)
     report.kernels_after = diff["summary"]["kernels"]
+    report.windows_after = diff["summary"]["windows"]
     report.lagging_kernel = diff["summary"]["lagging"]
     report.still_need_reboot = still
     report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -373,7 +384,12 @@ class FINISHED:
 
 def _report(entry: PlanEntry, before: NodeFacts, outcome: Outcome, reason: str) -> NodeReport:
     return NodeReport(
-        node=entry.node, pool=before.pool, outcome=outcome, reason=reason, kernel_before=before.kernel
+        node=entry.node,
+        pool=before.pool,
+        outcome=outcome,
+        reason=reason,
+        kernel_before=before.kernel,
+        node_image_version=before.node_image_version,
     )
 
 
@@ -384,6 +400,10 @@ def _unplanned(entry: PlanEntry, before: NodeFacts) -> NodeReport:
         return _report(entry, before, Outcome.planned, entry.reason)
     if entry.action == "hold":
         return _report(entry, before, Outcome.held, entry.reason)
+    if entry.action == "not-applicable":
+        return _report(
+            entry, before, Outcome.not_applicable, f"{entry.reason} (node image {before.node_image_version})"
+        )
     return _report(entry, before, Outcome.held if before.scan_error else Outcome.not_needed, entry.reason)
 
 

@@ -62,6 +62,7 @@ UNREACHABLE_TAINTS = [
     {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
 ]
 UNSCHEDULABLE_TAINT_KEY = "node.kubernetes.io/unschedulable"
+OS_LABEL = "kubernetes.io/os"
 # status fields without omitempty: clients (the Python client validates them) expect them even when 0
 _REQUIRED_STATUS = {
     "ReplicaSet": {"replicas"},
@@ -82,16 +83,33 @@ def microtime(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def node_name(cluster: str, pool: str, index: int) -> str:
-    """AKS-style VMSS node name: aks-<pool>-<8 digits>-vmss<6 base-36 digits>."""
-    digits = int(hashlib.sha256(f"{cluster}/{pool}".encode()).hexdigest(), 16) % 10**8
+def node_name(cluster: str, pool: str, index: int, windows: bool = False) -> str:
+    """AKS-style VMSS node name: aks-<pool>-<8 digits>-vmss<6 base-36 digits> for Linux, and
+    aks<pool><6 base-36 digits> for Windows (a Windows computer name has at most 15 characters)."""
     alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
     b36 = ""
     n = index
     for _ in range(6):
         n, r = divmod(n, 36)
         b36 = alphabet[r] + b36
+    if windows:
+        return f"aks{pool}{b36}"
+    digits = int(hashlib.sha256(f"{cluster}/{pool}".encode()).hexdigest(), 16) % 10**8
     return f"aks-{pool}-{digits:08d}-vmss{b36}"
+
+
+def windows_build(kernel: str) -> str:
+    """The node.kubernetes.io/windows-build label of a Windows kernel version: 10.0.20348.2700 -> 10.0.20348."""
+    return ".".join(kernel.split(".")[:3])
+
+
+def runs_on(spec: dict, labels: dict) -> bool:
+    """A Linux container image cannot start on a Windows node: a pod goes there only when its nodeSelector
+    asks for kubernetes.io/os=windows (AKS asks every workload of a mixed cluster to select its OS)."""
+    return (
+        labels.get(OS_LABEL, "linux") != "windows"
+        or (spec.get("nodeSelector") or {}).get(OS_LABEL) == "windows"
+    )
 
 
 def name_suffix(rng: random.Random, length: int = 5) -> str:
@@ -246,15 +264,20 @@ class Cluster:
         for w in sc.workloads:
             self._add_workload(w)
 
+    def _node_name(self, pool: str, index: int) -> str:
+        spec = next(p for p in self.scenario.pools if p.name == pool)
+        return node_name(self.scenario.cluster.name, pool, index, windows=spec.windows)
+
     def _add_node(self, pool: PoolSpec, index: int, spec) -> None:
         sc = self.scenario
-        name = node_name(sc.cluster.name, pool.name, index)
+        name = node_name(sc.cluster.name, pool.name, index, windows=pool.windows)
         host = Host(
             node_name=name,
             pool=pool.name,
             running_kernel=pool.kernel,
             os_image=pool.os_image,
             boot_seconds=pool.boot_seconds,
+            os_type=pool.os_type,
         )
         if spec is not None:
             host.reboot_required = spec.reboot_required
@@ -266,11 +289,12 @@ class Cluster:
         self.pool_of[name] = pool
         zone = pool.zones[index % len(pool.zones)] if pool.zones else "0"
         region_zone = f"{sc.cluster.location}-{zone}" if pool.zones else "0"
+        os = "windows" if pool.windows else "linux"
         labels = {
             "agentpool": pool.name,
             "beta.kubernetes.io/arch": "amd64",
             "beta.kubernetes.io/instance-type": pool.vm_size,
-            "beta.kubernetes.io/os": "linux",
+            "beta.kubernetes.io/os": os,
             "failure-domain.beta.kubernetes.io/region": sc.cluster.location,
             "failure-domain.beta.kubernetes.io/zone": region_zone,
             "kubernetes.azure.com/agentpool": pool.name,
@@ -278,21 +302,23 @@ class Cluster:
             f"{sc.cluster.location}",
             "kubernetes.azure.com/mode": pool.mode.lower(),
             "kubernetes.azure.com/node-image-version": pool.node_image_version,
-            "kubernetes.azure.com/os-sku": "Ubuntu",
+            "kubernetes.azure.com/os-sku": "Windows2022" if pool.windows else "Ubuntu",
             "kubernetes.azure.com/role": "agent",
             "kubernetes.io/arch": "amd64",
             "kubernetes.io/hostname": name,
-            "kubernetes.io/os": "linux",
+            OS_LABEL: os,
             "kubernetes.io/role": "agent",
             "node.kubernetes.io/instance-type": pool.vm_size,
             "topology.kubernetes.io/region": sc.cluster.location,
             "topology.kubernetes.io/zone": region_zone,
         }
+        if pool.windows:
+            labels["node.kubernetes.io/windows-build"] = windows_build(pool.kernel)
         if spec is not None:
             labels.update(spec.labels)
         ip = str(ipaddress.ip_address("10.224.0.4") + len(self.hosts) - 1)
         node_rg = f"MC_{sc.cluster.resource_group}_{sc.cluster.name}_{sc.cluster.location}"
-        vmss = name.rsplit("vmss", 1)[0] + "vmss"
+        vmss = name[:-6] if pool.windows else name.rsplit("vmss", 1)[0] + "vmss"
         node = {
             "metadata": {
                 "name": name,
@@ -333,7 +359,7 @@ class Cluster:
                     "containerRuntimeVersion": pool.container_runtime,
                     "kubeletVersion": f"v{pool.orchestrator_version}",
                     "kubeProxyVersion": f"v{pool.orchestrator_version}",
-                    "operatingSystem": "linux",
+                    "operatingSystem": os,
                     "architecture": "amd64",
                 },
             },
@@ -421,6 +447,8 @@ class Cluster:
         }
         if w.tolerations:
             spec["tolerations"] = w.tolerations
+        if w.node_selector:
+            spec["nodeSelector"] = dict(w.node_selector)
         if w.empty_dir:
             spec["volumes"] = [{"name": "scratch", "emptyDir": {}}]
             container["volumeMounts"] = [{"name": "scratch", "mountPath": "/scratch"}]
@@ -463,7 +491,7 @@ class Cluster:
         else:
             pod = {"metadata": meta, "spec": template["spec"]}
             if w.node is not None:
-                pod["spec"]["nodeName"] = node_name(self.scenario.cluster.name, w.node.pool, w.node.index)
+                pod["spec"]["nodeName"] = self._node_name(w.node.pool, w.node.index)
             self.create_pod(pod)
         if w.pdb is not None:
             spec: dict = {"selector": selector}
@@ -847,7 +875,9 @@ class Cluster:
                 return False
         selector = ds["spec"]["template"]["spec"].get("nodeSelector") or {}
         labels = node["metadata"].get("labels", {})
-        return all(labels.get(k) == v for k, v in selector.items())
+        return all(labels.get(k) == v for k, v in selector.items()) and runs_on(
+            ds["spec"]["template"]["spec"], labels
+        )
 
     def _reconcile_daemonsets(self) -> None:
         """Each DaemonSet looks again at the nodes that changed (at every node when it is new or its
@@ -981,6 +1011,8 @@ class Cluster:
         labels = node["metadata"].get("labels", {})
         if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
             return None
+        if not runs_on(spec, labels):
+            return None
         return sum(
             1 for t in taints if t.get("effect") == "PreferNoSchedule" and not tolerates(tolerations, t)
         )
@@ -1064,6 +1096,9 @@ class Cluster:
             if current is not None:
                 self._write_pod_status(current, "Running", ready=True)
 
+        if host.windows and not runs_on(pod["spec"], {OS_LABEL: "windows"}):
+            self.after(CONTAINER_START_SECONDS, lambda: self._image_pull_failed(key, uid))
+            return
         if host_command is None:
             self.after(CONTAINER_START_SECONDS, set_running)
             return
@@ -1100,6 +1135,35 @@ class Cluster:
 
         self.after(CONTAINER_START_SECONDS, set_running)
         self.after(CONTAINER_START_SECONDS + seconds, finish)
+
+    def _image_pull_failed(self, key: tuple[str, str], uid: str) -> None:
+        """A Linux image on a Windows node: the pod stays Pending, its container waiting on the pull."""
+        pod = self.store.get(PODS, *key)
+        if pod is None or pod["metadata"]["uid"] != uid:
+            return
+        container = pod["spec"]["containers"][0]
+        status = {
+            **pod.get("status", {}),
+            "phase": "Pending",
+            "containerStatuses": [
+                {
+                    "name": container["name"],
+                    "image": container.get("image", ""),
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "started": False,
+                    "state": {
+                        "waiting": {
+                            "reason": "ErrImagePull",
+                            "message": f"failed to pull image {container.get('image', '')}: no matching "
+                            "manifest for windows(10.0.20348)/amd64 in the manifest list entries",
+                        }
+                    },
+                }
+            ],
+        }
+        self.store.update_internal(PODS, {**pod, "status": status})
 
     def _write_pod_status(self, pod: dict, phase: str, ready: bool, exit_code: int | None = None) -> None:
         stamp = now_rfc3339()
@@ -1483,7 +1547,7 @@ class Cluster:
         }
         taken_cidrs = {n["spec"].get("podCIDR") for n in nodes}
         self._add_node(pool, index, None)
-        name = node_name(self.scenario.cluster.name, pool.name, index)
+        name = node_name(self.scenario.cluster.name, pool.name, index, windows=pool.windows)
         node = self.store.get(NODES, "", name)
         if (
             node["status"]["addresses"][0]["address"] in taken_ips

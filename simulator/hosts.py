@@ -45,6 +45,7 @@ class Host:
     running_kernel: str
     os_image: str
     boot_seconds: float
+    os_type: str = "Linux"  # a Windows host never asks for a reboot: a node image upgrade patches it
     reboot_required: bool = False
     pending_kernel: str | None = None
     upgradable_packages: int = 0
@@ -54,10 +55,15 @@ class Host:
     state: str = "up"  # up | booting | down
     boots: int = 0
 
+    @property
+    def windows(self) -> bool:
+        return self.os_type == "Windows"
+
     def snapshot(self) -> dict:
         return {
             "node": self.node_name,
             "pool": self.pool,
+            "os_type": self.os_type,
             "state": self.state,
             "running_kernel": self.running_kernel,
             "pending_kernel": self.pending_kernel,

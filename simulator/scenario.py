@@ -187,17 +187,26 @@ class ClusterSpec(_Strict):
         return value
 
 
+OS_IMAGES = {"Linux": "Ubuntu 22.04.5 LTS", "Windows": "Windows Server 2022 Datacenter"}
+CONTAINER_RUNTIMES = {"Linux": "containerd://1.7.25-1", "Windows": "containerd://1.7.20+azure"}
+
+
 class PoolSpec(_Strict):
+    """An agent pool. Windows pools are built as AKS builds them: names of at most 6 characters, nodes
+    named ``aks<pool><6-character index>``, Windows Server images whose kernel is the OS build (e.g.
+    10.0.20348.2700); they are never system pools, and their nodes never ask for a reboot."""
+
     name: str = Field(pattern=r"^[a-z][a-z0-9]{0,11}$")
+    os_type: Literal["Linux", "Windows"] = "Linux"
     mode: Literal["System", "User"] = "User"
     count: int = Field(ge=0, le=5000)
     zones: list[str] = Field(default_factory=list)
     orchestrator_version: Version
     node_image_version: str
     latest_node_image_version: str | None = None
-    os_image: str = "Ubuntu 22.04.5 LTS"
+    os_image: str = ""  # default: Ubuntu 22.04.5 LTS, or Windows Server 2022 Datacenter
     kernel: str
-    container_runtime: str = "containerd://1.7.25-1"
+    container_runtime: str = ""  # default: the AKS image's containerd for the OS
     vm_size: str = "Standard_D4s_v5"
     max_pods: int = Field(default=110, ge=1, le=250)
     boot_seconds: float = Field(default=30, ge=0)
@@ -205,6 +214,28 @@ class PoolSpec(_Strict):
     latest_node_image_kernel: str | None = None
     upgrade_settings: UpgradeSettingsSpec = Field(default_factory=UpgradeSettingsSpec)
     node_provision_seconds: float = Field(default=20, ge=0)  # a new (surge) node's time to join Ready
+
+    @model_validator(mode="before")
+    @classmethod
+    def _os_defaults(cls, raw: object) -> object:
+        if not isinstance(raw, dict):
+            return raw
+        os_type = raw.get("os_type", "Linux")
+        defaults = {"os_image": OS_IMAGES.get(os_type), "container_runtime": CONTAINER_RUNTIMES.get(os_type)}
+        return {**raw, **{k: v for k, v in defaults.items() if not raw.get(k) and v}}
+
+    @model_validator(mode="after")
+    def _windows_rules(self) -> PoolSpec:
+        if self.os_type == "Windows":
+            if len(self.name) > 6:
+                raise _FieldError(("name",), "a Windows pool name has at most 6 characters")
+            if self.mode == "System":
+                raise _FieldError(("mode",), "a Windows pool cannot be a System pool")
+        return self
+
+    @property
+    def windows(self) -> bool:
+        return self.os_type == "Windows"
 
 
 class NodeRef(_Strict):
@@ -256,6 +287,8 @@ class WorkloadSpec(_Strict):
     node: NodeRef | None = None
     empty_dir: bool = False
     tolerations: list[dict] = Field(default_factory=list)
+    # the pods' nodeSelector; a Windows workload selects kubernetes.io/os: windows
+    node_selector: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _kind_fields(self) -> WorkloadSpec:
@@ -317,6 +350,12 @@ class Scenario(_Strict):
             pool = pools.get(ref.pool)
             if pool is None:
                 raise _FieldError((*loc, "pool"), f"node reference names unknown pool {ref.pool!r}")
+            if pool.windows and isinstance(ref, NodeSpec) and (ref.reboot_required or ref.available_kernel):
+                raise _FieldError(
+                    (*loc, "reboot_required"),
+                    f"pool {ref.pool!r} is Windows: its nodes never ask for a reboot (a node image "
+                    "upgrade patches them)",
+                )
             if ref.index >= pool.count:
                 raise _FieldError(
                     (*loc, "index"),

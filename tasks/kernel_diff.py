@@ -1,4 +1,7 @@
-"""Kernel-version diff: what each node ran before the run and what it runs now."""
+"""Kernel-version diff: what each node ran before the run and what it runs now.
+
+Windows nodes are kept apart: their kernel version is the OS build their node image brings, a reboot
+changes nothing there, and comparing it with Linux kernels would call every Linux node lagging."""
 
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ def diff_rows(before: list[NodeFacts], after: list[NodeFacts], reports: list[Nod
             {
                 "node": f.name,
                 "pool": f.pool,
+                "windows": f.windows,
                 "kernel_before": f.kernel,
                 "kernel_after": now.kernel if now else "(node gone)",
                 "boot_id_changed": bool(now and now.boot_id != f.boot_id),
@@ -57,6 +61,7 @@ def diff_rows(before: list[NodeFacts], after: list[NodeFacts], reports: list[Nod
         {
             "node": f.name,
             "pool": f.pool,
+            "windows": f.windows,
             "kernel_before": "(new node)",
             "kernel_after": f.kernel,
             "boot_id_changed": False,
@@ -71,12 +76,15 @@ def diff_rows(before: list[NodeFacts], after: list[NodeFacts], reports: list[Nod
 
 
 def fleet_summary(after: list[NodeFacts], need_reboot: list[str]) -> dict:
-    kernels = Counter(f.kernel for f in after)
+    linux = [f for f in after if not f.windows]
+    kernels = Counter(f.kernel for f in linux)
     newest = max(kernels, key=_kernel_sort_key) if kernels else ""
+    windows = Counter(f"{f.kernel} ({f.node_image_version})" for f in after if f.windows)
     return {
         "kernels": dict(sorted(kernels.items(), key=lambda kv: _kernel_sort_key(kv[0]))),
-        "lagging": sorted(f.name for f in after if f.kernel != newest),
+        "lagging": sorted(f.name for f in linux if f.kernel != newest),
         "still_need_reboot": sorted(need_reboot),
+        "windows": dict(sorted(windows.items(), key=lambda kv: _kernel_sort_key(kv[0].split()[0]))),
     }
 
 
@@ -94,14 +102,21 @@ def render_markdown(cluster: str, rows: list[dict], summary: dict, table: str) -
         "| node | kernel before | kernel after | boot id changed | outcome | duration (s) | note |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in (r for r in rows if not r["windows"]):
         lines.append(
             f"| {r['node']} | {r['kernel_before']} | {r['kernel_after']} | "
             f"{'yes' if r['boot_id_changed'] else 'no'} | {r['outcome']} | {r['duration_s']} | "
             f"{r['reason']} |"
         )
-    lines += ["", "## Kernels now", ""]
+    lines += ["", "## Kernels now (Linux)", ""]
     lines += [f"- `{k}`: {n} node(s)" for k, n in summary["kernels"].items()]
+    if summary["windows"]:
+        lines += ["", "## Windows nodes (a node image upgrade patches them, not a reboot)", ""]
+        lines += [
+            f"- {r['node']} ({r['pool']}): OS build {r['kernel_after']}, {r['reason']}"
+            for r in rows
+            if r["windows"]
+        ]
     lagging = summary["lagging"]
     lines += [
         "",

@@ -111,27 +111,35 @@ def scan_sentinels(
     settings: HostPodSettings,
     dry_run: bool,
 ) -> list[NodeFacts]:
-    """Find the nodes that need a reboot. A dry run makes no pods, so only node-condition mode scans."""
+    """Find the nodes that need a reboot. A dry run makes no pods, so only node-condition mode scans.
+
+    Windows nodes are never scanned (no Linux host pod can run there, and no sentinel exists there):
+    they never need a reboot from this flow, a node image upgrade patches them."""
     logger = get_run_logger()
     kube = kube_for(cluster)
+    linux = [f for f in facts if not f.windows]
+    windows = [f.model_copy(update={"reboot_required": False}) for f in facts if f.windows]
     if options.mode == SentinelMode.node_condition:
-        scanned = scan_with_condition(kube, facts, options.condition_type)
+        scanned = scan_with_condition(kube, linux, options.condition_type)
     elif dry_run:
         logger.info(
             "Dry run: the host-pod scan creates pods, so reboot needs are not checked "
             "(sentinel mode node-condition scans read-only)"
         )
-        return facts
+        return [*linux, *windows]
     else:
-        scanned = scan_with_host_pods(kube, facts, settings, options.parallelism)
+        scanned = scan_with_host_pods(kube, linux, settings, options.parallelism)
     need = [f.name for f in scanned if f.reboot_required]
     errors = [f for f in scanned if f.scan_error]
     logger.info(
-        "%d of %d node(s) need a reboot%s",
+        "%d of %d Linux node(s) need a reboot%s%s",
         len(need),
         len(scanned),
         f"; {len(errors)} could not be scanned" if errors else "",
+        f"; {len(windows)} Windows node(s) not scanned (a node image upgrade patches them)"
+        if windows
+        else "",
     )
     for f in errors:
         logger.warning("Scan of %s failed: %s", f.name, f.scan_error)
-    return scanned
+    return [*scanned, *windows]

@@ -15,6 +15,7 @@ from aksmaint.tasking import maintenance_task
 
 POOL_LABEL = "kubernetes.azure.com/agentpool"
 IMAGE_LABEL = "kubernetes.azure.com/node-image-version"
+OS_LABEL = "kubernetes.io/os"
 APPLY_UPDATES_SCRIPT = (
     "DEBIAN_FRONTEND=noninteractive apt-get update && DEBIAN_FRONTEND=noninteractive apt-get upgrade -y"
 )
@@ -31,6 +32,7 @@ def node_facts(node) -> NodeFacts:
         kernel=info.kernel_version if info else "",
         os_image=info.os_image if info else "",
         node_image_version=labels.get(IMAGE_LABEL, ""),
+        os=labels.get(OS_LABEL) or (info.operating_system if info else "") or "linux",
         kubelet_version=info.kubelet_version if info else "",
         boot_id=info.boot_id if info else "",
         ready=ready,
@@ -72,7 +74,8 @@ def check_updates(
     kube = kube_for(cluster)
     nodes = list_nodes(kube, node_selector)
     if apply_updates and not dry_run:
-        failures = apply_updates_on(kube, [n.metadata.name for n in nodes], settings, parallelism)
+        linux = [n.metadata.name for n in nodes if not node_facts(n).windows]
+        failures = apply_updates_on(kube, linux, settings, parallelism)
         for name, err in failures.items():
             logger.warning("Applying updates on %s failed: %s", name, err)
         nodes = list_nodes(kube, node_selector)

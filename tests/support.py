@@ -28,7 +28,7 @@ def maintenance_scenario(
     demo's web (3 replicas, minAvailable 2) and ``replicas`` api pods (maxUnavailable 1). With a long
     ``api_ready_seconds``, replacements take a while to be Ready, so a drain has to wait out refused
     evictions."""
-    demo = scenario_dict("demo")
+    demo = scenario_dict("example")
     return {
         **demo,
         "time_scale": 0.1,

@@ -27,8 +27,18 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def derived_kernel(kernel: str) -> str:
-    """A newer kernel than ``kernel`` for a newer image, e.g. 5.15.0-1079-azure -> 5.15.0-1081-azure."""
+def derived_kernel(kernel: str, image: str = "") -> str:
+    """A newer kernel than ``kernel`` for a newer image, e.g. 5.15.0-1079-azure -> 5.15.0-1081-azure.
+
+    A Windows kernel is the OS build, which the image version carries:
+    AKSWindows-2022-containerd-20348.2762.241009 runs 10.0.20348.2762."""
+    windows = re.fullmatch(r"10\.0\.\d+\.\d+", kernel)
+    if windows:
+        build = re.search(r"-(\d+)\.(\d+)\.\d+$", image)
+        if build:
+            return f"10.0.{build.group(1)}.{build.group(2)}"
+        head, revision = kernel.rsplit(".", 1)
+        return f"{head}.{int(revision) + 1}"
     match = re.fullmatch(r"(.*?-)(\d+)(-.*)?", kernel)
     if match is None:
         return kernel + "+1"
@@ -93,7 +103,7 @@ class PoolState:
         kernel = (
             spec.kernel
             if latest == spec.node_image_version
-            else (spec.latest_node_image_kernel or derived_kernel(spec.kernel))
+            else (spec.latest_node_image_kernel or derived_kernel(spec.kernel, latest))
         )
         return cls(
             spec=spec,
@@ -135,8 +145,8 @@ class PoolState:
             "currentOrchestratorVersion": spec.orchestrator_version,
             "enableNodePublicIP": False,
             "mode": spec.mode,
-            "osType": "Linux",
-            "osSKU": "Ubuntu",
+            "osType": spec.os_type,
+            "osSKU": "Windows2022" if spec.windows else "Ubuntu",
             "nodeImageVersion": spec.node_image_version,
             "upgradeSettings": dict(self.settings),
             "enableFIPS": False,

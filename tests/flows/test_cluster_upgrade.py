@@ -47,7 +47,7 @@ IMAGE_LABEL = "kubernetes.azure.com/node-image-version"
 # ---- helpers -----------------------------------------------------------------------------------------
 def demo(scale: float = SCALE, **pool_changes: dict) -> dict:
     """The demo scenario at test speed; ``pool_changes`` adjust pools by name."""
-    scenario = copy.deepcopy(scenario_dict("demo"))
+    scenario = copy.deepcopy(scenario_dict("example"))
     scenario["time_scale"] = scale
     for pool in scenario["pools"]:
         if pool["name"] == "nodepool1":

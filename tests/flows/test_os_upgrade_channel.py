@@ -27,7 +27,7 @@ WINDOW = {
 
 
 def demo(channel: str | None, schedule: bool = False) -> dict:
-    scenario = scenario_dict("demo")
+    scenario = scenario_dict("example")
     cluster = dict(scenario["cluster"])
     if channel is not None:
         cluster["node_os_upgrade_channel"] = channel

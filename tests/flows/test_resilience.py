@@ -273,7 +273,7 @@ def test_approval_gate(start_sim, prefect_api, monkeypatch, approve: bool) -> No
 # ---- 4. reboot-slot Leases through the real API ----------------------------------------------
 @pytest.fixture
 def lease_cluster(start_sim):
-    sim = start_sim("demo")
+    sim = start_sim("example")
     kubes = [connect(ClusterConnection(kubeconfig=sim.kubeconfig)) for _ in range(2)]
     return sim, kubes
 

@@ -205,7 +205,7 @@ def test_any_parameters_are_accepted_or_refused_cleanly(values: dict) -> None:
 @pytest.fixture(scope="module")
 def demo_sim(tmp_path_factory) -> Iterator[RunningSim]:
     """One simulated cluster for all the examples: none of them may change it."""
-    sim = SimulatedAKS(parse_scenario(scenario_dict("demo")), state_dir=tmp_path_factory.mktemp("sim"))
+    sim = SimulatedAKS(parse_scenario(scenario_dict("example")), state_dir=tmp_path_factory.mktemp("sim"))
     sim.start()
     running = RunningSim(sim)
     yield running
@@ -236,7 +236,7 @@ def test_a_flow_given_invalid_parameters_changes_nothing(demo_sim, prefect_api, 
 
 
 # ---- the scenario loader ---------------------------------------------------------------------
-SCENARIO = scenario_dict("demo")
+SCENARIO = scenario_dict("example")
 
 INVALID_SCENARIOS: list[tuple[tuple, st.SearchStrategy]] = [
     (("time_scale",), non_positive | st.floats(min_value=100, exclude_min=True, allow_nan=False)),

@@ -63,7 +63,7 @@ def aks_client(sim: RunningSim, token: str | None = None) -> ContainerServiceCli
 
 def demo(**pool_changes: dict) -> dict:
     """The demo scenario at test speed; ``pool_changes`` adjust pools by name."""
-    scenario = copy.deepcopy(scenario_dict("demo"))
+    scenario = copy.deepcopy(scenario_dict("example"))
     scenario["time_scale"] = SCALE
     for pool in scenario["pools"]:
         pool.update(pool_changes.get(pool["name"], {}))

@@ -110,7 +110,7 @@ class Kube:
 def kube(start_sim) -> Iterator[Callable[..., Kube]]:
     opened: list[Kube] = []
 
-    def start(scenario: dict | str = "demo", **overrides: object) -> Kube:
+    def start(scenario: dict | str = "example", **overrides: object) -> Kube:
         k = Kube(start_sim(scenario, **overrides))
         opened.append(k)
         return k
@@ -311,7 +311,7 @@ def test_noschedule_taints_keep_pods_away_unless_tolerated(kube):
 
 
 def test_node_selector_picks_nodes_by_label(kube):
-    k = kube("demo", time_scale=SCALE)
+    k = kube("example", time_scale=SCALE)
     user_nodes = {n for n in k.nodes() if "userpool" in n}
     k.deployment("batch", 4, {"nodeSelector": {"kubernetes.azure.com/agentpool": "userpool"}})
     assert set(placement(k.wait_bound("app=batch", 4))) == user_nodes
@@ -415,7 +415,7 @@ def test_scheduler_scoring_defaults_to_spread_and_rejects_unknown_values():
 
 
 def test_daemonset_runs_one_pod_on_every_node(kube):
-    k = kube("demo", time_scale=SCALE)
+    k = kube("example", time_scale=SCALE)
     nodes = k.nodes()
     pods = k.wait(
         lambda: (lambda ps: ps if len(ps) == len(nodes) else None)(
@@ -452,7 +452,7 @@ def test_daemonset_runs_one_pod_on_every_node(kube):
 
 
 def test_daemonset_honours_node_selector_and_follows_taints(kube):
-    k = kube("demo", time_scale=SCALE)
+    k = kube("example", time_scale=SCALE)
     body = {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
@@ -578,7 +578,7 @@ def test_pdb_percentages_scale_with_the_controller_not_the_pods(kube):
 
 
 def test_pdb_for_a_daemonset_expects_one_pod_per_node(kube):
-    k = kube("demo", time_scale=SCALE)
+    k = kube("example", time_scale=SCALE)
     k.policy.create_namespaced_pod_disruption_budget(
         "kube-system",
         {

@@ -29,7 +29,7 @@ SUB, RG, NAME = "00000000-0000-0000-0000-000000000000", "rg-demo", "aks-demo"
 
 
 def entra(local_accounts: bool = True, lifetime: float = 3600) -> dict:
-    scenario = scenario_dict("demo")
+    scenario = scenario_dict("example")
     aad = {
         "tenant_id": TENANT,
         "token_lifetime_seconds": lifetime,
@@ -81,7 +81,7 @@ def test_the_ready_line_names_the_authority_and_the_service_principal(start_sim)
     assert line["authority"] == sim.endpoints.kube_api
     assert line["tenant_id"] == TENANT
     assert line["client_id"] and line["client_secret"]
-    plain = start_sim("demo")
+    plain = start_sim("example")
     assert "authority" not in json.loads(plain.endpoints.ready_line())
 
 

@@ -23,7 +23,7 @@ def sim(start_sim) -> Iterator:
     opened: list = []
 
     def start(**faults: float) -> tuple[RunningSim, client.CoreV1Api, httpx.Client]:
-        running = start_sim("demo", time_scale=SCALE, faults=faults)
+        running = start_sim("example", time_scale=SCALE, faults=faults)
         api = config.new_client_from_config(config_file=running.kubeconfig)
         http = httpx.Client(
             base_url=running.endpoints.kube_api,

@@ -20,7 +20,7 @@ import yaml
 from kubernetes import client, config
 
 from simulator.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
-from tests.conftest import DEMO_SCENARIO, ROOT, scenario_dict
+from tests.conftest import DEMO_SCENARIO, EXAMPLE_SCENARIO, ROOT, scenario_dict
 
 NODE_NAME = re.compile(r"^aks-(?P<pool>[a-z][a-z0-9]{0,11})-\d{8}-vmss[0-9a-z]{6}$")
 AKS_LABELS = (
@@ -38,28 +38,36 @@ AKS_LABELS = (
 def shared_example() -> Path:
     """The example scenario in shared/, which lives beside the checkout (CI) or at /work/shared.
 
-    Outside this workplace the project's verbatim copy, scenarios/demo.yaml, stands in for it."""
+    Outside this workplace the project's verbatim copy, scenarios/example.yaml, stands in for it."""
     for base in (ROOT.parent / "shared", Path("/work/shared")):
         path = base / "scenarios" / "example.yaml"
         if path.exists():
             return path
-    return ROOT / "scenarios" / "demo.yaml"
+    return EXAMPLE_SCENARIO
 
 
 # ---- loading -----------------------------------------------------------------------------------
 
 
-def test_the_shared_example_loads_unchanged_and_is_the_demo_scenario():
+def test_the_shared_example_loads_unchanged():
     example = shared_example()
     scenario = load_scenario(example)
     assert isinstance(scenario, Scenario)
-    assert scenario == load_scenario(DEMO_SCENARIO)
-    assert example.read_text() == DEMO_SCENARIO.read_text()
+    assert example.read_text() == EXAMPLE_SCENARIO.read_text()
     assert scenario.time_scale == 0.2
     assert [p.name for p in scenario.pools] == ["nodepool1", "userpool"]
     assert scenario.cluster.available_versions == ["1.30.5", "1.30.7", "1.31.2", "1.31.4", "1.32.1"]
     assert scenario.nodes[0].pending_kernel == "5.15.0-1081-azure"
     assert [w.kind for w in scenario.workloads] == ["Deployment", "DaemonSet", "Pod"]
+
+
+def test_the_demo_is_the_example_plus_a_one_node_windows_pool():
+    example, demo = load_scenario(shared_example()), load_scenario(DEMO_SCENARIO)
+    assert demo.model_copy(update={"pools": demo.pools[:-1]}) == example
+    windows = demo.pools[-1]
+    assert (windows.name, windows.os_type, windows.count) == ("npwin", "Windows", 1)
+    assert windows.os_image == "Windows Server 2022 Datacenter"
+    assert windows.node_image_version.startswith("AKSWindows-2022-containerd-")
 
 
 def test_time_scale_can_be_overridden_when_loading():
@@ -204,7 +212,7 @@ def test_serve_prints_one_ready_line_serves_over_verified_tls_and_stops_on_sigte
         try:
             assert api.configuration.verify_ssl
             nodes = client.CoreV1Api(api).list_node().items
-            assert len(nodes) == 5
+            assert len(nodes) == 6  # the demo: 5 Linux nodes and 1 Windows node
         finally:
             api.close()
         with httpx.Client(verify=ssl.create_default_context(cafile=ready["ca_bundle"])) as http:
@@ -231,13 +239,13 @@ def test_serve_prints_one_ready_line_serves_over_verified_tls_and_stops_on_sigte
 
 
 def test_nodes_are_named_and_labelled_like_aks_nodes(start_sim):
-    sim = start_sim("demo", time_scale=0.05)
+    sim = start_sim("example", time_scale=0.05)
     api = config.new_client_from_config(config_file=sim.kubeconfig)
     try:
         nodes = client.CoreV1Api(api).list_node().items
     finally:
         api.close()
-    scenario = load_scenario(DEMO_SCENARIO)
+    scenario = load_scenario(EXAMPLE_SCENARIO)
     pools = {p.name: p for p in scenario.pools}
     assert len(nodes) == sum(p.count for p in scenario.pools)
     addresses = set()
