@@ -104,6 +104,21 @@ def preflight(
     agent_pools = list(client.agent_pools.list(cluster.resource_group, cluster.name))
     selected = _pool_names(agent_pools, pools)
     plan = UpgradePlan(node_os_upgrade_channel=node_os_upgrade_channel_of(mc))
+    _check_states(mc, agent_pools, selected, plan)
+    if mode == UpgradeMode.node_image:
+        _plan_node_images(client, cluster, agent_pools, selected, plan)
+    else:
+        _plan_versions(client, mc, agent_pools, selected, target, control_plane_only, plan)
+    if respect_maintenance_window:
+        check = maintenance_window_open(_maintenance_configuration(client, cluster, mode))
+        plan.window, plan.window_open = check.description, check.open
+    if plan.steps:
+        plan.blocking_pdbs = _blocking_budgets(cluster, plan)
+    return plan
+
+
+def _check_states(mc, agent_pools: list, selected: list[str], plan: UpgradePlan) -> None:
+    """Refuse a cluster or selected pool in a failed state; note the operations a run will wait for."""
     problems = []
     if mc.provisioning_state in ("Failed", "Canceled"):
         problems.append(f"cluster is in provisioning state {mc.provisioning_state}; fix it before upgrading")
@@ -119,84 +134,89 @@ def preflight(
     if problems:
         raise UpgradeError("; ".join(problems))
 
-    if mode == UpgradeMode.node_image:
-        for name in selected:
-            pool = next(p for p in agent_pools if p.name == name)
-            profile = client.agent_pools.get_upgrade_profile(cluster.resource_group, cluster.name, name)
-            latest = profile.latest_node_image_version
-            if latest and latest == pool.node_image_version:
-                plan.notes.append(
-                    f"pool {name}: node image {pool.node_image_version} is already the latest; nothing to do"
-                )
-                continue
-            plan.steps.append(
-                vars(UpgradeStep("node-image", name, pool.node_image_version or "?", latest or "latest"))
-            )
-    else:
-        current = mc.current_kubernetes_version or mc.kubernetes_version
-        versions = client.managed_clusters.list_kubernetes_versions(mc.location)
-        available = [pv for v in versions.values_property or [] for pv in (v.patch_versions or {})]
-        final = resolve_target(current, available, target)
-        if final is None:
+
+def _plan_node_images(
+    client, cluster: AksCluster, agent_pools: list, selected: list[str], plan: UpgradePlan
+) -> None:
+    """One node-image step per selected pool whose image is not the latest of its own image family."""
+    for name in selected:
+        pool = next(p for p in agent_pools if p.name == name)
+        profile = client.agent_pools.get_upgrade_profile(cluster.resource_group, cluster.name, name)
+        latest = profile.latest_node_image_version
+        if latest and latest == pool.node_image_version:
             plan.notes.append(
-                f"the control plane already runs {current}: no newer version matches target "
-                f"{target!r}; nothing to do"
+                f"pool {name}: node image {pool.node_image_version} is already the latest; nothing to do"
             )
-        else:
-            cp = current
-            pool_versions = {
-                p.name: p.current_orchestrator_version or p.orchestrator_version for p in agent_pools
-            }
-            for hop in upgrade_path(current, final, available):
-                if control_plane_only:
-                    for name in selected:
-                        if problem := skew_problem(hop, pool_versions[name]):
-                            raise UpgradeError(f"pool {name}: {problem}")
-                plan.steps.append(vars(UpgradeStep("control-plane", None, cp, hop)))
-                if not control_plane_only:
-                    for name in selected:
-                        plan.steps.append(vars(UpgradeStep("pool-version", name, pool_versions[name], hop)))
-                        pool_versions[name] = hop
-                cp = hop
-        for p in agent_pools:
-            if (
-                p.name not in selected
-                and plan.steps
-                and (
-                    problem := skew_problem(
-                        plan.steps[-1]["to_version"], p.current_orchestrator_version or p.orchestrator_version
-                    )
-                )
-            ):
-                raise UpgradeError(f"pool {p.name} is not part of this upgrade but {problem}")
-
-    if respect_maintenance_window:
-        name = (
-            "aksManagedNodeOSUpgradeSchedule"
-            if mode == UpgradeMode.node_image
-            else "aksManagedAutoUpgradeSchedule"
+            continue
+        plan.steps.append(
+            vars(UpgradeStep("node-image", name, pool.node_image_version or "?", latest or "latest"))
         )
-        config = None
-        try:
-            config = client.maintenance_configurations.get(cluster.resource_group, cluster.name, name)
-        except ResourceNotFoundError:
-            try:
-                config = client.maintenance_configurations.get(
-                    cluster.resource_group, cluster.name, "default"
-                )
-            except ResourceNotFoundError:
-                config = None
-        check = maintenance_window_open(config)
-        plan.window, plan.window_open = check.description, check.open
 
-    if plan.steps:
-        kube = kube_for(ClusterConnection(aks=cluster))
-        pods = kube.call(kube.core.list_pod_for_all_namespaces).items
-        pools_touched = {s["pool"] for s in plan.steps if s["pool"]}
-        nodes = {n.metadata.name: (n.metadata.labels or {}).get(POOL_LABEL) for n in list_nodes(kube, "")}
-        on_pools = [p for p in pods if nodes.get(p.spec.node_name) in pools_touched]
-        plan.blocking_pdbs = blocking_budgets(kube, on_pools)
-    return plan
+
+def _plan_versions(
+    client,
+    mc,
+    agent_pools: list,
+    selected: list[str],
+    target: str,
+    control_plane_only: bool,
+    plan: UpgradePlan,
+) -> None:
+    """The control plane and the selected pools one minor at a time up to ``target``; no pool left
+    behind by more than AKS's version skew."""
+    current = mc.current_kubernetes_version or mc.kubernetes_version
+    versions = client.managed_clusters.list_kubernetes_versions(mc.location)
+    available = [pv for v in versions.values_property or [] for pv in (v.patch_versions or {})]
+    final = resolve_target(current, available, target)
+    pool_versions = {p.name: p.current_orchestrator_version or p.orchestrator_version for p in agent_pools}
+    if final is None:
+        plan.notes.append(
+            f"the control plane already runs {current}: no newer version matches target {target!r}; nothing to do"
+        )
+        return
+    cp = current
+    for hop in upgrade_path(current, final, available):
+        if control_plane_only:
+            for name in selected:
+                if problem := skew_problem(hop, pool_versions[name]):
+                    raise UpgradeError(f"pool {name}: {problem}")
+        plan.steps.append(vars(UpgradeStep("control-plane", None, cp, hop)))
+        if not control_plane_only:
+            for name in selected:
+                plan.steps.append(vars(UpgradeStep("pool-version", name, pool_versions[name], hop)))
+                pool_versions[name] = hop
+        cp = hop
+    for p in agent_pools:
+        if p.name in selected or not plan.steps:
+            continue
+        if problem := skew_problem(plan.steps[-1]["to_version"], pool_versions[p.name]):
+            raise UpgradeError(f"pool {p.name} is not part of this upgrade but {problem}")
+
+
+def _maintenance_configuration(client, cluster: AksCluster, mode: UpgradeMode):
+    """The planned-maintenance configuration that governs ``mode`` (falling back to ``default``); None
+    when the cluster has neither."""
+    name = (
+        "aksManagedNodeOSUpgradeSchedule"
+        if mode == UpgradeMode.node_image
+        else "aksManagedAutoUpgradeSchedule"
+    )
+    for config in (name, "default"):
+        try:
+            return client.maintenance_configurations.get(cluster.resource_group, cluster.name, config)
+        except ResourceNotFoundError:
+            continue
+    return None
+
+
+def _blocking_budgets(cluster: AksCluster, plan: UpgradePlan) -> list:
+    """The PodDisruptionBudgets that would block draining the nodes of the pools the plan touches."""
+    kube = kube_for(ClusterConnection(aks=cluster))
+    pods = kube.call(kube.core.list_pod_for_all_namespaces).items
+    pools_touched = {s["pool"] for s in plan.steps if s["pool"]}
+    nodes = {n.metadata.name: (n.metadata.labels or {}).get(POOL_LABEL) for n in list_nodes(kube, "")}
+    on_pools = [p for p in pods if nodes.get(p.spec.node_name) in pools_touched]
+    return blocking_budgets(kube, on_pools)
 
 
 def _busy_state(client, cluster: AksCluster):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from simulator.hosts import Host, run_host_command, split_host_command
+from simulator.hosts import CommandResult, Host, run_host_command, split_host_command
 from simulator.indexes import (
     PdbIndex,
     PodIndex,
@@ -142,6 +142,16 @@ class FeasibleNodes:
     spec: dict  # the pod spec whose tolerations and nodeSelector decide
     nodes: dict[str, int] = field(default_factory=dict)  # node -> untolerated PreferNoSchedule taints
     stale: set[str] = field(default_factory=set)  # nodes changed since ``nodes`` was last brought up to date
+
+
+@dataclass(frozen=True)
+class ContainerStart:
+    """One start of a pod's container by the kubelet: which pod (key and uid), on which host, in which boot."""
+
+    key: tuple[str, str]  # namespace, name
+    uid: str
+    host: Host
+    boot: int  # the host's boot count when the container started
 
 
 class Cluster:
@@ -507,45 +517,59 @@ class Cluster:
 
     # ---- change tracking -----------------------------------------------------------------
     def _on_change(self, rt, kind: str, old: dict | None, new: dict | None) -> None:
-        obj = new or old
+        """The store's listener: the controllers a change concerns will look again at the next reconcile."""
         if rt is PODS:
             self._pod_changed(old, new)
         elif rt in (DEPLOYMENTS, REPLICASETS, DAEMONSETS):
             self._owner_changed(rt, old, new)
         elif rt is PDBS:
-            namespace = obj["metadata"]["namespace"]
-            if old is None or new is None or old["spec"] != new["spec"]:
-                self.pdb_members.set_pdb(old, new, self.store.list(PODS, namespace))
-            self._pdb_namespaces_dirty.add(namespace)
+            self._pdb_changed(old, new)
         elif rt is NODES:
-            name = obj["metadata"]["name"]
-            was = bool(old and old.get("spec", {}).get("unschedulable"))
-            now = bool(new and new.get("spec", {}).get("unschedulable"))
-            if now != was and new is not None:  # a deleted node is gone, not uncordoned
-                self.record("cordoned" if now else "uncordoned", name)
-            if new is not None:
-                self._nodes_dirty.add(name)
-            self._daemonset_nodes_dirty.add(name)
-            for entry in self._feasible.values():
-                entry.stale.add(name)
-            if now:
-                self._unschedulable.add(name)
-            else:
-                self._unschedulable.discard(name)
-            ready = new is not None and self._node_ready(new)
-            if ready and name in self._not_ready:
-                self._to_start |= self.pods.by_node.get(name, set())
-            if ready:
-                self._not_ready.discard(name)
-            elif new is not None:
-                self._not_ready.add(name)
-            else:
-                self._not_ready.discard(name)
-            inv = self.invariants
-            inv["max_unschedulable"] = max(inv["max_unschedulable"], len(self._unschedulable))
-            inv["max_not_ready"] = max(inv["max_not_ready"], len(self._not_ready))
-            inv["max_disrupted"] = max(inv["max_disrupted"], len(self._unschedulable | self._not_ready))
+            self._node_changed(old, new)
         self._mark_dirty()
+
+    def _pdb_changed(self, old: dict | None, new: dict | None) -> None:
+        """A budget changed: its members are matched again when its spec did, its namespace's status
+        is computed again either way."""
+        namespace = (new or old)["metadata"]["namespace"]
+        if old is None or new is None or old["spec"] != new["spec"]:
+            self.pdb_members.set_pdb(old, new, self.store.list(PODS, namespace))
+        self._pdb_namespaces_dirty.add(namespace)
+
+    def _node_changed(self, old: dict | None, new: dict | None) -> None:
+        """A node changed: cordons are recorded, the scheduler and the DaemonSet controller look at the
+        node again, and the unschedulable and not-Ready sets (and their peaks) follow it."""
+        name = (new or old)["metadata"]["name"]
+        was = bool(old and old.get("spec", {}).get("unschedulable"))
+        now = bool(new and new.get("spec", {}).get("unschedulable"))
+        if now != was and new is not None:  # a deleted node is gone, not uncordoned
+            self.record("cordoned" if now else "uncordoned", name)
+        if new is not None:
+            self._nodes_dirty.add(name)
+        self._daemonset_nodes_dirty.add(name)
+        for entry in self._feasible.values():
+            entry.stale.add(name)
+        if now:
+            self._unschedulable.add(name)
+        else:
+            self._unschedulable.discard(name)
+        self._node_readiness_changed(name, new)
+        inv = self.invariants
+        inv["max_unschedulable"] = max(inv["max_unschedulable"], len(self._unschedulable))
+        inv["max_not_ready"] = max(inv["max_not_ready"], len(self._not_ready))
+        inv["max_disrupted"] = max(inv["max_disrupted"], len(self._unschedulable | self._not_ready))
+
+    def _node_readiness_changed(self, name: str, new: dict | None) -> None:
+        """Track the not-Ready nodes; a node Ready again has the kubelet start the pods bound to it."""
+        ready = new is not None and self._node_ready(new)
+        if ready and name in self._not_ready:
+            self._to_start |= self.pods.by_node.get(name, set())
+        if ready:
+            self._not_ready.discard(name)
+        elif new is not None:
+            self._not_ready.add(name)
+        else:
+            self._not_ready.discard(name)
 
     def _pod_changed(self, old: dict | None, new: dict | None) -> None:
         self.pods.change(old, new)
@@ -1069,72 +1093,72 @@ class Cluster:
             self._start_pod(pod, host)
 
     def _start_pod(self, pod: dict, host: Host) -> None:
+        """The kubelet starts the pod's container: it runs after CONTAINER_START_SECONDS; an nsenter host
+        command runs on the host at once and the pod finishes when the command's simulated time is up."""
         container = pod["spec"]["containers"][0]
         argv = list(container.get("command", [])) + list(container.get("args", []))
         host_command = split_host_command(argv)
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         uid = pod["metadata"]["uid"]
-        boot = host.boots
-
-        def still_here() -> dict | None:
-            current = self.store.get(PODS, *key)
-            if current is None or current["metadata"]["uid"] != uid or is_terminating(current):
-                return None
-            return current if host.boots == boot and host.state == "up" else None
-
-        def set_running() -> None:
-            current = still_here()
-            if current is None:
-                return
-            self._write_pod_status(current, "Running", ready=not container.get("readinessProbe"))
-            delay = (container.get("readinessProbe") or {}).get("initialDelaySeconds", 0)
-            if container.get("readinessProbe"):
-                self.after(delay, set_ready)
-
-        def set_ready() -> None:
-            current = still_here()
-            if current is not None:
-                self._write_pod_status(current, "Running", ready=True)
-
+        start = ContainerStart(key, uid, host, host.boots)
         if host.windows and not runs_on(pod["spec"], {OS_LABEL: "windows"}):
             self.after(CONTAINER_START_SECONDS, lambda: self._image_pull_failed(key, uid))
             return
-        if host_command is None:
-            self.after(CONTAINER_START_SECONDS, set_running)
-            return
-        spec = pod["spec"]
+        result = None if host_command is None else self._nsenter(pod, host, host_command)
+        self.after(CONTAINER_START_SECONDS, lambda: self._container_running(start, container))
+        if result is not None:
+            self.after(
+                CONTAINER_START_SECONDS + result.seconds, lambda: self._container_exited(start, result)
+            )
+
+    @staticmethod
+    def _nsenter(pod: dict, host: Host, command: list[str]) -> CommandResult:
+        """Run a pod's host command; entering the host's namespaces takes hostPID and a privileged container."""
+        container = pod["spec"]["containers"][0]
         privileged = (container.get("securityContext") or {}).get("privileged")
-        if not spec.get("hostPID") or not privileged:
-            result_code, output, reboot, seconds = (
-                1,
-                ("nsenter: reassociate to namespace 'ns/mnt' failed: Operation not permitted\n"),
-                False,
-                0.0,
+        if not pod["spec"].get("hostPID") or not privileged:
+            return CommandResult(
+                1, "nsenter: reassociate to namespace 'ns/mnt' failed: Operation not permitted\n"
             )
-        else:
-            result = run_host_command(host, host_command)
-            result_code, output, reboot, seconds = (
-                result.exit_code,
-                result.output,
-                result.reboot,
-                result.seconds,
-            )
+        return run_host_command(host, command)
 
-        def finish() -> None:
-            current = still_here()
-            if current is None:
-                return
-            self.logs[uid] = output
-            self.host_changed(host.node_name)
-            if reboot:
-                self.reboot_node(host.node_name, requested_by=f"pod {key[0]}/{key[1]}")
-                return
-            self._write_pod_status(
-                current, "Succeeded" if result_code == 0 else "Failed", ready=False, exit_code=result_code
-            )
+    def _started_pod(self, start: ContainerStart) -> dict | None:
+        """The pod of ``start`` while its container still runs: the same pod, not terminating, on a host that
+        is up and has not rebooted since; None otherwise."""
+        current = self.store.get(PODS, *start.key)
+        if current is None or current["metadata"]["uid"] != start.uid or is_terminating(current):
+            return None
+        host = start.host
+        return current if host.boots == start.boot and host.state == "up" else None
 
-        self.after(CONTAINER_START_SECONDS, set_running)
-        self.after(CONTAINER_START_SECONDS + seconds, finish)
+    def _container_running(self, start: ContainerStart, container: dict) -> None:
+        """The container runs: the pod is Running, and Ready now or, with a readiness probe, after its delay."""
+        current = self._started_pod(start)
+        if current is None:
+            return
+        probe = container.get("readinessProbe")
+        self._write_pod_status(current, "Running", ready=not probe)
+        if probe:
+            self.after(probe.get("initialDelaySeconds", 0), lambda: self._container_ready(start))
+
+    def _container_ready(self, start: ContainerStart) -> None:
+        current = self._started_pod(start)
+        if current is not None:
+            self._write_pod_status(current, "Running", ready=True)
+
+    def _container_exited(self, start: ContainerStart, result: CommandResult) -> None:
+        """The host command is done: its output is the pod's log, and the pod Succeeded or Failed by its exit
+        code, unless the command asked for a reboot: then the node reboots instead."""
+        current = self._started_pod(start)
+        if current is None:
+            return
+        self.logs[start.uid] = result.output
+        self.host_changed(start.host.node_name)
+        if result.reboot:
+            self.reboot_node(start.host.node_name, requested_by=f"pod {start.key[0]}/{start.key[1]}")
+            return
+        code = result.exit_code
+        self._write_pod_status(current, "Succeeded" if code == 0 else "Failed", ready=False, exit_code=code)
 
     def _image_pull_failed(self, key: tuple[str, str], uid: str) -> None:
         """A Linux image on a Windows node: the pod stays Pending, its container waiting on the pull."""

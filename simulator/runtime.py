@@ -13,7 +13,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,16 @@ from simulator.k8s.errors import ApiError, bad_request, not_found
 from simulator.scenario import Scenario
 
 T = TypeVar("T")
+# an observation endpoint: the request and its ``since`` query parameter (0 when not given)
+ObservationHandler = Callable[[Request, int], Awaitable[Response]]
+# the host fields PATCH /_sim/hosts/<node> may change
+HOST_FIELDS = {
+    "reboot_required",
+    "pending_kernel",
+    "upgradable_packages",
+    "available_kernel",
+    "fail_after_reboot",
+}
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -158,6 +168,15 @@ class Simulation:
             scenario.faults.api_latency_ms,
             rng=random.Random(scenario.seed),
         )
+        # the observation endpoints by method and path; PATCH /_sim/hosts/<node> is matched apart
+        self._observations: dict[tuple[str, str], ObservationHandler] = {
+            ("GET", "/_sim/timeline"): self._get_timeline,
+            ("GET", "/_sim/audit"): self._get_audit,
+            ("GET", "/_sim/invariants"): self._get_invariants,
+            ("GET", "/_sim/hosts"): self._get_hosts,
+            ("GET", "/_sim/tokens"): self._get_tokens,
+            ("POST", "/_sim/faults"): self._post_faults,
+        }
 
     def authenticate(self, request: Request) -> None:
         """The Kubernetes API's bearer tokens: the local (static) token unless local accounts are disabled,
@@ -175,56 +194,66 @@ class Simulation:
     async def observation(self, request: Request) -> Response:
         """The simulator's own endpoints: timeline, audit, invariants, hosts and fault control."""
         path = request.url.path
-        since = int(request.query_params.get("since", 0))
-        if request.method == "GET" and path == "/_sim/timeline":
-            return _json(self.cluster.timeline[since:])
-        if request.method == "GET" and path == "/_sim/audit":
-            return _json(self.audit.entries[since:])
-        if request.method == "GET" and path == "/_sim/invariants":
-            return _json(self.cluster.invariants_report())
-        if request.method == "GET" and path == "/_sim/hosts":
-            return _json([h.snapshot() for h in self.cluster.hosts.values()])
-        if request.method == "GET" and path == "/_sim/tokens":
-            return _json(self.entra.counts() if self.entra else {"issued": {}})
-        if request.method == "POST" and path == "/_sim/faults":
-            body = json.loads(await request.body() or b"{}")
-            if "rules" in body or "count" in body:
-                for rule in body.get("rules", [body] if "count" in body else []):
-                    self.faults.rules.append(FaultRule(**rule))
-            for key in ("error_rate", "throttle_rate", "latency_ms"):
-                if key in body:
-                    setattr(self.faults, key, float(body[key]))
-            return _json(
-                {
-                    "rules": len(self.faults.rules),
-                    "error_rate": self.faults.error_rate,
-                    "throttle_rate": self.faults.throttle_rate,
-                    "latency_ms": self.faults.latency_ms,
-                }
-            )
+        since = int(request.query_params.get("since", 0))  # read, and so checked, for every endpoint
+        handler = self._observations.get((request.method, path))
+        if handler is not None:
+            return await handler(request, since)
         match = re.fullmatch(r"/_sim/hosts/([^/]+)", path)
         if match and request.method == "PATCH":
-            host = self.cluster.hosts.get(match.group(1))
-            if host is None:
-                raise not_found("hosts", match.group(1))
-            changes = json.loads(await request.body() or b"{}")
-            allowed = {
-                "reboot_required",
-                "pending_kernel",
-                "upgradable_packages",
-                "available_kernel",
-                "fail_after_reboot",
-            }
-            if set(changes) - allowed:
-                raise bad_request(f"unknown host fields: {sorted(set(changes) - allowed)}")
-            for key, value in changes.items():
-                setattr(host, key, value)
-            self.cluster.host_changed(host.node_name)
-            if host.state == "down" and not host.fail_after_reboot:
-                self.cluster.repair_node(host.node_name)
-            self.cluster.reconcile()
-            return _json(host.snapshot())
+            return await self._patch_host(request, match.group(1))
         raise ApiError(404, "NotFound", f"no simulator endpoint {request.method} {path}")
+
+    # ---- observation endpoints -----------------------------------------------------------
+    async def _get_timeline(self, request: Request, since: int) -> Response:
+        return _json(self.cluster.timeline[since:])
+
+    async def _get_audit(self, request: Request, since: int) -> Response:
+        return _json(self.audit.entries[since:])
+
+    async def _get_invariants(self, request: Request, since: int) -> Response:
+        return _json(self.cluster.invariants_report())
+
+    async def _get_hosts(self, request: Request, since: int) -> Response:
+        return _json([h.snapshot() for h in self.cluster.hosts.values()])
+
+    async def _get_tokens(self, request: Request, since: int) -> Response:
+        return _json(self.entra.counts() if self.entra else {"issued": {}})
+
+    async def _post_faults(self, request: Request, since: int) -> Response:
+        """Add fault rules (``rules``, or one rule given inline with ``count``) and set the random fault
+        rates and the latency; answers with the fault settings now in force."""
+        body = json.loads(await request.body() or b"{}")
+        if "rules" in body or "count" in body:
+            for rule in body.get("rules", [body] if "count" in body else []):
+                self.faults.rules.append(FaultRule(**rule))
+        for key in ("error_rate", "throttle_rate", "latency_ms"):
+            if key in body:
+                setattr(self.faults, key, float(body[key]))
+        return _json(
+            {
+                "rules": len(self.faults.rules),
+                "error_rate": self.faults.error_rate,
+                "throttle_rate": self.faults.throttle_rate,
+                "latency_ms": self.faults.latency_ms,
+            }
+        )
+
+    async def _patch_host(self, request: Request, node: str) -> Response:
+        """Change the state of a node's host (reboot-required sentinel, pending kernel, packages, ...);
+        a host that is down and no longer set to fail after its reboot is repaired."""
+        host = self.cluster.hosts.get(node)
+        if host is None:
+            raise not_found("hosts", node)
+        changes = json.loads(await request.body() or b"{}")
+        if set(changes) - HOST_FIELDS:
+            raise bad_request(f"unknown host fields: {sorted(set(changes) - HOST_FIELDS)}")
+        for key, value in changes.items():
+            setattr(host, key, value)
+        self.cluster.host_changed(host.node_name)
+        if host.state == "down" and not host.fail_after_reboot:
+            self.cluster.repair_node(host.node_name)
+        self.cluster.reconcile()
+        return _json(host.snapshot())
 
 
 @dataclass

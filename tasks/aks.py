@@ -257,26 +257,34 @@ def maintenance_window_open(config, now: datetime | None = None) -> WindowCheck:
         return WindowCheck(True, "no maintenance configuration: any time")
     window = getattr(config, "maintenance_window", None)
     if window is not None and window.schedule is not None:
-        local = now + _offset(window.utc_offset)
-        zone = f"UTC{window.utc_offset or '+00:00'}"
-        for span in window.not_allowed_dates or []:
-            if span.start <= local.date() <= span.end:
-                return WindowCheck(
-                    False, f"{local:%Y-%m-%d} ({zone}) is in the not-allowed dates {span.start} to {span.end}"
-                )
-        start_h, start_m = (int(x) for x in window.start_time.split(":"))
-        duration = timedelta(hours=window.duration_hours)
-        for days_back in range(0, 8):
-            day = local - timedelta(days=days_back)
-            begins = day.replace(hour=start_h, minute=start_m, second=0, microsecond=0)
-            if not _scheduled_on(window.schedule, begins):
-                continue
-            if begins <= local < begins + duration:
-                return WindowCheck(True, f"inside the window that began {begins:%a %H:%M} ({zone})")
-        return WindowCheck(
-            False,
-            f"outside the maintenance window (starts {window.start_time}, {window.duration_hours}h, {zone})",
-        )
+        return _scheduled_window_open(window, now)
+    return _default_configuration_open(config, now)
+
+
+def _scheduled_window_open(window, now: datetime) -> WindowCheck:
+    """A maintenanceWindow: not on a not-allowed date, and inside a window that began in the last week."""
+    local = now + _offset(window.utc_offset)
+    zone = f"UTC{window.utc_offset or '+00:00'}"
+    for span in window.not_allowed_dates or []:
+        if span.start <= local.date() <= span.end:
+            return WindowCheck(
+                False, f"{local:%Y-%m-%d} ({zone}) is in the not-allowed dates {span.start} to {span.end}"
+            )
+    start_h, start_m = (int(x) for x in window.start_time.split(":"))
+    duration = timedelta(hours=window.duration_hours)
+    for days_back in range(0, 8):
+        day = local - timedelta(days=days_back)
+        begins = day.replace(hour=start_h, minute=start_m, second=0, microsecond=0)
+        if _scheduled_on(window.schedule, begins) and begins <= local < begins + duration:
+            return WindowCheck(True, f"inside the window that began {begins:%a %H:%M} ({zone})")
+    return WindowCheck(
+        False,
+        f"outside the maintenance window (starts {window.start_time}, {window.duration_hours}h, {zone})",
+    )
+
+
+def _default_configuration_open(config, now: datetime) -> WindowCheck:
+    """The ``default`` configuration: outside its notAllowedTime, inside its timeInWeek hours if any."""
     for span in getattr(config, "not_allowed_time", None) or []:
         if _utc(span.start) <= now <= _utc(span.end):
             return WindowCheck(
@@ -284,13 +292,12 @@ def maintenance_window_open(config, now: datetime | None = None) -> WindowCheck:
                 f"inside the not-allowed time {span.start:%Y-%m-%d %H:%M} to {span.end:%Y-%m-%d %H:%M} (UTC)",
             )
     slots = getattr(config, "time_in_week", None) or []
-    if slots:
-        today = DAY_NAMES[now.weekday()]
-        for slot in slots:
-            if slot.day == today and now.hour in (slot.hour_slots or []):
-                return WindowCheck(True, f"inside {today} hour {now.hour} (UTC)")
-        return WindowCheck(False, "outside the allowed hours of the default maintenance configuration")
-    return WindowCheck(True, "the maintenance configuration sets no window")
+    if not slots:
+        return WindowCheck(True, "the maintenance configuration sets no window")
+    today = DAY_NAMES[now.weekday()]
+    if any(slot.day == today and now.hour in (slot.hour_slots or []) for slot in slots):
+        return WindowCheck(True, f"inside {today} hour {now.hour} (UTC)")
+    return WindowCheck(False, "outside the allowed hours of the default maintenance configuration")
 
 
 # ---- the node OS upgrade channel -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -216,7 +217,22 @@ def _evict_and_wait(kube: Kube, pod, options: DrainOptions, deadline: float) -> 
 
 
 def _evict(kube: Kube, pod, options: DrainOptions, deadline: float, outcome: Eviction) -> str | None:
-    name, namespace, uid = pod.metadata.name, pod.metadata.namespace, pod.metadata.uid
+    gone, error = _request_eviction(kube, pod, options, deadline, outcome)
+    if gone or error:
+        return error
+    return _wait_until_gone(kube, pod, options, deadline)
+
+
+class _Refusal(NamedTuple):
+    wait: float | None  # seconds before asking again; None: a refusal no retry changes
+    accepted: bool = False  # the pod goes anyway (its namespace is being deleted)
+
+
+def _request_eviction(
+    kube: Kube, pod, options: DrainOptions, deadline: float, outcome: Eviction
+) -> tuple[bool, str | None]:
+    """Ask for the eviction until the API server takes it: (the pod is already gone, why it failed)."""
+    name, namespace = pod.metadata.name, pod.metadata.namespace
     body = client.V1Eviction(
         api_version="policy/v1", kind="Eviction", metadata=client.V1ObjectMeta(name=name, namespace=namespace)
     )
@@ -225,26 +241,41 @@ def _evict(kube: Kube, pod, options: DrainOptions, deadline: float, outcome: Evi
     while True:
         try:
             kube.call(kube.core.create_namespaced_pod_eviction, name, namespace, body, retry=False)
-            break
+            return False, None
         except ApiException as exc:
             if exc.status == 404:
-                return None
-            if exc.status == 429:
-                wait = retry_after_seconds(exc)
-                if wait is None and _is_budget_refusal(exc):
-                    outcome.refusals += 1
-                    wait = options.eviction_retry_seconds
-            elif exc.status == 403 and has_cause(exc, "NamespaceTerminating"):
-                if _marked_for_deletion(kube, pod):
-                    break  # the namespace's deletion takes the pod: wait for it to go
-                wait = options.eviction_retry_seconds  # it will be marked soon
-            elif is_transient(exc):
-                wait = 1.0
-            else:
-                return f"eviction of {namespace}/{name} failed: {describe_api_error(exc)}"
-            if time.monotonic() + (wait or 1.0) > deadline:
-                return f"eviction of {namespace}/{name} still refused at the drain timeout"
-            time.sleep(wait or 1.0)
+                return True, None
+            refusal, answer = _refusal(kube, pod, exc, options, outcome), describe_api_error(exc)
+        if refusal.accepted:
+            return False, None
+        if refusal.wait is None:
+            return False, f"eviction of {namespace}/{name} failed: {answer}"
+        if time.monotonic() + refusal.wait > deadline:
+            return False, f"eviction of {namespace}/{name} still refused at the drain timeout"
+        time.sleep(refusal.wait)
+
+
+def _refusal(kube: Kube, pod, exc: ApiException, options: DrainOptions, outcome: Eviction) -> _Refusal:
+    """How to go on after the API server refused an eviction."""
+    if exc.status == 429:
+        wait = retry_after_seconds(exc)
+        if wait is None and _is_budget_refusal(exc):
+            outcome.refusals += 1
+            wait = options.eviction_retry_seconds
+        return _Refusal(wait or 1.0)
+    if exc.status == 403 and has_cause(exc, "NamespaceTerminating"):
+        if _marked_for_deletion(kube, pod):
+            return _Refusal(None, accepted=True)  # the namespace's deletion takes the pod: wait for it
+        return _Refusal(options.eviction_retry_seconds or 1.0)  # it will be marked soon
+    if is_transient(exc):
+        return _Refusal(1.0)
+    return _Refusal(None)
+
+
+def _wait_until_gone(kube: Kube, pod, options: DrainOptions, deadline: float) -> str | None:
+    """After the eviction: wait for the pod to go (or, with skip_wait_for_delete_timeout_seconds, to have
+    been deleting for that long, as kubectl does)."""
+    name, namespace, uid = pod.metadata.name, pod.metadata.namespace, pod.metadata.uid
     while time.monotonic() < deadline:
         try:
             current = kube.call(kube.core.read_namespaced_pod, name, namespace)

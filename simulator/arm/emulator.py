@@ -223,20 +223,7 @@ class ArmEmulator:
         current = self.mc.current_version
         if target != current:
             versions.check_control_plane(self.region, current, target)
-        pool_targets: dict[str, str] = {}
-        settings: dict[str, dict] = {}
-        for profile in props.get("agentPoolProfiles") or []:
-            pool = self.pool(profile.get("name", ""))
-            self._check_unmodelled(pool, profile)
-            if profile.get("upgradeSettings"):
-                settings[pool.name] = profile["upgradeSettings"]
-            wanted = self.region.resolve(profile.get("orchestratorVersion") or pool.current_version)
-            if wanted != pool.current_version:
-                versions.check_pool(self.region, pool.name, pool.current_version, wanted, target)
-                pool_targets[pool.name] = wanted
-        for pool in self.pools.values():
-            if pool.name not in pool_targets:
-                versions.check_skew(pool.name, pool.current_version, target)
+        pool_targets, settings = self._pool_profiles(props.get("agentPoolProfiles") or [], target)
         for name, value in settings.items():
             self.pools[name].settings = {**self.pools[name].settings, **value}
         if target == current and not pool_targets:
@@ -261,6 +248,27 @@ class ArmEmulator:
             work,
             {"from": current, "to": target, "pools": dict(pool_targets)},
         )
+
+    def _pool_profiles(self, profiles: list[dict], target: str) -> tuple[dict[str, str], dict[str, dict]]:
+        """Check the pool profiles of a managed cluster PUT against a control plane on ``target``.
+
+        Returns the pools to upgrade (name -> version) and the upgradeSettings given per pool; a pool
+        that keeps its version must still be within the version skew ``target`` allows."""
+        pool_targets: dict[str, str] = {}
+        settings: dict[str, dict] = {}
+        for profile in profiles:
+            pool = self.pool(profile.get("name", ""))
+            self._check_unmodelled(pool, profile)
+            if profile.get("upgradeSettings"):
+                settings[pool.name] = profile["upgradeSettings"]
+            wanted = self.region.resolve(profile.get("orchestratorVersion") or pool.current_version)
+            if wanted != pool.current_version:
+                versions.check_pool(self.region, pool.name, pool.current_version, wanted, target)
+                pool_targets[pool.name] = wanted
+        for pool in self.pools.values():
+            if pool.name not in pool_targets:
+                versions.check_skew(pool.name, pool.current_version, target)
+        return pool_targets, settings
 
     def put_pool(self, pool: PoolState, body: dict) -> Operation:
         """An agent pool PUT: a new orchestratorVersion upgrades the pool; upgradeSettings are kept."""

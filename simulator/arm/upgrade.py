@@ -194,52 +194,32 @@ class PoolUpgrade:
     # ---- the upgrade -------------------------------------------------------------------
     async def run(self) -> None:
         settings = self.pool.settings
-        count = self.pool.spec.count
-        surge = count_of(settings.get("maxSurge") or "10%", count)
-        unavailable = count_of(settings.get("maxUnavailable") or 0, count)
-        if surge == 0 and unavailable == 0:
-            surge = 1
+        surge, unavailable = self._batch_limits()
         drain_minutes = float(settings.get("drainTimeoutInMinutes") or 30)
         soak_minutes = float(settings.get("nodeSoakDurationInMinutes") or 0)
         cordon_blocked = settings.get("undrainableNodeBehavior") == "Cordon"
-        old = sorted(
-            n["metadata"]["name"]
-            for n in self.pool_nodes()
-            if self._outdated(n)
-            and (n["metadata"].get("labels") or {}).get(QUARANTINE_LABEL) != "Quarantined"
-        )
+        old = self._nodes_to_upgrade()
         total = max(1, len(old))
         quarantined: list[DrainBlocked] = []
         while old:
             batch, old = old[: surge + unavailable], old[surge + unavailable :]
             surged = await self._provision(min(len(batch), surge))
-            for name in batch:
-                self._cordon(name)
-            results = await asyncio.gather(
-                *(self._drain(name, drain_minutes) for name in batch), return_exceptions=True
-            )
-            for result in results:
-                if isinstance(result, BaseException) and not isinstance(result, DrainBlocked):
-                    raise result
-            blocked = [r for r in results if isinstance(r, DrainBlocked)]
-            drained = [name for name, r in zip(batch, results, strict=True) if r is None]
+            drained, blocked = await self._drain_batch(batch, drain_minutes)
             if drained:
                 await self._sleep(soak_minutes * 60)
                 for name in drained:
                     self.cluster.remove_node(name)
             await self._provision(len(drained) - len(surged))
             self.progress((total - len(old)) / total)
-            if not blocked:
-                continue
-            if cordon_blocked:
+            if blocked and cordon_blocked:
                 for b in blocked:
                     self._quarantine(b.node)
                 quarantined += blocked
-                continue
-            for b in blocked:
-                self._cordon(b.node, unschedulable=False)
-            await self._remove_spare(surged[len(drained) :], drain_minutes)
-            raise OperationError("UpgradeFailed", blocked[0].message)
+            elif blocked:
+                for b in blocked:
+                    self._cordon(b.node, unschedulable=False)
+                await self._remove_spare(surged[len(drained) :], drain_minutes)
+                raise OperationError("UpgradeFailed", blocked[0].message)
         if quarantined:
             names = ", ".join(b.node for b in quarantined)
             raise OperationError(
@@ -248,6 +228,41 @@ class PoolUpgrade:
                 f"cordoned and labeled {QUARANTINE_LABEL}=Quarantined ({names}). "
                 f"{quarantined[0].message}",
             )
+
+    def _batch_limits(self) -> tuple[int, int]:
+        """The pool's maxSurge and maxUnavailable as node counts; at least one of them is not 0."""
+        settings = self.pool.settings
+        count = self.pool.spec.count
+        surge = count_of(settings.get("maxSurge") or "10%", count)
+        unavailable = count_of(settings.get("maxUnavailable") or 0, count)
+        if surge == 0 and unavailable == 0:
+            surge = 1
+        return surge, unavailable
+
+    def _nodes_to_upgrade(self) -> list[str]:
+        """The names of the pool's nodes not on the target, sorted; quarantined nodes are left alone."""
+        return sorted(
+            n["metadata"]["name"]
+            for n in self.pool_nodes()
+            if self._outdated(n)
+            and (n["metadata"].get("labels") or {}).get(QUARANTINE_LABEL) != "Quarantined"
+        )
+
+    async def _drain_batch(
+        self, batch: list[str], drain_minutes: float
+    ) -> tuple[list[str], list[DrainBlocked]]:
+        """Cordon and drain a batch of nodes together: the nodes that drained, and those that did not."""
+        for name in batch:
+            self._cordon(name)
+        results = await asyncio.gather(
+            *(self._drain(name, drain_minutes) for name in batch), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, DrainBlocked):
+                raise result
+        drained = [name for name, r in zip(batch, results, strict=True) if r is None]
+        blocked = [r for r in results if isinstance(r, DrainBlocked)]
+        return drained, blocked
 
     async def _remove_spare(self, names: list[str], drain_minutes: float) -> None:
         """Best effort: surge nodes no longer needed go, unless they do not drain."""

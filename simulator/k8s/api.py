@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -253,91 +253,72 @@ class KubeAPI:
         def matches(obj: dict) -> bool:
             return (namespace is None or obj["metadata"].get("namespace") == namespace) and accept(obj)
 
-        def seen_as(event: WatchEvent) -> tuple[str, dict] | None:
-            """The event as this watch sees it: objects entering or leaving the selection are ADDED/DELETED."""
-            now_in = matches(event.obj)
-            if event.type != "MODIFIED":
-                return (event.type, event.obj) if now_in else None
-            was_in = event.old is not None and matches(event.old)
-            if now_in:
-                return ("MODIFIED" if was_in else "ADDED", event.obj)
-            if not was_in:
-                return None
-            # as the watch cache does: the last content that matched, at the event's resourceVersion
-            rv = event.obj["metadata"]["resourceVersion"]
-            return "DELETED", {**event.old, "metadata": {**event.old["metadata"], "resourceVersion": rv}}
-
         watcher = Watcher(rt, namespace, matches)
-        initial: list[tuple[str, dict]] = []
-        gone = False
-        if send_initial or (send_initial is None and rv_text in ("", "0")):
-            # a watch list, or a watch from "any" or "the most recent" version: the current state first
-            initial = [("ADDED", o) for o in store.list(rt, namespace) if matches(o)]
-        elif rv_text not in ("", "0"):  # (sendInitialEvents=false without one: changes from now on)
-            try:
-                since = int(rv_text)
-            except ValueError as exc:
-                raise bad_request(f"invalid resource version: {rv_text}") from exc
-            if since < store.oldest_watchable_rv():
-                gone = True
-            else:
-                initial = [seen for e in store.history_since(rt, since) if (seen := seen_as(e))]
+        initial, gone = self._initial_events(rt, namespace, matches, rv_text, send_initial)
         initial_rv = store.rv
         store.add_watcher(watcher)
         as_table, include = _wants_table(request), _include(request)
 
         def line(kind: str, obj: dict) -> bytes:
-            obj = self._render(rt, obj)
-            if as_table:  # kubectl get --watch prints each event as a one-row Table
-                obj = to_table(
-                    rt.plural,
-                    [obj],
-                    datetime.now(UTC),
-                    include,
-                    {"resourceVersion": obj["metadata"].get("resourceVersion")},
-                )
-            return (json.dumps({"type": kind, "object": obj}) + "\n").encode()
+            return self._watch_line(rt, kind, obj, as_table, include)
 
         async def stream() -> AsyncIterator[bytes]:
             try:
                 if gone:
-                    status = ApiError(
-                        410, "Expired", f"too old resource version: {rv_text} ({store.oldest_watchable_rv()})"
-                    ).status()
-                    yield (json.dumps({"type": "ERROR", "object": status}) + "\n").encode()
+                    yield _expired_line(rv_text, store.oldest_watchable_rv())
                     return
                 for kind, obj in initial:
                     yield line(kind, obj)
                 if send_initial and bookmarks:
                     # clients of a watch list wait for this bookmark before they trust their cache
-                    end = {
-                        "kind": rt.kind,
-                        "apiVersion": rt.api_version,
-                        "metadata": {
-                            "resourceVersion": str(initial_rv),
-                            "annotations": {INITIAL_EVENTS_END: "true"},
-                        },
-                    }
-                    yield (json.dumps({"type": "BOOKMARK", "object": end}) + "\n").encode()
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + timeout
-                while True:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        return
-                    try:
-                        event = await asyncio.wait_for(watcher.queue.get(), timeout=min(remaining, 1.0))
-                    except TimeoutError:
-                        if await request.is_disconnected():
-                            return
-                        continue
-                    seen = seen_as(event)
+                    yield _initial_events_end_line(rt, initial_rv)
+                deadline = asyncio.get_running_loop().time() + timeout
+                while (event := await _next_event(request, watcher, deadline)) is not None:
+                    seen = _seen_as(event, matches)
                     if seen is not None:
                         yield line(*seen)
             finally:
                 store.remove_watcher(watcher)
 
         return StreamingResponse(stream(), media_type="application/json")
+
+    def _initial_events(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        matches: Callable[[dict], bool],
+        rv_text: str,
+        send_initial: bool | None,
+    ) -> tuple[list[tuple[str, dict]], bool]:
+        """The events a watch sends before the changes to come, and whether its resourceVersion is too old.
+
+        A watch list, or a watch from "any" or "the most recent" version, starts with the current state; a
+        watch from a given version replays the changes since that version."""
+        store = self.sim.cluster.store
+        if send_initial or (send_initial is None and rv_text in ("", "0")):
+            return [("ADDED", o) for o in store.list(rt, namespace) if matches(o)], False
+        if rv_text in ("", "0"):  # sendInitialEvents=false without a version: changes from now on
+            return [], False
+        try:
+            since = int(rv_text)
+        except ValueError as exc:
+            raise bad_request(f"invalid resource version: {rv_text}") from exc
+        if since < store.oldest_watchable_rv():
+            return [], True
+        return [seen for e in store.history_since(rt, since) if (seen := _seen_as(e, matches))], False
+
+    def _watch_line(self, rt: ResourceType, kind: str, obj: dict, as_table: bool, include: str) -> bytes:
+        """One event of a watch stream, its object rendered as a plain object or a Table."""
+        obj = self._render(rt, obj)
+        if as_table:  # kubectl get --watch prints each event as a one-row Table
+            obj = to_table(
+                rt.plural,
+                [obj],
+                datetime.now(UTC),
+                include,
+                {"resourceVersion": obj["metadata"].get("resourceVersion")},
+            )
+        return _event_line(kind, obj)
 
     # ---- write verbs ---------------------------------------------------------------------
     async def _create(self, request: Request, target: Target) -> Response:
@@ -531,6 +512,55 @@ def _utc_microtimes(lease: dict) -> None:
 
 def _field_text(obj: dict, path: str) -> str:
     return field_value(obj, path) or FIELD_DEFAULTS.get(path, "")
+
+
+def _seen_as(event: WatchEvent, matches: Callable[[dict], bool]) -> tuple[str, dict] | None:
+    """The event as a watch with this selection sees it: objects entering or leaving it are ADDED/DELETED."""
+    now_in = matches(event.obj)
+    if event.type != "MODIFIED":
+        return (event.type, event.obj) if now_in else None
+    was_in = event.old is not None and matches(event.old)
+    if now_in:
+        return ("MODIFIED" if was_in else "ADDED", event.obj)
+    if not was_in:
+        return None
+    # as the watch cache does: the last content that matched, at the event's resourceVersion
+    rv = event.obj["metadata"]["resourceVersion"]
+    return "DELETED", {**event.old, "metadata": {**event.old["metadata"], "resourceVersion": rv}}
+
+
+async def _next_event(request: Request, watcher: Watcher, deadline: float) -> WatchEvent | None:
+    """The watcher's next event; None once the deadline (loop time) has passed or the client has gone."""
+    loop = asyncio.get_running_loop()
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(watcher.queue.get(), timeout=min(remaining, 1.0))
+        except TimeoutError:
+            if await request.is_disconnected():
+                return None
+
+
+def _event_line(kind: str, obj: dict) -> bytes:
+    return (json.dumps({"type": kind, "object": obj}) + "\n").encode()
+
+
+def _expired_line(rv_text: str, oldest_rv: int) -> bytes:
+    """The ERROR event of a watch from a resourceVersion older than the history kept (410 Expired)."""
+    status = ApiError(410, "Expired", f"too old resource version: {rv_text} ({oldest_rv})").status()
+    return _event_line("ERROR", status)
+
+
+def _initial_events_end_line(rt: ResourceType, rv: int) -> bytes:
+    """The BOOKMARK that ends the initial events of a watch list."""
+    end = {
+        "kind": rt.kind,
+        "apiVersion": rt.api_version,
+        "metadata": {"resourceVersion": str(rv), "annotations": {INITIAL_EVENTS_END: "true"}},
+    }
+    return _event_line("BOOKMARK", end)
 
 
 def _send_initial_events(query) -> bool | None:

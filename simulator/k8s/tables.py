@@ -212,59 +212,93 @@ def pod_status(pod: Object) -> PodSummary:
     init_specs = {c.get("name"): c for c in spec.get("initContainers") or []}
     sidecars = {name for name, c in init_specs.items() if c.get("restartPolicy") == "Always"}
     total = len(spec.get("containers") or []) + len(sidecars)
-    ready = 0
     phase = status.get("phase", "")
     reason = status.get("reason") or phase
     if (_condition(pod, "PodScheduled") or {}).get("reason") == "SchedulingGated":
         reason = "SchedulingGated"
 
     # Restarts count only the init containers walked past before the first unfinished one.
-    walked_init: list[Mapping[str, Any]] = []
-    initializing = False
-    for index, container in enumerate(status.get("initContainerStatuses") or []):
-        walked_init.append(container)
-        state = container.get("state") or {}
-        terminated, waiting = state.get("terminated"), state.get("waiting")
-        if terminated is not None and terminated.get("exitCode", 0) == 0:
-            continue
-        if container.get("name") in sidecars and container.get("started"):
-            ready += 1 if container.get("ready") else 0
-            continue
-        initializing = True
-        if terminated is not None:
-            reason = _terminated_reason(terminated, "Init:")
-        elif waiting and waiting.get("reason") and waiting["reason"] != "PodInitializing":
-            reason = "Init:" + waiting["reason"]
-        else:
-            reason = f"Init:{index}/{len(init_specs)}"
-        break
-
+    walked_init, ready, init_reason = _walk_init_containers(
+        status.get("initContainerStatuses") or [], sidecars, len(init_specs)
+    )
     restarted = walked_init
-    if not initializing or (_condition(pod, "Initialized") or {}).get("status") == "True":
+    if init_reason is not None:
+        reason = init_reason
+    if init_reason is None or (_condition(pod, "Initialized") or {}).get("status") == "True":
         container_statuses = status.get("containerStatuses") or []
         restarted = [s for s in walked_init if s.get("name") in sidecars] + container_statuses
-        running = False
-        for container in reversed(container_statuses):
-            state = container.get("state") or {}
-            terminated, waiting = state.get("terminated"), state.get("waiting")
-            if waiting and waiting.get("reason"):
-                reason = waiting["reason"]
-            elif terminated is not None:
-                reason = _terminated_reason(terminated)
-            elif container.get("ready") and state.get("running") is not None:
-                running = True
-                ready += 1
+        reason, ready_containers, running = _walk_containers(container_statuses, reason)
+        ready += ready_containers
         if reason == "Completed" and running:
             pod_ready = (_condition(pod, "Ready") or {}).get("status") == "True"
             reason = "Running" if pod_ready else "NotReady"
 
     if _get(pod, "metadata", "deletionTimestamp"):
-        if status.get("reason") == "NodeLost":
-            reason = "Unknown"
-        elif phase not in ("Succeeded", "Failed"):
-            reason = "Terminating"
+        reason = _deleted_reason(status, phase, reason)
     restarts = sum(container.get("restartCount", 0) for container in restarted)
     return PodSummary(ready, total, reason, restarts, _last_restart(restarted))
+
+
+def _walk_init_containers(
+    statuses: list[Mapping[str, Any]], sidecars: set[str], init_count: int
+) -> tuple[list[Mapping[str, Any]], int, str | None]:
+    """Walk the init containers up to the first unfinished one (a started sidecar counts as finished).
+
+    Returns the containers walked past (that one included), how many of the started sidecars among
+    them are ready, and the `Init:…` reason of the unfinished one, or None when there is none.
+    """
+    walked: list[Mapping[str, Any]] = []
+    ready = 0
+    for index, container in enumerate(statuses):
+        walked.append(container)
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated is not None and terminated.get("exitCode", 0) == 0:
+            continue
+        if container.get("name") in sidecars and container.get("started"):
+            ready += 1 if container.get("ready") else 0
+            continue
+        return walked, ready, _init_reason(container, index, init_count)
+    return walked, ready, None
+
+
+def _init_reason(container: Mapping[str, Any], index: int, init_count: int) -> str:
+    """The STATUS of a pod held up by this init container: its failure, its waiting reason or `Init:i/n`."""
+    state = container.get("state") or {}
+    terminated, waiting = state.get("terminated"), state.get("waiting")
+    if terminated is not None:
+        return _terminated_reason(terminated, "Init:")
+    if waiting and waiting.get("reason") and waiting["reason"] != "PodInitializing":
+        return "Init:" + waiting["reason"]
+    return f"Init:{index}/{init_count}"
+
+
+def _walk_containers(statuses: list[Mapping[str, Any]], reason: str) -> tuple[str, int, bool]:
+    """Walk the app containers from the last to the first, as the pod printer does.
+
+    Returns the pod's reason (the first container with a waiting or terminated reason, else
+    ``reason``), how many containers are ready and running, and whether any of them is.
+    """
+    ready, running = 0, False
+    for container in reversed(statuses):
+        state = container.get("state") or {}
+        terminated, waiting = state.get("terminated"), state.get("waiting")
+        if waiting and waiting.get("reason"):
+            reason = waiting["reason"]
+        elif terminated is not None:
+            reason = _terminated_reason(terminated)
+        elif container.get("ready") and state.get("running") is not None:
+            running = True
+            ready += 1
+    return reason, ready, running
+
+
+def _deleted_reason(status: Mapping[str, Any], phase: str, reason: str) -> str:
+    """The STATUS of a pod being deleted: `Unknown` on a lost node, `Terminating` unless it already ended."""
+    if status.get("reason") == "NodeLost":
+        return "Unknown"
+    if phase not in ("Succeeded", "Failed"):
+        return "Terminating"
+    return reason
 
 
 def _readiness_gates(pod: Object) -> str:
