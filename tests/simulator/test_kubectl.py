@@ -380,7 +380,18 @@ def test_drain_waits_out_the_disruption_budget_and_succeeds(start_sim, kubectl) 
 
 def test_get_watch_prints_server_side_table_rows(start_sim, kubectl) -> None:
     sim = start_sim(FLEET)
-    poll(lambda: "Running" in run(kubectl, sim.kubeconfig, "get", "pod", "-n", "default", "scratch").stdout)
+    # Ready, not only Running: the watch's first row must show 1/1 (the readiness probe's delay sits between)
+    poll(
+        lambda: (
+            ["scratch", "1/1", "Running"]
+            in [
+                r.split()[:3]
+                for r in run(
+                    kubectl, sim.kubeconfig, "get", "pod", "-n", "default", "scratch"
+                ).stdout.splitlines()
+            ]
+        )
+    )
     watch = subprocess.Popen(
         [kubectl, "--kubeconfig", sim.kubeconfig, "get", "pods", "-n", "default", "-w"],
         stdout=subprocess.PIPE,
