@@ -10,7 +10,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 # the first start of the local Prefect server creates its database: more than the default 20 s on a busy 2-core machine
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup demo demo-upgrade test bench lint format kubectl chromium postgres prefect-server clean
+.PHONY: setup demo demo-upgrade test test-fast bench lint format kubectl chromium postgres prefect-server clean
 
 setup: .venv/.synced
 
@@ -47,6 +47,10 @@ prefect-server: setup postgres
 # use a core, so the suite takes about 9 minutes on 2 cores instead of 13
 test: setup kubectl chromium postgres
 	$(RUN) pytest -q -n 2 --dist loadfile
+
+# the fast tier: pure logic and single modules, no Prefect server and no simulator (a few seconds)
+test-fast: setup
+	$(RUN) pytest -q tests/unit tests/simulator/unit
 
 bench: setup postgres
 	$(RUN) python -m bench

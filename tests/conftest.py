@@ -62,6 +62,21 @@ class RunningSim:
         return self.endpoints.kubeconfig
 
 
+# the fast tier (make test-fast): pure logic and single modules, no simulated AKS and no Prefect server
+FAST_TIER = (ROOT / "tests" / "unit", ROOT / "tests" / "simulator" / "unit")
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_simulator(request, monkeypatch) -> None:
+    if not any(request.node.path.is_relative_to(folder) for folder in FAST_TIER):
+        return
+
+    def refuse(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("the fast tier starts no simulated AKS: this test belongs in another tier")
+
+    monkeypatch.setattr(SimulatedAKS, "start", refuse)
+
+
 @pytest.fixture
 def start_sim(tmp_path) -> Iterator[Callable[..., RunningSim]]:
     """Start simulators from a scenario dict (or name); all are stopped at the end of the test."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from kubernetes import client, config
 
-from aksmaint.report import MaintenanceReport
+from aksmaint.report import MaintenanceReport, Outcome
 from tests.conftest import ROOT, RunningSim, fast_params, scenario_dict
 
 POOL = "nodepool1"
@@ -51,6 +51,15 @@ def maintenance_scenario(
             },
         ],
     }
+
+
+def events(sim: RunningSim, *names: str) -> list[dict]:
+    """The simulator's timeline entries of these kinds (cordoned, rebooted, pod_evicted, ...), in order."""
+    return [e for e in sim.observer.timeline() if e["event"] in names]
+
+
+def outcomes(report: MaintenanceReport) -> dict[str, Outcome]:
+    return {n.node: n.outcome for n in report.nodes}
 
 
 def core_api(sim: RunningSim) -> client.CoreV1Api:

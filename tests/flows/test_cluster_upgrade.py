@@ -32,6 +32,7 @@ from flows.node_maintenance import node_maintenance
 from simulator.cluster import node_name
 from tasks.aks import UpgradeError, UpgradeMode
 from tests.conftest import RunningSim, pinned_pod, scenario_dict
+from tests.support import events
 
 SCALE = 0.03
 SUB = "00000000-0000-0000-0000-000000000000"
@@ -132,10 +133,6 @@ def sim_arm(sim: RunningSim, method: str, path: str, **kwargs: object) -> object
 
 def sim_operations(sim: RunningSim) -> list[dict]:
     return sim_arm(sim, "GET", "operations")
-
-
-def events(sim: RunningSim, *names: str) -> list[dict]:
-    return [e for e in sim.observer.timeline() if e["event"] in names]
 
 
 def read_nodes(sim: RunningSim) -> dict[str, client.V1Node]:

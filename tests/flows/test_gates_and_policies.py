@@ -21,13 +21,12 @@ from tests.flows.test_maintenance import (
     NEW_KERNEL,
     OLD_KERNEL,
     assert_left_clean,
-    events,
     node,
-    outcomes,
     read_nodes,
     run,
     scenario,
 )
+from tests.support import events, outcomes
 
 NEEDING = {("nodepool1", 0): {}, ("userpool", 1): {}}
 FIRST, SECOND = node("nodepool1", 0), node("userpool", 1)

@@ -23,12 +23,12 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.exceptions import ParameterBindError
 
 from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION
-from aksmaint.report import MaintenanceReport, Outcome
+from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
 from simulator.cluster import node_name
 from simulator.observe import SimObserver
 from tests.conftest import ROOT, RunningSim, fast_params, scenario_dict
-from tests.support import cli_env
+from tests.support import cli_env, events, outcomes
 
 SCALE = 0.05
 OLD_KERNEL = "5.15.0-1079-azure"
@@ -67,14 +67,6 @@ def read_nodes(sim: RunningSim) -> dict[str, client.V1Node]:
         return {n.metadata.name: n for n in client.CoreV1Api(api).list_node().items}
     finally:
         api.close()
-
-
-def events(sim: RunningSim, name: str) -> list[dict]:
-    return [e for e in sim.observer.timeline() if e["event"] == name]
-
-
-def outcomes(report: MaintenanceReport) -> dict[str, Outcome]:
-    return {n.node: n.outcome for n in report.nodes}
 
 
 def assert_left_clean(sim: RunningSim, operator_cordoned: frozenset[str] = frozenset()) -> None:

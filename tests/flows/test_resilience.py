@@ -28,7 +28,7 @@ import tasks.lock as lock_module
 from aksmaint.kube import Kube, connect
 from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, Phase
 from aksmaint.params import ClusterConnection, LockOptions
-from aksmaint.report import MaintenanceReport, Outcome
+from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
 from tasks.lock import RebootSlots
 from tests.conftest import RunningSim, fast_params
@@ -37,6 +37,7 @@ from tests.support import (
     core_api,
     maintenance_scenario,
     needing_reboot,
+    outcomes,
     report_of,
     timeline_event,
     wait_for,
@@ -92,10 +93,6 @@ def assert_converged(
         label_selector="app.kubernetes.io/managed-by=aks-node-maintenance"
     ).items
     assert [p.metadata.name for p in leftovers] == []
-
-
-def outcomes(report: MaintenanceReport) -> dict[str, Outcome]:
-    return {n.node: n.outcome for n in report.nodes}
 
 
 def in_thread(fn, *args) -> threading.Thread:

@@ -14,11 +14,7 @@ from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
 from tests.conftest import fast_params, pinned_pod
 from tests.reliability.support import assert_invariants, cordoned_without_record, reliability_scenario
-from tests.support import POOL, core_api, needing_reboot, report_of, wait_for
-
-
-def outcomes(state) -> dict[str, Outcome]:
-    return {n.node: n.outcome for n in report_of(state).nodes}
+from tests.support import POOL, core_api, needing_reboot, outcomes, report_of, wait_for
 
 
 def test_api_faults_throughout_a_run(start_sim, prefect_api) -> None:
@@ -34,7 +30,7 @@ def test_api_faults_throughout_a_run(start_sim, prefect_api) -> None:
     # the faults really happened, all through the run
     assert statuses.count(500) >= 5 and statuses.count(429) >= 5, (statuses.count(500), statuses.count(429))
     assert state.is_completed(), state.message
-    assert {n: outcomes(state)[n] for n in needed} == dict.fromkeys(needed, Outcome.rebooted)
+    assert {n: outcomes(report_of(state))[n] for n in needed} == dict.fromkeys(needed, Outcome.rebooted)
     assert_invariants(sim, needed, concurrency=2)
 
 
@@ -147,7 +143,7 @@ def test_node_that_never_returns(start_sim, prefect_api) -> None:
     assert time.monotonic() - started < 60
     assert state.is_failed()
     assert lost in state.message and "halted" in state.message, state.message
-    assert outcomes(state) == {
+    assert outcomes(report_of(state)) == {
         **{n: Outcome.not_needed for n in sim.sim.node_names() if n not in needed},
         lost: Outcome.failed,
         **{n: Outcome.held for n in needed[1:]},
@@ -173,7 +169,9 @@ def test_pdb_that_never_frees(start_sim, prefect_api) -> None:
     skipped = next(n for n in report.nodes if n.node == blocked)
     assert skipped.outcome == Outcome.skipped
     assert "default/pinned" in skipped.reason and "uncordoned" in skipped.reason, skipped.reason
-    assert {n: outcomes(state)[n] for n in needed[1:]} == dict.fromkeys(needed[1:], Outcome.rebooted)
+    assert {n: outcomes(report_of(state))[n] for n in needed[1:]} == dict.fromkeys(
+        needed[1:], Outcome.rebooted
+    )
     refused = [e for e in sim.observer.audit() if e["subresource"] == "eviction" and e["name"] == "pinned"]
     assert refused and {e["status"] for e in refused} == {429}
     assert_invariants(sim, needed, not_rebooted=(blocked,))

@@ -26,6 +26,7 @@ from kubernetes import client, config
 
 from simulator.cluster import node_name
 from tests.conftest import RunningSim, pinned_pod, scenario_dict
+from tests.support import events
 
 SCALE = 0.01
 SUB = "00000000-0000-0000-0000-000000000000"
@@ -82,10 +83,6 @@ def kube() -> Iterator[Callable[[RunningSim], client.CoreV1Api]]:
     yield make
     for api in opened:
         api.close()
-
-
-def events(sim: RunningSim, *names: str) -> list[dict]:
-    return [e for e in sim.observer.timeline() if e["event"] in names]
 
 
 def arm_requests(sim: RunningSim, method: str, path_end: str) -> list[dict]:
