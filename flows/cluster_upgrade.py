@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, cast
+from uuid import UUID
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
 from prefect import flow, get_run_logger
@@ -215,7 +216,7 @@ def _blocking_budgets(cluster: AksCluster, plan: UpgradePlan) -> list:
     pods = kube.call(kube.core.list_pod_for_all_namespaces).items
     pools_touched = {s["pool"] for s in plan.steps if s["pool"]}
     nodes = {n.metadata.name: (n.metadata.labels or {}).get(POOL_LABEL) for n in list_nodes(kube, "")}
-    on_pools = [p for p in pods if nodes.get(p.spec.node_name) in pools_touched]
+    on_pools = [p for p in pods if p.spec and nodes.get(p.spec.node_name or "") in pools_touched]
     return blocking_budgets(kube, on_pools)
 
 
@@ -272,7 +273,8 @@ def execute_step(cluster: AksCluster, step: dict, poll_interval: float, timeout:
         pool.orchestrator_version = s.to_version
         return client.agent_pools.begin_create_or_update(rg, name, s.pool, pool)
 
-    progress = create_progress_artifact(progress=0.0, description=s.describe())
+    # a sync task: Prefect's sync/async helper returns the artifact's id itself, not a coroutine
+    progress = cast(UUID, create_progress_artifact(progress=0.0, description=s.describe()))
     last = {"state": ""}
 
     def report(state: str) -> None:
@@ -418,6 +420,8 @@ def _finish(report: UpgradeReport, logger):
 
 
 if __name__ == "__main__":
-    from flows.cli import upgrade_main
+    # one module object however it was started: the command line finds this one under its name
+    sys.modules.setdefault("flows.cluster_upgrade", sys.modules[__name__])
+    from aksmaint_cli.commands import upgrade_main
 
     sys.exit(upgrade_main())

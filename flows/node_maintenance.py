@@ -167,8 +167,9 @@ def pods_to_move(kube: Kube, nodes: set[str], options: DrainOptions) -> dict[str
     """Per node, the pods a drain would evict now (kubectl's filters), from one LIST of all pods."""
     on_node: dict[str, list] = {name: [] for name in nodes}
     for pod in kube.call(kube.core.list_pod_for_all_namespaces).items:
-        if pod.spec.node_name in on_node:
-            on_node[pod.spec.node_name].append(pod)
+        node = pod.spec.node_name if pod.spec else None
+        if node is not None and node in on_node:
+            on_node[node].append(pod)
     return {name: len(select_pods(pods, options).evict) for name, pods in on_node.items()}
 
 
@@ -495,6 +496,8 @@ def _execute(
 
 
 if __name__ == "__main__":
-    from flows.cli import maintenance_main
+    # one module object however it was started: the command line finds this one under its name
+    sys.modules.setdefault("flows.node_maintenance", sys.modules[__name__])
+    from aksmaint_cli.commands import maintenance_main
 
     sys.exit(maintenance_main())

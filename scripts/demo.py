@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from flows.cli import maintenance_main as run_flow
+from aksmaint_cli.commands import maintenance_main as run_flow
 from simulator.observe import SimObserver
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import load_scenario

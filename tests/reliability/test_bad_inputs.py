@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from aksmaint.params import MaintenanceParams
-from flows.cli import maintenance_main as flow_cli
+from aksmaint_cli.commands import maintenance_main as flow_cli
 from flows.node_maintenance import node_maintenance
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import Scenario, ScenarioError, parse_scenario

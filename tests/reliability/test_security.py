@@ -26,7 +26,7 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 
 from aksmaint.report import MaintenanceReport, Outcome
-from flows.cli import maintenance_main as flow_cli
+from aksmaint_cli.commands import maintenance_main as flow_cli
 from flows.node_maintenance import node_maintenance
 from tests.conftest import fast_params
 from tests.reliability.support import assert_invariants, reliability_scenario

@@ -1,4 +1,5 @@
-"""The command lines of the flows: ``python -m flows.node_maintenance`` and ``python -m flows.cluster_upgrade``.
+"""The command lines of the flows: ``aksmaint maintain`` (also ``python -m flows.node_maintenance``) and
+``aksmaint upgrade`` (also ``python -m flows.cluster_upgrade``).
 
 Each validates its arguments before anything reaches a cluster, runs the flow in this process (against
 ``PREFECT_API_URL``, or a temporary local Prefect server), prints the report and exits 0 (done), 1 (the
@@ -24,6 +25,9 @@ from aksmaint.report import MaintenanceReport, Outcome
 from flows.cluster_upgrade import UpgradeMode, UpgradeReport, UpgradeStep, cluster_upgrade
 from flows.node_maintenance import FINISHED, node_maintenance
 from flows.prefect_api import PrefectUnavailable, check_health, ensure_prefect_api, quiet_outage_noise
+
+MAINTAIN_PROG = "python -m flows.node_maintenance"
+UPGRADE_PROG = "python -m flows.cluster_upgrade"
 
 
 def invalid(exc: ValidationError) -> int:
@@ -104,9 +108,9 @@ def aks_from_args(args: argparse.Namespace) -> dict:
 
 
 # ---- node maintenance ------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, prog: str = MAINTAIN_PROG) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m flows.node_maintenance",
+        prog=prog,
         description="Run the node-maintenance flow (kured's job as a Prefect flow) against one cluster.",
     )
     parser.add_argument("--kubeconfig", help="kubeconfig file of the cluster")
@@ -217,10 +221,10 @@ def format_report(report: MaintenanceReport, table: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def maintenance_main(argv: list[str] | None = None) -> int:
-    """``python -m flows.node_maintenance``: exit 0 when every node is done, 1 when the run failed, 2 for
-    bad parameters (nothing was sent to the cluster)."""
-    args = parse_args(argv)
+def maintenance_main(argv: list[str] | None = None, prog: str = MAINTAIN_PROG) -> int:
+    """``aksmaint maintain`` (``python -m flows.node_maintenance``): exit 0 when every node is done, 1 when
+    the run failed, 2 for bad parameters (nothing was sent to the cluster)."""
+    args = parse_args(argv, prog)
     try:
         params = params_from_args(args)
     except ValidationError as exc:
@@ -265,10 +269,10 @@ def unrecorded(exc: Exception, report: MaintenanceReport | None, render: Callabl
 
 
 # ---- cluster upgrade -------------------------------------------------------------------------
-def upgrade_main(argv: list[str] | None = None) -> int:
-    """``python -m flows.cluster_upgrade``: exit codes as for the maintenance command."""
+def upgrade_main(argv: list[str] | None = None, prog: str = UPGRADE_PROG) -> int:
+    """``aksmaint upgrade`` (``python -m flows.cluster_upgrade``): exit codes as for the maintenance command."""
     parser = argparse.ArgumentParser(
-        prog="python -m flows.cluster_upgrade",
+        prog=prog,
         description="Run the cluster-upgrade flow: an AKS node-image or Kubernetes version upgrade.",
     )
     add_aks_arguments(parser, required=True)

@@ -1,0 +1,30 @@
+"""The ``aksmaint`` command (``[project.scripts]``): one entry point for the flows' command lines.
+
+``aksmaint maintain ...`` runs node-maintenance and ``aksmaint upgrade ...`` runs cluster-upgrade against
+one cluster, in this process. This package sits on top of ``flows/``; nothing below imports it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: aksmaint {maintain,upgrade} ...
+
+  maintain   run the node-maintenance flow against one cluster (kured's job, centrally coordinated)
+  upgrade    run the cluster-upgrade flow: an AKS node-image or Kubernetes version upgrade
+
+'aksmaint <command> --help' shows the command's options."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    from aksmaint_cli.commands import maintenance_main, upgrade_main
+
+    args = sys.argv[1:] if argv is None else argv
+    commands = {"maintain": maintenance_main, "upgrade": upgrade_main}
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    if args[0] not in commands:
+        print(f"{USAGE}\n\nerror: unknown command {args[0]!r}", file=sys.stderr)
+        return 2
+    return commands[args[0]](args[1:], prog=f"aksmaint {args[0]}")

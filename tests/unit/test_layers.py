@@ -1,0 +1,66 @@
+"""The layers of docs/architecture.md, checked on the source: each package imports only the layers below
+it (at module level; an import in a function or in a ``__main__`` block is a runtime choice, not a
+dependency), and the product never imports the simulated AKS."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+# a package and the project packages it may import
+ALLOWED = {
+    "aksmaint": {"aksmaint"},
+    "tasks": {"aksmaint", "tasks"},
+    "flows": {"aksmaint", "tasks", "flows"},
+    "aksmaint_cli": {"aksmaint", "tasks", "flows", "aksmaint_cli"},
+    "simulator": {"simulator"},
+}
+PROJECT = set(ALLOWED)
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """The top-level packages imported at module level (not inside functions or ``if`` blocks)."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found & PROJECT
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_each_package_imports_only_the_layers_below_it(package):
+    wrong = {
+        str(path.relative_to(ROOT)): sorted(imported - ALLOWED[package])
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if (imported := module_level_imports(path)) - ALLOWED[package]
+    }
+    assert wrong == {}
+
+
+@pytest.mark.parametrize("module", ["flows.node_maintenance", "flows.cluster_upgrade"])
+def test_python_dash_m_loads_the_flow_module_once(module):
+    """``python -m flows.node_maintenance`` runs the module as __main__; the command line it starts
+    must find that same module, not load a second copy with a second flow object."""
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = ['{module}', '--help']\n"
+        "try:\n"
+        f"    runpy.run_module('{module}', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        # the module the command line used is the one run as __main__, not a copy imported by name
+        f"print(sys.modules['{module}'].__name__ == '__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "True"
