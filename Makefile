@@ -58,6 +58,7 @@ bench: setup postgres
 lint: setup
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) mypy flows tasks aksmaint aksmaint_cli simulator
 
 format: setup
 	$(RUN) ruff format .

@@ -28,6 +28,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 from azure.mgmt.containerservice import ContainerServiceClient
+from kubernetes.client import Configuration
 from pydantic import BaseModel, ConfigDict, Field
 
 from aksmaint.errors import ClusterAccessError
@@ -182,14 +183,15 @@ class KubeTokenSource:
         self.renewals += 1
         self._renew_at = fresh.expires_on - min(RENEW_BEFORE_EXPIRY, (fresh.expires_on - now) / 2)
 
-    def install(self, configuration: object) -> None:
+    def install(self, configuration: Configuration) -> None:
         """Make every request of a kubernetes client configuration carry a current token."""
 
-        def refresh(config: object) -> None:
-            config.api_key["authorization"] = f"Bearer {self.token()}"  # type: ignore[attr-defined]
+        def refresh(config: Configuration) -> None:
+            config.api_key["authorization"] = f"Bearer {self.token()}"
 
         refresh(configuration)  # the first token now: a credential that cannot get one fails up front
-        configuration.refresh_api_key_hook = refresh  # type: ignore[attr-defined]
+        # the client declares the hook's attribute as None, though it calls whatever is set there
+        configuration.refresh_api_key_hook = refresh  # type: ignore[assignment]
 
 
 def credential_of(cluster: AksCluster) -> TokenCredential:
@@ -241,7 +243,9 @@ def fetch_kubeconfig(cluster: AksCluster, folder: str | None = None) -> AksKubec
         ) from exc
     if not result.kubeconfigs:
         raise ClusterAccessError(f"AKS returned no kubeconfig for {cluster.name}")
-    raw = result.kubeconfigs[0].value
+    raw: bytes | str | None = result.kubeconfigs[0].value  # bytes from this SDK, base64 text from others
+    if raw is None:
+        raise ClusterAccessError(f"AKS returned an empty kubeconfig for {cluster.name}")
     text = raw.decode() if isinstance(raw, bytes) else base64.b64decode(raw).decode()
     config = yaml.safe_load(text)
     tokens = None

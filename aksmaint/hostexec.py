@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from kubernetes.client import V1Pod
 from kubernetes.client.exceptions import ApiException
 
 from aksmaint.errors import HostCommandError, HostPodGone
-from aksmaint.kube import Kube
+from aksmaint.kube import Kube, meta
 
 MANAGED_BY = "aks-node-maintenance"
 PURPOSE_LABEL = "aksmaint.io/purpose"
@@ -127,6 +128,7 @@ def run_on_host(
             time.sleep(pause)
             pause = min(poll, pause * 2)
         exit_code = 0
+        assert pod.status is not None  # its phase ended the wait
         for status in pod.status.container_statuses or []:
             if status.state and status.state.terminated:
                 exit_code = status.state.terminated.exit_code
@@ -135,6 +137,17 @@ def run_on_host(
         return HostResult(node, exit_code, output or "")
     finally:
         delete_host_pod(kube, name, settings)
+
+
+def _finished_before(pod: V1Pod, now: datetime, older_than_seconds: float) -> str | None:
+    """The pod's name when it has finished and was created more than ``older_than_seconds`` ago."""
+    if not pod.status or pod.status.phase not in ("Succeeded", "Failed"):
+        return None
+    metadata = meta(pod)
+    created = metadata.creation_timestamp
+    if created and (now - created).total_seconds() > older_than_seconds:
+        return metadata.name
+    return None
 
 
 def delete_stale_host_pods(
@@ -147,14 +160,7 @@ def delete_stale_host_pods(
         label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
     ).items
     now = datetime.now(UTC)
-    stale = [
-        p.metadata.name
-        for p in pods
-        if p.status
-        and p.status.phase in ("Succeeded", "Failed")
-        and p.metadata.creation_timestamp
-        and (now - p.metadata.creation_timestamp).total_seconds() > older_than_seconds
-    ]
+    stale = [name for p in pods if (name := _finished_before(p, now, older_than_seconds))]
     for name in stale:
         delete_host_pod(kube, name, settings)
     return stale

@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import urllib3
 from kubernetes import client, config
+from kubernetes.client import V1Node, V1NodeSystemInfo, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
@@ -28,6 +29,7 @@ from aksmaint.errors import ClusterAccessError, TransientApiError
 from aksmaint.params import ClusterConnection
 
 T = TypeVar("T")
+_Part = TypeVar("_Part", covariant=True)
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 REQUEST_TIMEOUT = (5, 30)  # connect, read (seconds): a hung call must not hang a task forever
 
@@ -69,6 +71,8 @@ def retry_after_seconds(exc: ApiException) -> float | None:
 
 def status_causes(exc: ApiException) -> list[dict] | None:
     """The causes of an API Status answer; None when the body is not a Status."""
+    if exc.body is None:
+        return None
     try:
         return json.loads(exc.body).get("details", {}).get("causes", []) or []
     except (ValueError, TypeError, AttributeError):
@@ -156,6 +160,53 @@ class Kube:
         raise AssertionError("unreachable")
 
 
+class _WithMetadata(Protocol):
+    @property
+    def metadata(self) -> V1ObjectMeta | None: ...
+
+
+class _WithSpec(Protocol[_Part]):
+    @property
+    def spec(self) -> _Part | None: ...
+
+
+class _WithStatus(Protocol[_Part]):
+    @property
+    def status(self) -> _Part | None: ...
+
+
+def meta(obj: _WithMetadata) -> V1ObjectMeta:
+    """The metadata of an object read from the API server, which always sends it."""
+    assert obj.metadata is not None, f"{type(obj).__name__} without metadata"
+    return obj.metadata
+
+
+def spec_of(obj: _WithSpec[_Part]) -> _Part:
+    """The spec of an object read from the API server, which sends one (if only empty) for the kinds
+    we read: nodes, pods, Leases and PodDisruptionBudgets."""
+    assert obj.spec is not None, f"{type(obj).__name__} without spec"
+    return obj.spec
+
+
+def status_of(obj: _WithStatus[_Part]) -> _Part:
+    """The status of a node or PodDisruptionBudget read from the API server, which always sends one."""
+    assert obj.status is not None, f"{type(obj).__name__} without status"
+    return obj.status
+
+
+def node_info(node: V1Node) -> V1NodeSystemInfo:
+    """A node's system info (boot id, kernel version ...), which every registered kubelet reports."""
+    info = status_of(node).node_info
+    assert info is not None, f"node {meta(node).name} reports no node info"
+    return info
+
+
+def object_ref(obj: _WithMetadata) -> str:
+    """namespace/name, as people and kubectl name a namespaced object."""
+    metadata = meta(obj)
+    return f"{metadata.namespace}/{metadata.name}"
+
+
 def node_gone(kube: Kube, name: str) -> bool:
     """True only when the API server says the node does not exist (any other answer: we cannot tell)."""
     try:
@@ -182,7 +233,7 @@ def connect(cluster: ClusterConnection) -> Kube:
             config.load_incluster_config(client_configuration=configuration)
             name = "in-cluster"
         else:
-            if not Path(cluster.kubeconfig).expanduser().is_file():
+            if not cluster.kubeconfig or not Path(cluster.kubeconfig).expanduser().is_file():
                 raise ClusterAccessError(f"kubeconfig not found: {cluster.kubeconfig}")
             contexts, active = config.list_kube_config_contexts(config_file=cluster.kubeconfig)
             chosen = (

@@ -28,7 +28,8 @@ _DNS_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 _CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 _END_CLOCK = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class _Model(BaseModel):
@@ -113,7 +114,7 @@ def _minutes(value: str) -> int:
 class MaintenanceWindow(_Model):
     """When reboots may start. A node in progress when the window closes is finished; no new one starts."""
 
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+    days: list[Day] = Field(
         default_factory=lambda: list(DAYS),
         description="Days on which the window opens (the day the window starts, for windows past midnight).",
     )

@@ -22,21 +22,23 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypedDict
 
 from simulator.hosts import CommandResult, Host, run_host_command, split_host_command
 from simulator.indexes import (
     PdbIndex,
     PodIndex,
+    changed_object,
     controller_of,
     is_ready,
     is_terminal,
     is_terminating,
 )
 from simulator.k8s.errors import ApiError, bad_request, conflict, invalid
-from simulator.k8s.resources import by_kind
+from simulator.k8s.resources import ResourceType, by_kind
 from simulator.k8s.selectors import selector_from_dict
 from simulator.k8s.store import Store, now_rfc3339
-from simulator.scenario import PoolSpec, Scenario, WorkloadSpec
+from simulator.scenario import NodeSpec, PoolSpec, Scenario, WorkloadSpec
 
 NODES = by_kind("Node")
 PODS = by_kind("Pod")
@@ -137,6 +139,16 @@ def scaled_int(value: int | str, total: int, round_up: bool) -> int:
     return math.ceil(raw) if round_up else math.floor(raw)
 
 
+class Invariants(TypedDict):
+    """What the simulator counts across a run, for tests and the demo to check afterwards."""
+
+    max_unschedulable: int
+    max_not_ready: int
+    max_disrupted: int
+    pdb_violations: int
+    reboots: dict[str, int]  # node -> reboots
+
+
 @dataclass
 class FeasibleNodes:
     spec: dict  # the pod spec whose tolerations and nodeSelector decide
@@ -169,7 +181,7 @@ class Cluster:
         self.pods = PodIndex()
         self.pdb_members = PdbIndex()
         # uid of a Deployment, ReplicaSet or DaemonSet -> (resource type, namespace, name)
-        self._owners: dict[str, tuple] = {}
+        self._owners: dict[str, tuple[ResourceType, str, str]] = {}
         self._deployments_dirty: set[str] = set()  # uids whose ReplicaSets or status may need an update
         self._replicasets_dirty: set[str] = set()  # uids whose pod count or status may need an update
         self._daemonsets_full: set[str] = set()  # uids to check on every node (new, or spec changed)
@@ -187,7 +199,7 @@ class Cluster:
         self._pdb_namespaces_dirty: set[str] = set()
         self._heartbeat_from: dict[str, datetime] = {}
         self._heartbeat_frozen: dict[str, datetime] = {}
-        self.invariants = {
+        self.invariants: Invariants = {
             "max_unschedulable": 0,
             "max_not_ready": 0,
             "max_disrupted": 0,
@@ -278,7 +290,7 @@ class Cluster:
         spec = next(p for p in self.scenario.pools if p.name == pool)
         return node_name(self.scenario.cluster.name, pool, index, windows=spec.windows)
 
-    def _add_node(self, pool: PoolSpec, index: int, spec) -> None:
+    def _add_node(self, pool: PoolSpec, index: int, spec: NodeSpec | None) -> None:
         sc = self.scenario
         name = node_name(sc.cluster.name, pool.name, index, windows=pool.windows)
         host = Host(
@@ -329,7 +341,7 @@ class Cluster:
         ip = str(ipaddress.ip_address("10.224.0.4") + len(self.hosts) - 1)
         node_rg = f"MC_{sc.cluster.resource_group}_{sc.cluster.name}_{sc.cluster.location}"
         vmss = name[:-6] if pool.windows else name.rsplit("vmss", 1)[0] + "vmss"
-        node = {
+        node: dict[str, Any] = {
             "metadata": {
                 "name": name,
                 "labels": labels,
@@ -379,7 +391,7 @@ class Cluster:
             node["spec"]["taints"] = [
                 {"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule", "timeAdded": now_rfc3339()}
             ]
-        self.store.create(NODES, node)
+        node = self.store.create(NODES, node)
         now = datetime.now(UTC)
         self._heartbeat_from[name] = now
         self.store.create(
@@ -393,7 +405,7 @@ class Cluster:
                             "apiVersion": "v1",
                             "kind": "Node",
                             "name": name,
-                            "uid": self.store.get(NODES, "", name)["metadata"]["uid"],
+                            "uid": node["metadata"]["uid"],
                         }
                     ],
                 },
@@ -439,7 +451,7 @@ class Cluster:
         return conds
 
     def _pod_template(self, w: WorkloadSpec) -> dict:
-        container = {
+        container: dict[str, Any] = {
             "name": w.name,
             "image": w.image,
             "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
@@ -450,7 +462,7 @@ class Cluster:
                 "initialDelaySeconds": math.ceil(w.ready_seconds),
                 "periodSeconds": 1,
             }
-        spec = {
+        spec: dict[str, Any] = {
             "containers": [container],
             "terminationGracePeriodSeconds": w.termination_grace_seconds,
             "restartPolicy": "Always",
@@ -516,7 +528,7 @@ class Cluster:
             )
 
     # ---- change tracking -----------------------------------------------------------------
-    def _on_change(self, rt, kind: str, old: dict | None, new: dict | None) -> None:
+    def _on_change(self, rt: ResourceType, kind: str, old: dict | None, new: dict | None) -> None:
         """The store's listener: the controllers a change concerns will look again at the next reconcile."""
         if rt is PODS:
             self._pod_changed(old, new)
@@ -531,7 +543,7 @@ class Cluster:
     def _pdb_changed(self, old: dict | None, new: dict | None) -> None:
         """A budget changed: its members are matched again when its spec did, its namespace's status
         is computed again either way."""
-        namespace = (new or old)["metadata"]["namespace"]
+        namespace = changed_object(old, new)["metadata"]["namespace"]
         if old is None or new is None or old["spec"] != new["spec"]:
             self.pdb_members.set_pdb(old, new, self.store.list(PODS, namespace))
         self._pdb_namespaces_dirty.add(namespace)
@@ -539,7 +551,7 @@ class Cluster:
     def _node_changed(self, old: dict | None, new: dict | None) -> None:
         """A node changed: cordons are recorded, the scheduler and the DaemonSet controller look at the
         node again, and the unschedulable and not-Ready sets (and their peaks) follow it."""
-        name = (new or old)["metadata"]["name"]
+        name = changed_object(old, new)["metadata"]["name"]
         was = bool(old and old.get("spec", {}).get("unschedulable"))
         now = bool(new and new.get("spec", {}).get("unschedulable"))
         if now != was and new is not None:  # a deleted node is gone, not uncordoned
@@ -574,10 +586,10 @@ class Cluster:
     def _pod_changed(self, old: dict | None, new: dict | None) -> None:
         self.pods.change(old, new)
         self.pdb_members.pod_changed(old, new)
-        pod = new or old
+        pod = changed_object(old, new)
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
-        if new is None:
-            self._started.discard(old["metadata"]["uid"])
+        if new is None:  # deleted: ``pod`` is the old version
+            self._started.discard(pod["metadata"]["uid"])
             self._unbound.discard(key)
             self._to_start.discard(key)
         elif not new["spec"].get("nodeName"):
@@ -587,8 +599,8 @@ class Cluster:
             if new["metadata"]["uid"] not in self._started:
                 self._to_start.add(key)
         self._pdb_namespaces_dirty.add(key[0])
-        for version in (old, new):
-            owner = controller_of(version) if version is not None else None
+        for version in [v for v in (old, new) if v is not None]:
+            owner = controller_of(version)
             if owner is None:
                 continue
             if owner.get("kind") == "ReplicaSet":
@@ -598,10 +610,11 @@ class Cluster:
                 if version["spec"].get("nodeName"):  # a daemon pod gone from its node comes back
                     self._daemonset_nodes_dirty.add(version["spec"]["nodeName"])
 
-    def _owner_changed(self, rt, old: dict | None, new: dict | None) -> None:
+    def _owner_changed(self, rt: ResourceType, old: dict | None, new: dict | None) -> None:
         """A workload controller's object changed: its controller looks at it again, and so does the
         controller that owns it (a Deployment reads its ReplicaSets' status)."""
-        meta = (new or old)["metadata"]
+        obj = changed_object(old, new)
+        meta = obj["metadata"]
         uid = meta["uid"]
         if new is None:
             self._owners.pop(uid, None)
@@ -613,7 +626,7 @@ class Cluster:
         elif rt is REPLICASETS:
             if spec_changed:
                 self._replicasets_dirty.add(uid)
-            parent = controller_of(new or old)
+            parent = controller_of(obj)
             if parent is not None:
                 self._deployments_dirty.add(parent["uid"])
         elif rt is DAEMONSETS:
@@ -1056,19 +1069,20 @@ class Cluster:
         every binding)."""
         owner_uid = (controller_of(pod) or {}).get("uid")
         bin_pack = self.scenario.scheduler.scoring == "bin-pack"
-        best = None
+        best: tuple[tuple[int, ...], str] | None = None  # (score, node name): the lowest wins
         for name, prefer_not in candidates:
             owners = self.pods.load.get(name) or Counter()
             count = owners.total()
             if count >= self.pool_of[name].max_pods:
                 continue
+            score: tuple[tuple[int, ...], str]
             if bin_pack:
-                score = (prefer_not, -count, name)
+                score = ((prefer_not, -count), name)
             else:
-                score = (prefer_not, owners[owner_uid] if owner_uid else 0, count, name)
+                score = ((prefer_not, owners[owner_uid] if owner_uid else 0, count), name)
             if best is None or score < best:
                 best = score
-        return best[-1] if best else None
+        return best[1] if best else None
 
     # ---- kubelet -------------------------------------------------------------------------
     def _kubelet_start_pods(self) -> None:
@@ -1207,6 +1221,7 @@ class Cluster:
             {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp},
         ]
         container = pod["spec"]["containers"][0]
+        state: dict[str, dict[str, Any]]
         if exit_code is None:
             state = {"running": {"startedAt": stamp}}
         else:
@@ -1364,7 +1379,7 @@ class Cluster:
 
     def _find_owner(self, namespace: str, ref: dict) -> dict | None:
         kinds = {"ReplicaSet": REPLICASETS, "DaemonSet": DAEMONSETS, "Deployment": DEPLOYMENTS}
-        rt = kinds.get(ref.get("kind"))
+        rt = kinds.get(ref.get("kind", ""))
         return self.store.get(rt, namespace, ref["name"]) if rt else None
 
     def _reconcile_pdbs(self) -> None:
@@ -1513,7 +1528,7 @@ class Cluster:
         host.state = "up"
         self._heartbeat_frozen.pop(name, None)
         self._heartbeat_from[name] = datetime.now(UTC)
-        node = self.store.get(NODES, "", name)
+        node = self.store.must_get(NODES, "", name)
         info = {**node["status"]["nodeInfo"], "bootID": host.boot_id, "kernelVersion": host.running_kernel}
         node = {**node, "status": {**node["status"], "nodeInfo": info}}
         self.store.update_internal(NODES, node)
@@ -1521,14 +1536,14 @@ class Cluster:
         self.record("ready", name, kernel=host.running_kernel, boot_id=host.boot_id)
         self.host_changed(name)
         self.emit_event(
-            self.store.get(NODES, "", name),
+            self.store.must_get(NODES, "", name),
             "Rebooted",
             f"Node {name} has been rebooted, boot id: {host.boot_id}",
             type_="Warning",
         )
 
     def _set_node_ready(self, name: str, ready: str, reason: str, message: str, taints: list[dict]) -> None:
-        node = self.store.get(NODES, "", name)
+        node = self.store.must_get(NODES, "", name)
         kept = [t for t in node["spec"].get("taints", []) or [] if t["key"] not in SYSTEM_TAINT_KEYS]
         stamp = now_rfc3339()
         new_taints = kept + [{**t, "timeAdded": stamp} if t["effect"] == "NoExecute" else t for t in taints]
@@ -1572,7 +1587,7 @@ class Cluster:
         taken_cidrs = {n["spec"].get("podCIDR") for n in nodes}
         self._add_node(pool, index, None)
         name = node_name(self.scenario.cluster.name, pool.name, index, windows=pool.windows)
-        node = self.store.get(NODES, "", name)
+        node = self.store.must_get(NODES, "", name)
         if (
             node["status"]["addresses"][0]["address"] in taken_ips
             or node["spec"].get("podCIDR") in taken_cidrs

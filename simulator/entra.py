@@ -125,6 +125,7 @@ class TokenService:
 
     def issue(self, audience: str) -> dict:
         now = time.time()
+        expires = round(now + self.lifetime_seconds)
         claims = {
             "aud": audience,
             "iss": self.issuer,
@@ -134,11 +135,11 @@ class TokenService:
             "oid": self.client_id,
             "iat": int(now),
             "nbf": int(now),
-            "exp": round(now + self.lifetime_seconds),
+            "exp": expires,
             "jti": uuid.uuid4().hex,
         }
         with self._lock:
-            self.issued.append(IssuedToken(audience, now, claims["exp"]))
+            self.issued.append(IssuedToken(audience, now, expires))
         return {
             "token_type": "Bearer",
             "expires_in": self.lifetime_seconds,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from simulator.k8s.selectors import selector_from_dict
+from simulator.k8s.selectors import LabelSelector, selector_from_dict
 
 Key = tuple[str, str]  # (namespace, name)
 OwnerRef = tuple[str, str, str]  # (kind, name, uid) of a pod's controller
@@ -22,6 +22,13 @@ def controller_of(obj: dict) -> dict | None:
         if ref.get("controller"):
             return ref
     return None
+
+
+def changed_object(old: dict | None, new: dict | None) -> dict:
+    """The object a store change is about: its new version, or the old one when it was deleted."""
+    obj = new or old
+    assert obj is not None, "a change has an old or a new version"
+    return obj
 
 
 def is_terminal(pod: dict) -> bool:
@@ -112,7 +119,8 @@ class PdbIndex:
     """For each PodDisruptionBudget, the unfinished pods its selector matches."""
 
     def __init__(self) -> None:
-        self._selectors: dict[str, dict[str, object]] = defaultdict(dict)  # namespace -> pdb uid -> selector
+        # namespace -> pdb uid -> selector
+        self._selectors: dict[str, dict[str, LabelSelector]] = defaultdict(dict)
         self.members: dict[str, dict[Key, PdbMember]] = {}
 
     def set_pdb(self, old: dict | None, new: dict | None, pods_in_namespace: list[dict]) -> None:
@@ -133,7 +141,7 @@ class PdbIndex:
         }
 
     def pod_changed(self, old: dict | None, new: dict | None) -> None:
-        pod = new or old
+        pod = changed_object(old, new)
         namespace = pod["metadata"]["namespace"]
         selectors = self._selectors.get(namespace)
         if not selectors:

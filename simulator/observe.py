@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -20,7 +21,8 @@ class SimObserver:
             headers={"Authorization": f"Bearer {endpoints.token}"},
         )
 
-    def _get(self, path: str, **params: object) -> object:
+    def _get(self, path: str, **params: int) -> Any:
+        """The decoded JSON body of a GET; each endpoint's method states the shape it returns."""
         response = self._http.get(path, params=params)
         response.raise_for_status()
         return response.json()

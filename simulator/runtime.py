@@ -93,7 +93,9 @@ class FaultRule:
     retry_after: int | None = None
 
     def matches(self, verb: str, path: str) -> bool:
-        return (self.verb is None or self.verb == verb) and (self.path is None or re.search(self.path, path))
+        return (self.verb is None or self.verb == verb) and (
+            self.path is None or re.search(self.path, path) is not None
+        )
 
 
 @dataclass
@@ -417,6 +419,7 @@ class SimulatedAKS:
         A graceful TLS close waits for the client's close_notify, which an idle pooled client connection
         never sends; every such connection would hold the shutdown for the whole grace period.
         """
+        assert self._server is not None  # scheduled by stop() only once the server exists
         for connection in list(self._server.server_state.connections):
             cycle = getattr(connection, "cycle", None)
             if cycle is None or cycle.response_complete:

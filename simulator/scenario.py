@@ -344,22 +344,24 @@ class Scenario(_Strict):
             if pool.name in pools:
                 raise _FieldError(("pools", i, "name"), f"pool name {pool.name!r} is used twice")
             pools[pool.name] = pool
-        refs = [(("nodes", i), n) for i, n in enumerate(self.nodes)]
+        refs: list[tuple[tuple[str | int, ...], NodeRef]] = [
+            (("nodes", i), n) for i, n in enumerate(self.nodes)
+        ]
         refs += [(("workloads", i, "node"), w.node) for i, w in enumerate(self.workloads) if w.node]
         for loc, ref in refs:
-            pool = pools.get(ref.pool)
-            if pool is None:
+            target = pools.get(ref.pool)
+            if target is None:
                 raise _FieldError((*loc, "pool"), f"node reference names unknown pool {ref.pool!r}")
-            if pool.windows and isinstance(ref, NodeSpec) and (ref.reboot_required or ref.available_kernel):
+            if target.windows and isinstance(ref, NodeSpec) and (ref.reboot_required or ref.available_kernel):
                 raise _FieldError(
                     (*loc, "reboot_required"),
                     f"pool {ref.pool!r} is Windows: its nodes never ask for a reboot (a node image "
                     "upgrade patches them)",
                 )
-            if ref.index >= pool.count:
+            if ref.index >= target.count:
                 raise _FieldError(
                     (*loc, "index"),
-                    f"node index {ref.index} is outside pool {ref.pool!r} (count {pool.count})",
+                    f"node index {ref.index} is outside pool {ref.pool!r} (count {target.count})",
                 )
         seen = set()
         for i, w in enumerate(self.workloads):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from azure.core.exceptions import (
     HttpResponseError,
@@ -141,6 +142,18 @@ class OperationResult:
     waited_for_other_operation: bool = False
 
 
+class Poller(Protocol):
+    """What run_operation uses of the LROPoller an AKS begin_* call returns."""
+
+    def done(self) -> bool: ...
+
+    def status(self) -> str: ...
+
+    def wait(self, timeout: float | None = None) -> None: ...
+
+    def result(self) -> object: ...
+
+
 def wait_for_idle(get_state: Callable[[], str], timeout: float, poll: float) -> str:
     """Wait while an operation (ours from a crashed run, or someone else's) is in progress."""
     deadline = time.monotonic() + timeout
@@ -155,7 +168,7 @@ def wait_for_idle(get_state: Callable[[], str], timeout: float, poll: float) -> 
 
 def run_operation(
     step: UpgradeStep,
-    begin: Callable[[], object],
+    begin: Callable[[], Poller],
     get_state: Callable[[], str],
     timeout: float,
     poll: float,
@@ -310,7 +323,7 @@ class OsUpgradeChannel(StrEnum):
     node_image = "NodeImage"  # AKS reimages the nodes with each new node image
 
 
-AKS_PATCHES = {
+AKS_PATCHES: dict[str, str] = {
     OsUpgradeChannel.security_patch: "applies security patches to the nodes",
     OsUpgradeChannel.node_image: "reimages the nodes with each new node image",
 }

@@ -8,23 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kubernetes.client import V1Node
 from kubernetes.client.exceptions import ApiException
 
 from aksmaint.errors import NodeBusy
-from aksmaint.kube import Kube
+from aksmaint.kube import Kube, meta, node_info, spec_of
 from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION, NodeRecord, Phase, now_iso, read_record
 
 MERGE_PATCH = "application/merge-patch+json"
 
 
-def _patch_node(kube: Kube, name: str, build: Callable[[object], dict | None], attempts: int = 5):
+def _patch_node(kube: Kube, name: str, build: Callable[[V1Node], dict | None], attempts: int = 5) -> V1Node:
     """Read-modify-write with a resourceVersion precondition; ``build`` returns None for no change."""
     for _ in range(attempts):
         node = kube.call(kube.core.read_node, name)
         patch = build(node)
         if patch is None:
             return node
-        patch.setdefault("metadata", {})["resourceVersion"] = node.metadata.resource_version
+        patch.setdefault("metadata", {})["resourceVersion"] = meta(node).resource_version
         try:
             return kube.call(kube.core.patch_node, name, patch, _content_type=MERGE_PATCH)
         except ApiException as exc:
@@ -33,10 +34,10 @@ def _patch_node(kube: Kube, name: str, build: Callable[[object], dict | None], a
     raise RuntimeError(f"node {name} kept changing under us; gave up after {attempts} attempts")
 
 
-def _taints_without_pending(kube: Kube, node) -> list[dict]:
+def _taints_without_pending(kube: Kube, node: V1Node) -> list[dict]:
     return [
         kube.api_client.sanitize_for_serialization(t)
-        for t in (node.spec.taints or [])
+        for t in (spec_of(node).taints or [])
         if t.key != PENDING_TAINT_KEY
     ]
 
@@ -49,12 +50,11 @@ def cordon(
     still holds a reboot slot is not (NodeBusy)."""
     result: dict[str, NodeRecord] = {}
 
-    def build(node):
+    def build(node: V1Node) -> dict:
         previous = read_record(node)
         if previous and previous.holder != holder and holder_alive(previous.holder):
             raise NodeBusy(f"node {name} is being handled by {previous.holder}")
-        cordoned_by_us = previous.cordoned_by_us if previous else not node.spec.unschedulable
-        info = node.status.node_info
+        cordoned_by_us = previous.cordoned_by_us if previous else not spec_of(node).unschedulable
         record = NodeRecord(
             run_id=run_id,
             holder=holder,
@@ -62,8 +62,8 @@ def cordon(
             cordoned_by_us=cordoned_by_us,
             reason=reason,
             since=now_iso(),
-            boot_id_before=previous.boot_id_before if previous else info.boot_id,
-            kernel_before=previous.kernel_before if previous else info.kernel_version,
+            boot_id_before=previous.boot_id_before if previous else node_info(node).boot_id,
+            kernel_before=previous.kernel_before if previous else node_info(node).kernel_version,
             reboot_requested_at=previous.reboot_requested_at if previous else None,
         )
         if previous and previous.phase in (Phase.rebooting, Phase.verifying):
@@ -89,15 +89,16 @@ def uncordon(
 ) -> bool:
     """Put the node back in service: uncordon it if we cordoned it, drop our record and pending taint.
     Returns whether the node is schedulable afterwards."""
-    state = {}
+    state: dict[str, bool] = {}
 
-    def build(node):
+    def build(node: V1Node) -> dict:
         current = read_record(node) or record
         patch: dict = {"metadata": {"annotations": {STATE_ANNOTATION: None}}}
         if current is None or current.cordoned_by_us:
             patch["spec"] = {"unschedulable": None}
-        state["schedulable"] = current is None or current.cordoned_by_us or not node.spec.unschedulable
-        if any(t.key == PENDING_TAINT_KEY for t in node.spec.taints or []):
+        spec = spec_of(node)
+        state["schedulable"] = current is None or current.cordoned_by_us or not spec.unschedulable
+        if any(t.key == PENDING_TAINT_KEY for t in spec.taints or []):
             patch.setdefault("spec", {})["taints"] = _taints_without_pending(kube, node) or None
         if post_labels:
             patch["metadata"]["labels"] = dict(post_labels)
@@ -122,8 +123,8 @@ def mark_failed(kube: Kube, name: str, record: NodeRecord, reason: str) -> NodeR
 def set_pending_taint(kube: Kube, name: str, present: bool) -> None:
     """PreferNoSchedule taint on nodes waiting for a reboot, so evicted pods go to nodes already done."""
 
-    def build(node):
-        has = any(t.key == PENDING_TAINT_KEY for t in node.spec.taints or [])
+    def build(node: V1Node) -> dict | None:
+        has = any(t.key == PENDING_TAINT_KEY for t in spec_of(node).taints or [])
         if has == present:
             return None
         taints = _taints_without_pending(kube, node)

@@ -26,8 +26,11 @@ from aksmaint.kube import (
     describe_api_error,
     has_cause,
     is_transient,
+    meta,
     retry_after_seconds,
+    spec_of,
     status_causes,
+    status_of,
 )
 from aksmaint.params import DrainOptions
 
@@ -169,18 +172,19 @@ def blocking_budgets(kube: Kube, pods: list) -> list[str]:
         ours = {p.metadata.name for p in pods if p.metadata.namespace == namespace}
         budgets = kube.call(kube.policy.list_namespaced_pod_disruption_budget, namespace).items
         for pdb in budgets:
-            selector = pdb.spec.selector
+            selector = spec_of(pdb).selector
             if selector is None or not (selector.match_labels or selector.match_expressions):
                 continue
-            if (pdb.status.disruptions_allowed or 0) > 0:
+            status = status_of(pdb)
+            if (status.disruptions_allowed or 0) > 0:
                 continue
             covered = kube.call(
                 kube.core.list_namespaced_pod, namespace, label_selector=selector_text(selector)
             ).items
-            if ours & {p.metadata.name for p in covered}:
+            if ours & {meta(p).name for p in covered}:
                 found.add(
-                    f"{namespace}/{pdb.metadata.name} (allows {pdb.status.disruptions_allowed or 0} "
-                    f"disruptions, {pdb.status.current_healthy}/{pdb.status.desired_healthy} healthy)"
+                    f"{namespace}/{meta(pdb).name} (allows {status.disruptions_allowed or 0} "
+                    f"disruptions, {status.current_healthy}/{status.desired_healthy} healthy)"
                 )
     return sorted(found)
 
@@ -202,10 +206,12 @@ class DrainResult:
 
 @dataclass
 class Eviction:
-    """One pod's eviction: None when the pod is gone, else what stopped it; and how often a budget
-    refused it (each worker counts its own: nothing is shared between the threads)."""
+    """One pod's eviction: None when the pod is gone, else what stopped it, and whether that was the drain
+    timeout (the node is then handled by drain.on_timeout, not failed); and how often a budget refused
+    it (each worker counts its own: nothing is shared between the threads)."""
 
     error: str | None = None
+    timed_out: bool = False
     refusals: int = 0
 
 
@@ -220,7 +226,9 @@ def _evict(kube: Kube, pod, options: DrainOptions, deadline: float, outcome: Evi
     gone, error = _request_eviction(kube, pod, options, deadline, outcome)
     if gone or error:
         return error
-    return _wait_until_gone(kube, pod, options, deadline)
+    error = _wait_until_gone(kube, pod, options, deadline)
+    outcome.timed_out = error is not None  # its only failure: the pod outlived the drain timeout
+    return error
 
 
 class _Refusal(NamedTuple):
@@ -251,6 +259,7 @@ def _request_eviction(
         if refusal.wait is None:
             return False, f"eviction of {namespace}/{name} failed: {answer}"
         if time.monotonic() + refusal.wait > deadline:
+            outcome.timed_out = True
             return False, f"eviction of {namespace}/{name} still refused at the drain timeout"
         time.sleep(refusal.wait)
 
@@ -283,12 +292,13 @@ def _wait_until_gone(kube: Kube, pod, options: DrainOptions, deadline: float) ->
             if exc.status == 404:
                 return None
             raise
-        if current.metadata.uid != uid:
+        current_meta = meta(current)
+        if current_meta.uid != uid:
             return None
         if (
             options.skip_wait_for_delete_timeout_seconds
-            and current.metadata.deletion_timestamp
-            and (datetime.now(UTC) - current.metadata.deletion_timestamp).total_seconds()
+            and current_meta.deletion_timestamp
+            and (datetime.now(UTC) - current_meta.deletion_timestamp).total_seconds()
             > options.skip_wait_for_delete_timeout_seconds
         ):
             return None
@@ -308,7 +318,8 @@ def _marked_for_deletion(kube: Kube, pod) -> bool:
         if exc.status == 404:
             return True
         raise
-    return current.metadata.uid != pod.metadata.uid or current.metadata.deletion_timestamp is not None
+    current_meta = meta(current)
+    return current_meta.uid != pod.metadata.uid or current_meta.deletion_timestamp is not None
 
 
 def drain_node(kube: Kube, node: str, options: DrainOptions) -> DrainResult:
@@ -332,7 +343,7 @@ def drain_node(kube: Kube, node: str, options: DrainOptions) -> DrainResult:
             result.evicted.append(_ref(pod))
         else:
             result.remaining.append(_ref(pod))
-            if "at the drain timeout" in error:
+            if eviction.timed_out:
                 result.timed_out = True
             else:
                 result.errors.append(error)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from kubernetes.client.exceptions import ApiException
 
-from aksmaint.kube import Kube
+from aksmaint.kube import Kube, meta, object_ref
 from aksmaint.params import Blockers, LockOptions, MaintenanceWindow
 
 KURED_LOCK_ANNOTATION = "weave.works/kured-node-lock"
@@ -38,15 +38,14 @@ def blocking_pods(kube: Kube, node: str, selectors: list[str]) -> list[str]:
             field_selector=f"spec.nodeName={node}",
         ).items
         found += [
-            f"{p.metadata.namespace}/{p.metadata.name}"
-            for p in pods
-            if p.status is None or p.status.phase not in ("Succeeded", "Failed")
+            object_ref(p) for p in pods if p.status is None or p.status.phase not in ("Succeeded", "Failed")
         ]
     return sorted(set(found))
 
 
 def active_alerts(blockers: Blockers) -> list[str]:
     """Names of the Prometheus alerts that block reboots. Raises httpx.HTTPError when unreachable."""
+    assert blockers.prometheus_url is not None, "only asked when a Prometheus URL is set"
     url = blockers.prometheus_url.rstrip("/") + "/api/v1/alerts"
     response = httpx.get(url, timeout=blockers.prometheus_timeout_seconds)
     response.raise_for_status()
@@ -86,7 +85,7 @@ def kured_lock_holder(kube: Kube, lock: LockOptions, now: datetime | None = None
         if exc.status == 404:
             return None
         raise
-    raw = (ds.metadata.annotations or {}).get(KURED_LOCK_ANNOTATION)
+    raw = (meta(ds).annotations or {}).get(KURED_LOCK_ANNOTATION)
     if not raw:
         return None
     try:

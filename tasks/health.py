@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from aksmaint.kube import Kube, is_transient
+from aksmaint.kube import Kube, is_transient, meta, spec_of, status_of
 
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 BAD_TAINTS = {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
@@ -34,10 +34,11 @@ class Health:
 def check_node(kube: Kube, name: str, boot_id_before: str, now: datetime | None = None) -> Health:
     """One look at the node: every check that must pass, with the first failing one as the reason."""
     node = kube.call(kube.core.read_node, name)
-    info = node.status.node_info
-    ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
+    status = status_of(node)
+    info = status.node_info
+    ready = next((c for c in status.conditions or [] if c.type == "Ready"), None)
     health = Health(False, "", info.kernel_version if info else "", info.boot_id if info else "")
-    health.resource_version = node.metadata.resource_version or ""
+    health.resource_version = meta(node).resource_version or ""
     health.went_down = bool(ready is None or ready.status != "True" or health.boot_id != boot_id_before)
     if ready is None or ready.status != "True":
         health.reason = f"node not Ready ({ready.reason if ready else 'no Ready condition'})"
@@ -48,13 +49,13 @@ def check_node(kube: Kube, name: str, boot_id_before: str, now: datetime | None 
     if not health.kernel:
         health.reason = "node reports no kernel version"
         return health
-    bad = [t.key for t in node.spec.taints or [] if t.key in BAD_TAINTS]
+    bad = [t.key for t in spec_of(node).taints or [] if t.key in BAD_TAINTS]
     if bad:
         health.reason = f"node still tainted {', '.join(bad)}"
         return health
     try:
         lease = kube.call(kube.coordination.read_namespaced_lease, name, NODE_LEASE_NAMESPACE)
-        renewed = lease.spec.renew_time
+        renewed = spec_of(lease).renew_time
         age = ((now or datetime.now(UTC)) - renewed).total_seconds() if renewed else None
         if age is None or age > HEARTBEAT_FRESH_SECONDS:
             health.reason = "kubelet heartbeat is stale"

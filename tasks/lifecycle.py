@@ -23,7 +23,7 @@ from typing import Protocol
 
 from aksmaint.errors import LockTimeout, MaintenanceError, NodeBusy
 from aksmaint.hostexec import HostPodSettings, run_on_host
-from aksmaint.kube import Kube, is_transient, node_gone
+from aksmaint.kube import Kube, is_transient, node_gone, node_info
 from aksmaint.nodestate import NodeRecord, Phase, now_iso, read_record
 from aksmaint.params import MaintenanceParams, OnDrainTimeout, SentinelMode
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanEntry
@@ -441,7 +441,7 @@ class NodeLifecycle:
         assert run.record is not None
         run.boot_started = time.monotonic()
         current = self.kube.call(self.kube.core.read_node, run.node)
-        boot_id = current.status.node_info.boot_id
+        boot_id = node_info(current).boot_id
         if run.record.phase == Phase.rebooting and (
             boot_id != run.record.boot_id_before or self._reboot_pods(run.node)
         ):  # a retry after the reboot was requested: never a second reboot

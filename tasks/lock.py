@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
+from kubernetes.client import V1Lease
 from kubernetes.client.exceptions import ApiException
 
 from aksmaint.errors import LockTimeout
-from aksmaint.kube import Kube, node_gone
+from aksmaint.kube import Kube, meta, node_gone, spec_of
 from aksmaint.params import LockOptions
 
 
@@ -103,7 +104,7 @@ class RebootSlots:
                     if exc2.status == 409:
                         continue
                     raise
-            spec = lease.spec
+            spec = spec_of(lease)
             current = spec.holder_identity or ""
             if current.startswith(failed_holder("")):
                 node = current.removeprefix(failed_holder(""))
@@ -120,7 +121,7 @@ class RebootSlots:
                     coord.replace_namespaced_lease,
                     name,
                     ns,
-                    self._body(name, holder, transitions, lease.metadata.resource_version),
+                    self._body(name, holder, transitions, meta(lease).resource_version),
                 )
                 return name
             except ApiException as exc:
@@ -156,7 +157,7 @@ class RebootSlots:
                 )
             time.sleep(poll)
 
-    def existing(self) -> Iterator[tuple[str, object]]:
+    def existing(self) -> Iterator[tuple[str, V1Lease]]:
         """(slot name, Lease) for every slot Lease that exists."""
         for name in self.names:
             try:
@@ -172,15 +173,15 @@ class RebootSlots:
 
     def holders(self) -> list[str]:
         return [
-            f"{name}={lease.spec.holder_identity}"
+            f"{name}={spec_of(lease).holder_identity}"
             for name, lease in self.existing()
-            if lease.spec.holder_identity
+            if spec_of(lease).holder_identity
         ]
 
     def holder_alive(self, holder: str) -> bool:
         """True when ``holder`` holds one of the slots and has not been seen to let it expire."""
         for name, lease in self.existing():
-            if lease.spec.holder_identity == holder:
+            if spec_of(lease).holder_identity == holder:
                 return not self.observer.expired(name, lease)
         return False
 
@@ -189,18 +190,17 @@ class RebootSlots:
         coord = self.kube.coordination
         for _ in range(3):
             lease = self.kube.call(coord.read_namespaced_lease, name, self.options.namespace)
-            if lease.spec.holder_identity != holder:
+            spec = spec_of(lease)
+            if spec.holder_identity != holder:
                 return False
             body = self._body(
                 name,
                 holder,
-                lease.spec.lease_transitions or 0,
-                lease.metadata.resource_version,
+                spec.lease_transitions or 0,
+                meta(lease).resource_version,
                 acquire=False,
             )
-            body["spec"]["acquireTime"] = (
-                microtime(lease.spec.acquire_time) if lease.spec.acquire_time else microtime()
-            )
+            body["spec"]["acquireTime"] = microtime(spec.acquire_time) if spec.acquire_time else microtime()
             try:
                 self.kube.call(coord.replace_namespaced_lease, name, self.options.namespace, body)
                 return True
@@ -219,10 +219,11 @@ class RebootSlots:
                 if exc.status == 404:
                     return
                 raise
-            if lease.spec.holder_identity != holder:
+            spec = spec_of(lease)
+            if spec.holder_identity != holder:
                 return
             body = self._body(
-                name, "", lease.spec.lease_transitions or 0, lease.metadata.resource_version, acquire=False
+                name, "", spec.lease_transitions or 0, meta(lease).resource_version, acquire=False
             )
             body["spec"]["leaseDurationSeconds"] = 1
             try:
@@ -238,13 +239,14 @@ class RebootSlots:
         coord = self.kube.coordination
         for _ in range(3):
             lease = self.kube.call(coord.read_namespaced_lease, name, self.options.namespace)
-            if lease.spec.holder_identity != holder:
+            spec = spec_of(lease)
+            if spec.holder_identity != holder:
                 return
             body = self._body(
                 name,
                 failed_holder(node),
-                (lease.spec.lease_transitions or 0) + 1,
-                lease.metadata.resource_version,
+                (spec.lease_transitions or 0) + 1,
+                meta(lease).resource_version,
             )
             body["spec"]["leaseDurationSeconds"] = FAILED_HOLD_SECONDS
             try:
@@ -258,7 +260,7 @@ class RebootSlots:
         """Free every slot whose holder starts with ``run_prefix`` (cleanup after a cancelled run)."""
         freed = []
         for name, lease in self.existing():
-            holder = lease.spec.holder_identity or ""
+            holder = spec_of(lease).holder_identity or ""
             if holder.startswith(run_prefix):
                 self.release(name, holder)
                 freed.append(name)

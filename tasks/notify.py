@@ -45,7 +45,9 @@ def send(options: NotifyOptions, template: str, **values: object) -> None:
             block = Block.load(options.block)
             if not isinstance(block, NotificationBlock):
                 raise TypeError(f"{type(block).__name__} is not a notification block")
-            block.notify(body, subject="AKS node maintenance")
+            # Prefect declares NotificationBlock.notify async, but its blocks dispatch on the caller:
+            # from sync code, as here, the notification is sent at once and None is returned
+            block.notify(body, subject="AKS node maintenance")  # type: ignore[unused-coroutine]
         except Exception as exc:
             log.warning("Notification block %r failed: %s", options.block, _failure(exc))
 

@@ -8,7 +8,7 @@ from prefect import get_run_logger
 
 from aksmaint.errors import HostPodGone, MaintenanceError
 from aksmaint.hostexec import HostPodSettings, run_on_host
-from aksmaint.kube import Kube, is_transient, kube_for
+from aksmaint.kube import Kube, is_transient, kube_for, meta, status_of
 from aksmaint.params import ClusterConnection, SentinelMode, SentinelOptions
 from aksmaint.report import NodeFacts
 from aksmaint.tasking import maintenance_task
@@ -81,14 +81,14 @@ def scan_with_host_pods(
 
 def scan_with_condition(kube: Kube, facts: list[NodeFacts], condition_type: str) -> list[NodeFacts]:
     """One LIST for the whole cluster: the condition node-problem-detector sets from the sentinel."""
-    nodes = {n.metadata.name: n for n in kube.call(kube.core.list_node).items}
+    nodes = {meta(n).name: n for n in kube.call(kube.core.list_node).items}
     out = []
     for f in facts:
         node = nodes.get(f.name)
         if node is None:
             out.append(f.model_copy(update={"scan_error": "node disappeared during the scan"}))
             continue
-        conds = [c for c in (node.status.conditions or []) if c.type == condition_type]
+        conds = [c for c in (status_of(node).conditions or []) if c.type == condition_type]
         if not conds:
             out.append(
                 f.model_copy(

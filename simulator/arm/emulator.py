@@ -191,22 +191,22 @@ class ArmEmulator:
     # ---- rules -------------------------------------------------------------------------
     def check_idle(self, pool: str | None = None) -> None:
         """409 OperationNotAllowed while any operation runs on the cluster or one of its pools."""
-        if self.mc.busy:
+        if self.mc.running is not None:
             raise not_allowed(
-                f"Operation is not allowed: Another operation ({self.mc.operation.kind}) is in "
+                f"Operation is not allowed: Another operation ({self.mc.running.kind}) is in "
                 f"progress, please wait for it to finish before starting a new operation. See "
                 f"{PENDING_OPERATION} for more details",
                 status=409,
             )
         for p in self.pools.values():
-            if p.busy:
+            if p.running is not None:
                 prefix = (
                     "Operation is not allowed: Another agentpool operation"
                     if pool
                     else "Managed cluster operation not allowed: Another operation"
                 )
                 raise not_allowed(
-                    f"{prefix} ({p.operation.kind}) is in progress on agent pool ({p.name}), please "
+                    f"{prefix} ({p.running.kind}) is in progress on agent pool ({p.name}), please "
                     f"wait for it to finish before starting a new operation. See "
                     f"{PENDING_OPERATION} for more details",
                     status=409,
@@ -317,14 +317,15 @@ class ArmEmulator:
 
     def abort(self, pool: PoolState | None) -> Operation:
         """Cancel the running operation (of the pool, or any on the cluster); it ends Canceled."""
-        states = [pool] if pool is not None else [self.mc, *self.pools.values()]
-        running = {id(s.operation): s.operation for s in states if s.busy}
+        everything: list[ClusterState | PoolState] = [self.mc, *self.pools.values()]
+        states = [pool] if pool is not None else everything
+        running = {id(s.running): s.running for s in states if s.running is not None}
         if not running:
             raise not_allowed(
                 "There is no running operation to abort: the latest operation has already completed.",
                 status=409,
             )
-        for state in [self.mc, *self.pools.values()]:
+        for state in everything:
             if state.busy and id(state.operation) in running:
                 state.provisioning_state = "Canceling"
         abort = self._record(

@@ -126,6 +126,11 @@ class PoolState:
     def busy(self) -> bool:
         return self.operation is not None and not self.operation.done
 
+    @property
+    def running(self) -> Operation | None:
+        """The operation in progress, or None when idle."""
+        return self.operation if self.busy else None
+
     def properties(self) -> dict:
         spec = self.spec
         props = {
@@ -190,6 +195,11 @@ class ClusterState:
     @property
     def busy(self) -> bool:
         return self.operation is not None and not self.operation.done
+
+    @property
+    def running(self) -> Operation | None:
+        """The operation in progress, or None when idle."""
+        return self.operation if self.busy else None
 
     def fqdn(self, kind: str = "hcp") -> str:
         s = self.spec

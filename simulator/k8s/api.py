@@ -162,7 +162,7 @@ class KubeAPI:
             "delete": self._delete,
             "deletecollection": self._delete_collection,
         }[verb]
-        allowed = target.rt.subresource(target.subresource).verbs if target.subresource else target.rt.verbs
+        allowed = _allowed_verbs(target)
         if verb not in allowed and not (verb in ("list", "watch") and target.subresource is None):
             raise ApiError(
                 405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
@@ -174,6 +174,14 @@ class KubeAPI:
         return (target.namespace or "") if target.rt.namespaced else ""
 
     async def _body(self, request: Request) -> dict:
+        """A request body that must be one object (create, update)."""
+        body = await self._json_body(request)
+        if not isinstance(body, dict):
+            raise bad_request("the request body must be a JSON object")
+        return body
+
+    async def _json_body(self, request: Request) -> dict | list:
+        """A request body that may be an object or, for a JSON patch, a list."""
         raw = await request.body()
         try:
             body = json.loads(raw or b"{}")
@@ -195,7 +203,7 @@ class KubeAPI:
     # ---- read verbs ----------------------------------------------------------------------
     async def _get(self, request: Request, target: Target) -> Response:
         store = self.sim.cluster.store
-        obj = store.must_get(target.rt, self._ns(target), target.name)
+        obj = store.must_get(target.rt, self._ns(target), _object_name(target))
         if target.subresource == "log":
             return PlainTextResponse(self.sim.cluster.logs.get(obj["metadata"]["uid"], ""))
         return self._respond_object(request, target.rt, obj)
@@ -325,7 +333,7 @@ class KubeAPI:
         cluster = self.sim.cluster
         body = await self._body(request)
         if target.subresource == "eviction":
-            cluster.evict(self._ns(target), target.name, body)
+            cluster.evict(self._ns(target), _object_name(target), body)
             cluster.reconcile()
             return _json(
                 {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
@@ -355,13 +363,13 @@ class KubeAPI:
 
     async def _update(self, request: Request, target: Target) -> Response:
         cluster = self.sim.cluster
+        name = _object_name(target)
         body = await self._body(request)
         rt = target.rt
         meta = body.setdefault("metadata", {})
-        if meta.get("name") != target.name:
+        if meta.get("name") != name:
             raise bad_request(
-                f"the name of the object ({meta.get('name')}) does not match the name on the URL "
-                f"({target.name})"
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
             )
         if rt.namespaced:
             meta["namespace"] = target.namespace
@@ -369,7 +377,7 @@ class KubeAPI:
         if not rv and rt.plural in UNCONDITIONAL_UPDATE_FORBIDDEN:
             raise invalid(
                 rt.kind,
-                target.name,
+                name,
                 "metadata.resourceVersion",
                 "Invalid value: 0x0: must be specified for an update",
                 rt.group,
@@ -384,8 +392,9 @@ class KubeAPI:
     async def _patch(self, request: Request, target: Target) -> Response:
         cluster = self.sim.cluster
         rt = target.rt
-        current = cluster.store.must_get(rt, self._ns(target), target.name)
-        body = await self._body(request)
+        name = _object_name(target)
+        current = cluster.store.must_get(rt, self._ns(target), name)
+        body = await self._json_body(request)
         ctype = request.headers.get("content-type", "").split(";")[0].strip()
         try:
             if ctype == "application/json-patch+json":
@@ -409,7 +418,7 @@ class KubeAPI:
         requested_rv = (
             _object(body).get("metadata", {}).get("resourceVersion") if isinstance(body, dict) else None
         )
-        patched.setdefault("metadata", {})["name"] = target.name
+        patched.setdefault("metadata", {})["name"] = name
         if rt.plural == "leases":
             cluster.check_lease(patched)
             _utc_microtimes(patched)
@@ -421,7 +430,7 @@ class KubeAPI:
         return self._respond_object(request, rt, obj)
 
     async def _delete_options(self, request: Request) -> tuple[int | None, dict | None]:
-        body = await self._body(request) if await request.body() else {}
+        body = await self._json_body(request) if await request.body() else {}
         body = _object(body)
         grace = body.get("gracePeriodSeconds")
         if request.query_params.get("gracePeriodSeconds") is not None:
@@ -431,17 +440,18 @@ class KubeAPI:
     async def _delete(self, request: Request, target: Target) -> Response:
         cluster = self.sim.cluster
         rt = target.rt
+        name = _object_name(target)
         grace, preconditions = await self._delete_options(request)
         if rt is PODS:
-            obj = cluster.delete_pod(self._ns(target), target.name, grace, preconditions)
+            obj = cluster.delete_pod(self._ns(target), name, grace, preconditions)
         elif rt is NODES:  # the VM goes with it (scale-in, auto-repair, a spot eviction): its pods too
-            check_preconditions(cluster.store.must_get(rt, "", target.name), preconditions, rt.plural)
-            obj = cluster.store.get(rt, "", target.name)
-            cluster.remove_node(target.name, cause="node deleted through the API", count_violations=False)
+            obj = cluster.store.must_get(rt, "", name)
+            check_preconditions(obj, preconditions, rt.plural)
+            cluster.remove_node(name, cause="node deleted through the API", count_violations=False)
         else:
-            current = cluster.store.must_get(rt, self._ns(target), target.name)
+            current = cluster.store.must_get(rt, self._ns(target), name)
             check_preconditions(current, preconditions, rt.plural)
-            obj = cluster.store.remove(rt, self._ns(target), target.name)
+            obj = cluster.store.remove(rt, self._ns(target), name)
         cluster.reconcile()
         if rt.plural not in RETURN_DELETED_OBJECT:
             meta = obj["metadata"]
@@ -486,6 +496,24 @@ class KubeAPI:
         )
 
 
+def _allowed_verbs(target: Target) -> list[str]:
+    """The verbs the resource, or the subresource the URL names, serves."""
+    if target.subresource is None:
+        return target.rt.verbs
+    sub = target.rt.subresource(target.subresource)
+    assert sub is not None, "parse_resource_path accepts known subresources only"
+    return sub.verbs
+
+
+def _object_name(target: Target) -> str:
+    """The object a verb on one object acts on; a collection URL does not serve it (405, as a real server)."""
+    if target.name is None:
+        raise ApiError(
+            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+        )
+    return target.name
+
+
 def _object(body: dict | list) -> dict:
     if not isinstance(body, dict):
         raise bad_request("the patch must be a JSON object")
@@ -519,14 +547,15 @@ def _seen_as(event: WatchEvent, matches: Callable[[dict], bool]) -> tuple[str, d
     now_in = matches(event.obj)
     if event.type != "MODIFIED":
         return (event.type, event.obj) if now_in else None
-    was_in = event.old is not None and matches(event.old)
+    old = event.old
+    was_in = old is not None and matches(old)
     if now_in:
         return ("MODIFIED" if was_in else "ADDED", event.obj)
-    if not was_in:
+    if old is None or not was_in:
         return None
     # as the watch cache does: the last content that matched, at the event's resourceVersion
     rv = event.obj["metadata"]["resourceVersion"]
-    return "DELETED", {**event.old, "metadata": {**event.old["metadata"], "resourceVersion": rv}}
+    return "DELETED", {**old, "metadata": {**old["metadata"], "resourceVersion": rv}}
 
 
 async def _next_event(request: Request, watcher: Watcher, deadline: float) -> WatchEvent | None:

@@ -58,7 +58,7 @@ def json_patch(original: dict[str, Any], operations: list[Any]) -> dict[str, Any
 
 # Lists merged element by element, keyed by the last two field names of their
 # path (list indexes are not part of a path), with the field naming an element.
-_MERGE_KEYS: dict[tuple[str, str], str] = {
+_MERGE_KEYS: dict[tuple[str, ...], str] = {
     ("metadata", "ownerReferences"): "uid",
     ("status", "conditions"): "type",
     ("status", "addresses"): "type",
@@ -73,7 +73,7 @@ _MERGE_KEYS: dict[tuple[str, str], str] = {
     ("initContainers", "ports"): "containerPort",
 }
 # Lists of plain values merged as a set union.
-_UNION_LISTS: frozenset[tuple[str, str]] = frozenset({("metadata", "finalizers")})
+_UNION_LISTS: frozenset[tuple[str, ...]] = frozenset({("metadata", "finalizers")})
 
 _DIRECTIVE = "$patch"
 _RETAIN_KEYS = "$retainKeys"

@@ -346,7 +346,9 @@ class FieldSelector:
 
 def _split_unescaped(text: str, separator: str) -> list[str]:
     """Split on `separator` except where a backslash escapes it."""
-    parts, current, escaped = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
     for char in text:
         if char == separator and not escaped:
             parts.append("".join(current))
