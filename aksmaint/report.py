@@ -42,10 +42,20 @@ class NodeFacts(BaseModel):
         return self.os == "windows"
 
 
+class PlanAction(StrEnum):
+    """What the plan does with a node."""
+
+    reboot = "reboot"  # it needs a reboot: through its whole lifecycle
+    resume = "resume"  # a previous run left its record here: finish what it started
+    hold = "hold"  # it needs a reboot that does not belong on this cluster now (e.g. AKS patches it)
+    skip = "skip"  # no reboot required, or it could not be scanned
+    check = "check"  # a dry run cannot tell (host-pod scans make pods)
+    not_applicable = "not-applicable"  # a Windows node: a node image upgrade patches it
+
+
 class PlanEntry(BaseModel):
     node: str
-    # "reboot", "resume", "hold", "skip", "check" (dry run, need unknown), "not-applicable" (Windows)
-    action: str
+    action: PlanAction
     reason: str
 
 

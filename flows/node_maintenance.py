@@ -49,7 +49,7 @@ from aksmaint.params import (
     RolloutOrder,
     SentinelOptions,
 )
-from aksmaint.report import MaintenanceReport, NodeFacts, NodeReport, Outcome, PlanEntry
+from aksmaint.report import MaintenanceReport, NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
 from aksmaint.tasking import best_effort, maintenance_task
 from flows.recording import ApiWatch, PrefectRecorder, Progress, recorded
 from tasks import cordon as cordon_ops
@@ -92,17 +92,21 @@ def make_plan(
     entries = []
     for f in sorted(facts, key=lambda f: (not f.resume, f.pool, moves.get(f.name, 0), f.name)):
         if f.windows:
-            entries.append(PlanEntry(node=f.name, action="not-applicable", reason=WINDOWS_REASON))
+            entries.append(PlanEntry(node=f.name, action=PlanAction.not_applicable, reason=WINDOWS_REASON))
         elif f.resume:
             entries.append(
-                PlanEntry(node=f.name, action="resume", reason="a previous run left its record here")
+                PlanEntry(node=f.name, action=PlanAction.resume, reason="a previous run left its record here")
             )
         elif f.scan_error:
-            entries.append(PlanEntry(node=f.name, action="skip", reason=f"not scanned: {f.scan_error}"))
+            entries.append(
+                PlanEntry(node=f.name, action=PlanAction.skip, reason=f"not scanned: {f.scan_error}")
+            )
         elif f.reboot_required is None:
             entries.append(
                 PlanEntry(
-                    node=f.name, action="check", reason="reboot need unknown (dry run with host-pod scan)"
+                    node=f.name,
+                    action=PlanAction.check,
+                    reason="reboot need unknown (dry run with host-pod scan)",
                 )
             )
         elif f.reboot_required:
@@ -110,11 +114,11 @@ def make_plan(
             if f.name in moves:
                 reason += f"; {moves[f.name]} pod(s) to move"
             if hold:
-                entries.append(PlanEntry(node=f.name, action="hold", reason=hold))
+                entries.append(PlanEntry(node=f.name, action=PlanAction.hold, reason=hold))
             else:
-                entries.append(PlanEntry(node=f.name, action="reboot", reason=reason))
+                entries.append(PlanEntry(node=f.name, action=PlanAction.reboot, reason=reason))
         else:
-            entries.append(PlanEntry(node=f.name, action="skip", reason="no reboot required"))
+            entries.append(PlanEntry(node=f.name, action=PlanAction.skip, reason="no reboot required"))
     return entries
 
 
@@ -151,12 +155,12 @@ def plan_rollout(
     )
     get_run_logger().info(
         "Plan: %d to reboot, %d to resume, %d held, %d skipped",
-        sum(e.action == "reboot" for e in plan),
-        sum(e.action == "resume" for e in plan),
-        sum(e.action == "hold" for e in plan),
-        sum(e.action == "skip" for e in plan),
+        sum(e.action == PlanAction.reboot for e in plan),
+        sum(e.action == PlanAction.resume for e in plan),
+        sum(e.action == PlanAction.hold for e in plan),
+        sum(e.action == PlanAction.skip for e in plan),
     )
-    if windows := sum(e.action == "not-applicable" for e in plan):
+    if windows := sum(e.action == PlanAction.not_applicable for e in plan):
         get_run_logger().info(
             "%d Windows node(s) not applicable: %s (cluster-upgrade)", windows, WINDOWS_REASON
         )
@@ -333,10 +337,10 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
         tls_verified=kube.tls_verified,
         node_os_upgrade_channel=os_upgrades.channel,
     )
-    todo = [e for e in plan if e.action in ("reboot", "resume")]
+    todo = [e for e in plan if e.action in (PlanAction.reboot, PlanAction.resume)]
     if not params.dry_run:
-        clean_up_leftovers(params.cluster, [e.node for e in plan if e.action == "skip"], settings)
-    unplanned = ("skip", "check", "hold", "not-applicable")
+        clean_up_leftovers(params.cluster, [e.node for e in plan if e.action == PlanAction.skip], settings)
+    unplanned = (PlanAction.skip, PlanAction.check, PlanAction.hold, PlanAction.not_applicable)
     reports = {e.node: _unplanned(e, by_name[e.node]) for e in plan if e.action in unplanned}
     if params.dry_run:
         for e in todo:
@@ -397,11 +401,11 @@ def _report(entry: PlanEntry, before: NodeFacts, outcome: Outcome, reason: str) 
 def _unplanned(entry: PlanEntry, before: NodeFacts) -> NodeReport:
     """A node the plan skips (or, in a dry run, cannot judge): a node that could not be scanned is held
     back, never reported as needing nothing."""
-    if entry.action == "check":
+    if entry.action == PlanAction.check:
         return _report(entry, before, Outcome.planned, entry.reason)
-    if entry.action == "hold":
+    if entry.action == PlanAction.hold:
         return _report(entry, before, Outcome.held, entry.reason)
-    if entry.action == "not-applicable":
+    if entry.action == PlanAction.not_applicable:
         return _report(
             entry, before, Outcome.not_applicable, f"{entry.reason} (node image {before.node_image_version})"
         )
@@ -427,7 +431,7 @@ def clean_up_leftovers(cluster: ClusterConnection, nodes: list[str], settings: H
 def _approved(params: MaintenanceParams, plan: list[PlanEntry], logger) -> bool:
     if not params.require_approval:
         return True
-    nodes = ", ".join(e.node for e in plan if e.action in ("reboot", "resume"))
+    nodes = ", ".join(e.node for e in plan if e.action in (PlanAction.reboot, PlanAction.resume))
     logger.info("Waiting for approval to reboot: %s (see the maintenance-plan artifact)", nodes)
     answer = pause_flow_run(
         wait_for_input=Approval.with_initial_data(description=f"Approve rebooting {nodes}?", approve=False),

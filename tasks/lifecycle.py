@@ -26,7 +26,7 @@ from aksmaint.hostexec import HostPodSettings, run_on_host
 from aksmaint.kube import Kube, is_transient, node_gone, node_info
 from aksmaint.nodestate import NodeRecord, Phase, now_iso, read_record
 from aksmaint.params import MaintenanceParams, OnDrainTimeout, SentinelMode
-from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanEntry
+from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
 from tasks import cordon as cordon_ops
 from tasks import notify
 from tasks.drain import DrainResult, delete_pods, drain_node
@@ -252,7 +252,7 @@ class NodeLifecycle:
         if reason := gate_reason(self.kube, run.node, params.window, params.blockers, params.lock):
             self.recorder.info("%s held: %s", run.node, reason)
             return Done(Outcome.held, reason)
-        if run.entry.action == "resume":
+        if run.entry.action == PlanAction.resume:
             record = read_record(self.kube.call(self.kube.core.read_node, run.node))
             if record is not None and record.phase == Phase.failed:
                 run.record = record

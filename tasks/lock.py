@@ -185,76 +185,66 @@ class RebootSlots:
                 return not self.observer.expired(name, lease)
         return False
 
-    def renew(self, name: str, holder: str) -> bool:
-        """Renew our slot; False if it is no longer ours."""
+    def _replace_if_held(
+        self, name: str, holder: str, body_for: Callable[[V1Lease], dict], missing_ok: bool = False
+    ) -> bool:
+        """Read the slot and, while ``holder`` holds it, replace it with ``body_for(lease)`` under the
+        resourceVersion read: a 409 (someone wrote in between) reads again, up to three times. False
+        when the slot is not (or no longer) held by ``holder``; a missing Lease is that too when
+        ``missing_ok``, else an error."""
         coord = self.kube.coordination
         for _ in range(3):
-            lease = self.kube.call(coord.read_namespaced_lease, name, self.options.namespace)
-            spec = spec_of(lease)
-            if spec.holder_identity != holder:
-                return False
-            body = self._body(
-                name,
-                holder,
-                spec.lease_transitions or 0,
-                meta(lease).resource_version,
-                acquire=False,
-            )
-            body["spec"]["acquireTime"] = microtime(spec.acquire_time) if spec.acquire_time else microtime()
             try:
-                self.kube.call(coord.replace_namespaced_lease, name, self.options.namespace, body)
+                lease = self.kube.call(coord.read_namespaced_lease, name, self.options.namespace)
+            except ApiException as exc:
+                if missing_ok and exc.status == 404:
+                    return False
+                raise
+            if spec_of(lease).holder_identity != holder:
+                return False
+            try:
+                self.kube.call(coord.replace_namespaced_lease, name, self.options.namespace, body_for(lease))
                 return True
             except ApiException as exc:
                 if exc.status != 409:
                     raise
         return False
 
-    def release(self, name: str, holder: str) -> None:
-        """Free our slot (idempotent: a slot no longer ours is left alone)."""
-        coord = self.kube.coordination
-        for _ in range(3):
-            try:
-                lease = self.kube.call(coord.read_namespaced_lease, name, self.options.namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return
-                raise
+    def renew(self, name: str, holder: str) -> bool:
+        """Renew our slot; False if it is no longer ours."""
+
+        def renewed(lease: V1Lease) -> dict:
             spec = spec_of(lease)
-            if spec.holder_identity != holder:
-                return
             body = self._body(
-                name, "", spec.lease_transitions or 0, meta(lease).resource_version, acquire=False
+                name, holder, spec.lease_transitions or 0, meta(lease).resource_version, acquire=False
             )
+            body["spec"]["acquireTime"] = microtime(spec.acquire_time) if spec.acquire_time else microtime()
+            return body
+
+        return self._replace_if_held(name, holder, renewed)
+
+    def release(self, name: str, holder: str) -> None:
+        """Free our slot (idempotent: a slot no longer ours, or gone, is left alone)."""
+
+        def freed(lease: V1Lease) -> dict:
+            transitions = spec_of(lease).lease_transitions or 0
+            body = self._body(name, "", transitions, meta(lease).resource_version, acquire=False)
             body["spec"]["leaseDurationSeconds"] = 1
-            try:
-                self.kube.call(coord.replace_namespaced_lease, name, self.options.namespace, body)
-                return
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
+            return body
+
+        self._replace_if_held(name, holder, freed, missing_ok=True)
 
     def keep_for_failed_node(self, name: str, holder: str, node: str) -> None:
         """Hand our slot to a node that did not come back: it stays disrupted, so it keeps counting
         against the concurrency until a later run sees it healthy again (or an operator deletes the Lease)."""
-        coord = self.kube.coordination
-        for _ in range(3):
-            lease = self.kube.call(coord.read_namespaced_lease, name, self.options.namespace)
-            spec = spec_of(lease)
-            if spec.holder_identity != holder:
-                return
-            body = self._body(
-                name,
-                failed_holder(node),
-                (spec.lease_transitions or 0) + 1,
-                meta(lease).resource_version,
-            )
+
+        def kept(lease: V1Lease) -> dict:
+            transitions = (spec_of(lease).lease_transitions or 0) + 1
+            body = self._body(name, failed_holder(node), transitions, meta(lease).resource_version)
             body["spec"]["leaseDurationSeconds"] = FAILED_HOLD_SECONDS
-            try:
-                self.kube.call(coord.replace_namespaced_lease, name, self.options.namespace, body)
-                return
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
+            return body
+
+        self._replace_if_held(name, holder, kept)
 
     def release_all_held_by(self, run_prefix: str) -> list[str]:
         """Free every slot whose holder starts with ``run_prefix`` (cleanup after a cancelled run)."""

@@ -193,3 +193,26 @@ def test_a_node_that_did_not_come_back_keeps_its_slot_until_it_is_deleted(api, c
     s.try_acquire("run-b/1")
     assert holder_of(api, "aks-maintenance-slot-0") in ("", "run-b/1")
     assert s.try_acquire("run-b/1") == "aks-maintenance-slot-0"
+
+
+def test_a_renewal_that_meets_a_write_reads_again_and_sees_whether_the_slot_is_still_ours(api, clock):
+    s = slots(api, concurrency=1)
+    s.try_acquire("run-a/1")
+
+    def relabelled() -> None:  # someone touched the Lease, it is still ours
+        lease = api.leases[(NS, "aks-maintenance-slot-0")]
+        lease["metadata"]["labels"]["team"] = "payments"
+        lease["metadata"]["resourceVersion"] = api._next_rv()
+
+    api.before_write = relabelled
+    assert s.renew("aks-maintenance-slot-0", "run-a/1") is True
+
+    def taken_over() -> None:  # another run took the slot over in between
+        lease = api.leases[(NS, "aks-maintenance-slot-0")]
+        lease["spec"]["holderIdentity"] = "run-b/1"
+        lease["metadata"]["resourceVersion"] = api._next_rv()
+
+    api.before_write = taken_over
+    assert s.renew("aks-maintenance-slot-0", "run-a/1") is False
+    s.release("aks-maintenance-slot-0", "run-a/1")  # not ours any more: left alone
+    assert holder_of(api, "aks-maintenance-slot-0") == "run-b/1"
