@@ -22,7 +22,7 @@ from aksmaint.azure import AksCluster, CredentialKind
 from aksmaint.errors import MaintenanceError
 from aksmaint.params import MaintenanceParams
 from aksmaint.report import MaintenanceReport, Outcome
-from flows.cluster_upgrade import UpgradeMode, UpgradeReport, UpgradeStep, cluster_upgrade
+from flows.cluster_upgrade import UpgradeMode, UpgradeReport, cluster_upgrade
 from flows.node_maintenance import FINISHED, node_maintenance
 from flows.prefect_api import PrefectUnavailable, check_health, ensure_prefect_api, quiet_outage_noise
 
@@ -319,11 +319,9 @@ def format_upgrade(report: UpgradeReport) -> str:
         "",
     ]
     for s in report.plan.steps:
-        done = next((o for o in report.operations if o["step"] == s), None)
-        status = done["status"] if done else ("planned" if report.dry_run else "not run")
-        lines.append(
-            f"  {UpgradeStep(**s).describe():<60} {status} {done['message'] if done else ''}".rstrip()
-        )
+        done = next((o for o in report.operations if o.step == s), None)
+        status = done.status.value if done else ("planned" if report.dry_run else "not run")
+        lines.append(f"  {s.describe():<60} {status} {done.message if done else ''}".rstrip())
     lines += [f"  note: {n}" for n in report.plan.notes]
     if report.plan.node_os_upgrade_channel:
         lines.append(f"  node OS upgrade channel: {report.plan.node_os_upgrade_channel}")

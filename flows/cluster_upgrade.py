@@ -30,6 +30,8 @@ from aksmaint.tasking import maintenance_task
 from tasks.aks import (
     IN_PROGRESS_STATES,
     OperationResult,
+    OperationStatus,
+    StepKind,
     UpgradeError,
     UpgradeMode,
     UpgradeStep,
@@ -47,7 +49,7 @@ from tasks.update_check import POOL_LABEL, list_nodes, node_facts
 
 
 class UpgradePlan(BaseModel):
-    steps: list[dict] = Field(default_factory=list)
+    steps: list[UpgradeStep] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     blocking_pdbs: list[str] = Field(default_factory=list)
     window: str = ""
@@ -62,7 +64,7 @@ class UpgradeReport(BaseModel):
     started_at: str
     finished_at: str = ""
     plan: UpgradePlan
-    operations: list[dict] = Field(default_factory=list)
+    operations: list[OperationResult] = Field(default_factory=list)
     verified: bool = False
     verify_problems: list[str] = Field(default_factory=list)
     kernels_after: dict[str, int] = Field(default_factory=dict)  # Linux nodes
@@ -150,7 +152,12 @@ def _plan_node_images(
             )
             continue
         plan.steps.append(
-            vars(UpgradeStep("node-image", name, pool.node_image_version or "?", latest or "latest"))
+            UpgradeStep(
+                kind=StepKind.node_image,
+                pool=name,
+                from_version=pool.node_image_version or "?",
+                to_version=latest or "latest",
+            )
         )
 
 
@@ -181,16 +188,23 @@ def _plan_versions(
             for name in selected:
                 if problem := skew_problem(hop, pool_versions[name]):
                     raise UpgradeError(f"pool {name}: {problem}")
-        plan.steps.append(vars(UpgradeStep("control-plane", None, cp, hop)))
+        plan.steps.append(UpgradeStep(kind=StepKind.control_plane, from_version=cp, to_version=hop))
         if not control_plane_only:
             for name in selected:
-                plan.steps.append(vars(UpgradeStep("pool-version", name, pool_versions[name], hop)))
+                plan.steps.append(
+                    UpgradeStep(
+                        kind=StepKind.pool_version,
+                        pool=name,
+                        from_version=pool_versions[name],
+                        to_version=hop,
+                    )
+                )
                 pool_versions[name] = hop
         cp = hop
     for p in agent_pools:
         if p.name in selected or not plan.steps:
             continue
-        if problem := skew_problem(plan.steps[-1]["to_version"], pool_versions[p.name]):
+        if problem := skew_problem(plan.steps[-1].to_version, pool_versions[p.name]):
             raise UpgradeError(f"pool {p.name} is not part of this upgrade but {problem}")
 
 
@@ -214,7 +228,7 @@ def _blocking_budgets(cluster: AksCluster, plan: UpgradePlan) -> list:
     """The PodDisruptionBudgets that would block draining the nodes of the pools the plan touches."""
     kube = kube_for(ClusterConnection(aks=cluster))
     pods = kube.call(kube.core.list_pod_for_all_namespaces).items
-    pools_touched = {s["pool"] for s in plan.steps if s["pool"]}
+    pools_touched = {s.pool for s in plan.steps if s.pool}
     nodes = {n.metadata.name: (n.metadata.labels or {}).get(POOL_LABEL) for n in list_nodes(kube, "")}
     on_pools = [p for p in pods if p.spec and nodes.get(p.spec.node_name or "") in pools_touched]
     return blocking_budgets(kube, on_pools)
@@ -237,11 +251,13 @@ def _busy_state(client, cluster: AksCluster):
 
 
 @maintenance_task(name="aks-operation", retries=0)
-def execute_step(cluster: AksCluster, step: dict, poll_interval: float, timeout: float) -> dict:
+def execute_step(
+    cluster: AksCluster, step: UpgradeStep, poll_interval: float, timeout: float
+) -> OperationResult:
     """One AKS operation, waited for; a crashed run's operation in progress is waited for first."""
     logger = get_run_logger()
     client = management_client(cluster, polling_interval=poll_interval)
-    s = UpgradeStep(**step)
+    s = step
     get_state = _busy_state(client, cluster)
     waited = get_state() in IN_PROGRESS_STATES
     if waited:
@@ -255,13 +271,13 @@ def execute_step(cluster: AksCluster, step: dict, poll_interval: float, timeout:
         return _Done()
 
     def begin():
-        if s.kind == "node-image":
+        if s.kind == StepKind.node_image:
             pool = client.agent_pools.get(rg, name, s.pool)
             latest = client.agent_pools.get_upgrade_profile(rg, name, s.pool).latest_node_image_version
             if latest and pool.node_image_version == latest:
                 return done()
             return client.agent_pools.begin_upgrade_node_image_version(rg, name, s.pool)
-        if s.kind == "control-plane":
+        if s.kind == StepKind.control_plane:
             mc = client.managed_clusters.get(rg, name)
             if (mc.current_kubernetes_version or mc.kubernetes_version) == s.to_version:
                 return done()
@@ -285,7 +301,7 @@ def execute_step(cluster: AksCluster, step: dict, poll_interval: float, timeout:
     result: OperationResult = run_operation(s, begin, get_state, timeout, poll_interval, report)
     if already:
         result.status, result.message = (
-            "already-current",
+            OperationStatus.already_current,
             "already done (by an earlier operation); nothing started",
         )
     result.waited_for_other_operation |= waited
@@ -296,13 +312,8 @@ def execute_step(cluster: AksCluster, step: dict, poll_interval: float, timeout:
         payload={"step": s.describe(), "message": result.message},
     )
     logger.info("%s: %s %s", s.describe(), result.status, result.message)
-    return {
-        "step": step,
-        "status": result.status,
-        "message": result.message,
-        "seconds": round(result.seconds, 1),
-        "waited_for_other_operation": result.waited_for_other_operation,
-    }
+    result.seconds = round(result.seconds, 1)
+    return result
 
 
 class _Done:
@@ -319,9 +330,9 @@ class _Done:
 def verify_nodes(cluster: ClusterConnection, mode: UpgradeMode, plan: UpgradePlan) -> list[str]:
     problems = []
     nodes = list_nodes(kube_for(cluster), "")
-    final_steps = {step["pool"]: step for step in plan.steps if step["pool"] is not None}
+    final_steps = {step.pool: step for step in plan.steps if step.pool is not None}
     for step in final_steps.values():
-        pool_nodes = [n for n in nodes if (n.metadata.labels or {}).get(POOL_LABEL) == step["pool"]]
+        pool_nodes = [n for n in nodes if (n.metadata.labels or {}).get(POOL_LABEL) == step.pool]
         for n in pool_nodes:
             f = node_facts(n)
             if not f.ready:
@@ -330,16 +341,16 @@ def verify_nodes(cluster: ClusterConnection, mode: UpgradeMode, plan: UpgradePla
                 problems.append(f"{f.name} is still cordoned")
             if (
                 mode == UpgradeMode.node_image
-                and f.node_image_version != step["to_version"]
-                and step["to_version"] != "latest"
+                and f.node_image_version != step.to_version
+                and step.to_version != "latest"
             ):
-                problems.append(f"{f.name} runs image {f.node_image_version}, not {step['to_version']}")
+                problems.append(f"{f.name} runs image {f.node_image_version}, not {step.to_version}")
             if (
                 mode == UpgradeMode.kubernetes_version
-                and step["kind"] == "pool-version"
-                and f.kubelet_version.lstrip("v") != step["to_version"]
+                and step.kind == StepKind.pool_version
+                and f.kubelet_version.lstrip("v") != step.to_version
             ):
-                problems.append(f"{f.name} runs kubelet {f.kubelet_version}, not {step['to_version']}")
+                problems.append(f"{f.name} runs kubelet {f.kubelet_version}, not {step.to_version}")
     return sorted(set(problems))
 
 
@@ -370,9 +381,7 @@ def cluster_upgrade(
         raise ClusterAccessError(f"Azure Resource Manager call failed: {describe_azure_error(exc)}") from exc
     report.plan = plan
     lines = [f"# Upgrade plan for {cluster.name} ({mode.value}, target {target})", ""]
-    lines += [f"{i}. {UpgradeStep(**s).describe()}" for i, s in enumerate(plan.steps, 1)] or [
-        "Nothing to do."
-    ]
+    lines += [f"{i}. {s.describe()}" for i, s in enumerate(plan.steps, 1)] or ["Nothing to do."]
     lines += [""] + [f"- {n}" for n in plan.notes]
     if plan.blocking_pdbs:
         lines += ["", "PodDisruptionBudgets that would block a drain now: " + ", ".join(plan.blocking_pdbs)]
@@ -396,8 +405,8 @@ def cluster_upgrade(
     for step in plan.steps:
         outcome = execute_step(cluster, step, poll_interval_seconds, operation_timeout_seconds)
         report.operations.append(outcome)
-        if outcome["status"] == "failed":
-            report.outcome = f"failed: {UpgradeStep(**step).describe()}: {outcome['message']}"
+        if outcome.status == OperationStatus.failed:
+            report.outcome = f"failed: {step.describe()}: {outcome.message}"
             break
     report.verify_problems = verify_nodes(connection, mode, plan)
     report.verified = not report.verify_problems

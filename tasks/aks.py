@@ -19,6 +19,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ResourceNotModifiedError,
 )
+from pydantic import BaseModel, ConfigDict
 
 from aksmaint.azure import describe_azure_error
 from aksmaint.errors import MaintenanceError
@@ -120,23 +121,39 @@ def skew_problem(control_plane: str, pool_version: str) -> str | None:
     return None
 
 
-@dataclass
-class UpgradeStep:
-    kind: str  # "control-plane", "pool-version", "node-image"
-    pool: str | None
+class StepKind(StrEnum):
+    control_plane = "control-plane"  # the managed cluster's kubernetesVersion
+    pool_version = "pool-version"  # an agent pool's orchestratorVersion
+    node_image = "node-image"  # an agent pool's node image, the latest of its image family
+
+
+class UpgradeStep(BaseModel):
+    """One AKS operation of an upgrade plan."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: StepKind
+    pool: str | None = None  # None for the control plane
     from_version: str
     to_version: str
 
     def describe(self) -> str:
-        what = "control plane" if self.kind == "control-plane" else f"pool {self.pool}"
-        noun = "node image" if self.kind == "node-image" else "Kubernetes"
+        what = "control plane" if self.kind == StepKind.control_plane else f"pool {self.pool}"
+        noun = "node image" if self.kind == StepKind.node_image else "Kubernetes"
         return f"{what}: {noun} {self.from_version} -> {self.to_version}"
 
 
-@dataclass
-class OperationResult:
+class OperationStatus(StrEnum):
+    succeeded = "succeeded"
+    already_current = "already-current"  # nothing started: AKS (or an earlier run) had done it
+    failed = "failed"
+
+
+class OperationResult(BaseModel):
+    """How one step's AKS operation ended."""
+
     step: UpgradeStep
-    status: str  # "succeeded", "already-current", "failed"
+    status: OperationStatus
     message: str = ""
     seconds: float = 0.0
     waited_for_other_operation: bool = False
@@ -183,10 +200,10 @@ def run_operation(
             break
         except ResourceNotModifiedError:
             return OperationResult(
-                step,
-                "already-current",
-                "AKS reports the node image is already the latest",
-                time.monotonic() - started,
+                step=step,
+                status=OperationStatus.already_current,
+                message="AKS reports the node image is already the latest",
+                seconds=time.monotonic() - started,
             )
         except ResourceExistsError as exc:
             waited = True
@@ -218,8 +235,19 @@ def run_operation(
     except HttpResponseError as exc:
         error = exc.error if exc.error is not None and exc.error.code else None
         message = f"{error.code}: {error.message}" if error else describe_azure_error(exc)
-        return OperationResult(step, "failed", message, time.monotonic() - started, waited)
-    return OperationResult(step, "succeeded", "", time.monotonic() - started, waited)
+        return OperationResult(
+            step=step,
+            status=OperationStatus.failed,
+            message=message,
+            seconds=time.monotonic() - started,
+            waited_for_other_operation=waited,
+        )
+    return OperationResult(
+        step=step,
+        status=OperationStatus.succeeded,
+        seconds=time.monotonic() - started,
+        waited_for_other_operation=waited,
+    )
 
 
 # ---- AKS maintenance configurations ----------------------------------------------------------------------

@@ -246,7 +246,7 @@ def test_node_image_upgrade_of_one_pool_surges_respects_budgets_and_reports_kern
 
     assert state.is_completed(), state.message
     assert isinstance(report, UpgradeReport) and report.outcome == "upgraded" and report.verified
-    assert [(o["step"]["pool"], o["step"]["to_version"], o["status"]) for o in report.operations] == [
+    assert [(o.step.pool, o.step.to_version, o.status) for o in report.operations] == [
         ("nodepool1", NEW_IMAGE, "succeeded")
     ]
     # surge: maxSurge 10% of 3 -> 1 node, maxUnavailable 0 -> never fewer than 3 Ready, schedulable nodes
@@ -318,7 +318,7 @@ def test_crashed_run_resumed_waits_for_its_operation_instead_of_starting_another
     )
     assert in_progress in report.plan.notes
     [op] = report.operations
-    assert op["waited_for_other_operation"] and op["status"] == "already-current"
+    assert op.waited_for_other_operation and op.status == "already-current"
     assert report.verified and report.outcome == "upgraded"
     posts = arm_requests(sim, "POST", "/upgradeNodeImageVersion")
     assert [e["status"] for e in posts] == [202]  # the crashed run's POST, none from the resumed run
@@ -342,10 +342,10 @@ def test_upgrade_failed_by_an_undrainable_node_fails_the_run_with_aks_message(st
     assert state.is_failed()
     assert report.plan.blocking_pdbs and report.plan.blocking_pdbs[0].startswith("default/pinned ")
     [op] = report.operations
-    assert op["status"] == "failed" and op["message"].startswith(
+    assert op.status == "failed" and op.message.startswith(
         f"UpgradeFailed: Drain node {blocked} failed when evicting pod pinned"
     )
-    assert "blocked by pdb pinned" in op["message"]
+    assert "blocked by pdb pinned" in op.message
     assert report.outcome.startswith("failed: pool nodepool1: node image") and blocked in report.outcome
     assert "UpgradeFailed" in state.message and "blocked by pdb pinned" in state.message
     assert sim.observer.invariants()["pdb_violations"] == 0
@@ -374,7 +374,7 @@ def test_two_minors_up_goes_through_the_minor_between(start_sim, upgrade):
     state, report = upgrade(sim, mode="kubernetes-version", target="1.32.1")
 
     assert state.is_completed(), state.message
-    steps = [(s["kind"], s["pool"], s["to_version"]) for s in report.plan.steps]
+    steps = [(s.kind, s.pool, s.to_version) for s in report.plan.steps]
     assert steps == [
         ("control-plane", None, "1.31.4"),
         ("pool-version", "nodepool1", "1.31.4"),
@@ -383,7 +383,7 @@ def test_two_minors_up_goes_through_the_minor_between(start_sim, upgrade):
         ("pool-version", "nodepool1", "1.32.1"),
         ("pool-version", "userpool", "1.32.1"),
     ]
-    assert [o["status"] for o in report.operations] == ["succeeded"] * 6 and report.verified
+    assert [o.status for o in report.operations] == ["succeeded"] * 6 and report.verified
     puts = [(e["path"].rsplit("/", 1)[-1], e["status"]) for e in arm_mutations(sim)]
     assert puts == [(NAME, 200), ("nodepool1", 200), ("userpool", 200)] * 2
     started = [
@@ -433,7 +433,7 @@ def test_dry_run_plans_and_names_blocking_budgets_but_mutates_nothing(start_sim,
     sim = start_sim(pin_pod_with_budget(demo()))
     state, report = upgrade(sim, mode="kubernetes-version", target="next-minor", dry_run=True)
     assert state.is_completed() and report.outcome == "dry run: nothing changed" and report.dry_run
-    assert [(s["kind"], s["pool"], s["to_version"]) for s in report.plan.steps] == [
+    assert [(s.kind, s.pool, s.to_version) for s in report.plan.steps] == [
         ("control-plane", None, "1.31.4"),
         ("pool-version", "nodepool1", "1.31.4"),
         ("pool-version", "userpool", "1.31.4"),
@@ -476,7 +476,7 @@ def test_operation_in_progress_is_waited_for_then_the_upgrade_completes(start_si
 
     assert state.is_completed(), state.message
     [op] = report.operations
-    assert op["status"] == "succeeded" and op["waited_for_other_operation"]
+    assert op.status == "succeeded" and op.waited_for_other_operation
     kinds = [(e["event"], e["details"]["kind"]) for e in events(sim, "upgrade_started", "upgrade_finished")]
     assert kinds == [
         ("upgrade_started", "UpgradeNodeImageVersion"),
@@ -496,7 +496,7 @@ def test_409_operation_in_progress_is_retried_after_waiting(start_sim, upgrade):
 
     assert state.is_completed(), state.message
     [op] = report.operations
-    assert op["status"] == "succeeded" and op["waited_for_other_operation"]
+    assert op.status == "succeeded" and op.waited_for_other_operation
     assert [(e["method"], e["status"]) for e in arm_mutations(sim)] == [
         ("PUT", 409),
         ("PUT", 409),

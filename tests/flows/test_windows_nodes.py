@@ -91,7 +91,7 @@ def test_node_image_upgrade_patches_the_windows_pool_within_its_own_image_family
     state, report = upgrade(sim, mode="node-image")
 
     assert state.is_completed(), state.message
-    targets = {o["step"]["pool"]: o["step"]["to_version"] for o in report.operations}
+    targets = {o.step.pool: o.step.to_version for o in report.operations}
     assert targets == {"nodepool1": NEW_UBUNTU_IMAGE, "npwin": NEW_WINDOWS_IMAGE}  # userpool is current
     windows = [n for n in read_nodes(sim).values() if n.metadata.labels["kubernetes.io/os"] == "windows"]
     assert [(n.metadata.labels[IMAGE_LABEL], n.status.node_info.kernel_version) for n in windows] == [
@@ -107,7 +107,7 @@ def test_a_kubernetes_upgrade_covers_the_windows_pool(start_sim, upgrade):  # no
     state, report = upgrade(sim, mode="kubernetes-version", target="1.30.7")
 
     assert state.is_completed(), state.message
-    steps = [(s["kind"], s["pool"]) for s in report.plan.steps]
+    steps = [(s.kind, s.pool) for s in report.plan.steps]
     assert ("pool-version", "npwin") in steps
     kubelets = {n.metadata.name: n.status.node_info.kubelet_version for n in read_nodes(sim).values()}
     assert set(kubelets.values()) == {"v1.30.7"}
