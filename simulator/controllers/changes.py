@@ -1,0 +1,134 @@
+"""Change tracking: the store's listener.
+
+Every change to a pod, workload object, budget or node lands here first. ``ChangeTracking`` keeps the
+indexes up to date, marks what each controller must look at again in the next reconcile, records
+cordons, and follows the unschedulable and not-Ready node sets with their peaks in the invariants.
+"""
+
+from __future__ import annotations
+
+from simulator.controllers.common import (
+    DAEMONSETS,
+    DEPLOYMENTS,
+    NODES,
+    PDBS,
+    PODS,
+    REPLICASETS,
+)
+from simulator.controllers.state import ClusterState
+from simulator.indexes import (
+    changed_object,
+    controller_of,
+)
+from simulator.k8s.resources import ResourceType
+
+
+class ChangeTracking(ClusterState):
+    """The store's listener: routes each change to the controllers it concerns."""
+
+    def _on_change(self, rt: ResourceType, kind: str, old: dict | None, new: dict | None) -> None:
+        """The store's listener: the controllers a change concerns will look again at the next reconcile."""
+        if rt is PODS:
+            self._pod_changed(old, new)
+        elif rt in (DEPLOYMENTS, REPLICASETS, DAEMONSETS):
+            self._owner_changed(rt, old, new)
+        elif rt is PDBS:
+            self._pdb_changed(old, new)
+        elif rt is NODES:
+            self._node_changed(old, new)
+        self._mark_dirty()
+
+    def _pdb_changed(self, old: dict | None, new: dict | None) -> None:
+        """A budget changed: its members are matched again when its spec did, its namespace's status
+        is computed again either way."""
+        namespace = changed_object(old, new)["metadata"]["namespace"]
+        if old is None or new is None or old["spec"] != new["spec"]:
+            self.pdb_members.set_pdb(old, new, self.store.list(PODS, namespace))
+        self._pdb_namespaces_dirty.add(namespace)
+
+    def _node_changed(self, old: dict | None, new: dict | None) -> None:
+        """A node changed: cordons are recorded, the scheduler and the DaemonSet controller look at the
+        node again, and the unschedulable and not-Ready sets (and their peaks) follow it."""
+        name = changed_object(old, new)["metadata"]["name"]
+        was = bool(old and old.get("spec", {}).get("unschedulable"))
+        now = bool(new and new.get("spec", {}).get("unschedulable"))
+        if now != was and new is not None:  # a deleted node is gone, not uncordoned
+            self.record("cordoned" if now else "uncordoned", name)
+        if new is not None:
+            self._nodes_dirty.add(name)
+        self._daemonset_nodes_dirty.add(name)
+        for entry in self._feasible.values():
+            entry.stale.add(name)
+        if now:
+            self._unschedulable.add(name)
+        else:
+            self._unschedulable.discard(name)
+        self._node_readiness_changed(name, new)
+        inv = self.invariants
+        inv["max_unschedulable"] = max(inv["max_unschedulable"], len(self._unschedulable))
+        inv["max_not_ready"] = max(inv["max_not_ready"], len(self._not_ready))
+        inv["max_disrupted"] = max(inv["max_disrupted"], len(self._unschedulable | self._not_ready))
+
+    def _node_readiness_changed(self, name: str, new: dict | None) -> None:
+        """Track the not-Ready nodes; a node Ready again has the kubelet start the pods bound to it."""
+        ready = new is not None and self._node_ready(new)
+        if ready and name in self._not_ready:
+            self._to_start |= self.pods.by_node.get(name, set())
+        if ready:
+            self._not_ready.discard(name)
+        elif new is not None:
+            self._not_ready.add(name)
+        else:
+            self._not_ready.discard(name)
+
+    def _pod_changed(self, old: dict | None, new: dict | None) -> None:
+        self.pods.change(old, new)
+        self.pdb_members.pod_changed(old, new)
+        pod = changed_object(old, new)
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if new is None:  # deleted: ``pod`` is the old version
+            self._started.discard(pod["metadata"]["uid"])
+            self._unbound.discard(key)
+            self._to_start.discard(key)
+        elif not new["spec"].get("nodeName"):
+            self._unbound.add(key)
+        else:
+            self._unbound.discard(key)
+            if new["metadata"]["uid"] not in self._started:
+                self._to_start.add(key)
+        self._pdb_namespaces_dirty.add(key[0])
+        for version in [v for v in (old, new) if v is not None]:
+            owner = controller_of(version)
+            if owner is None:
+                continue
+            if owner.get("kind") == "ReplicaSet":
+                self._replicasets_dirty.add(owner["uid"])
+            elif owner.get("kind") == "DaemonSet":
+                self._daemonsets_status_dirty.add(owner["uid"])
+                if version["spec"].get("nodeName"):  # a daemon pod gone from its node comes back
+                    self._daemonset_nodes_dirty.add(version["spec"]["nodeName"])
+
+    def _owner_changed(self, rt: ResourceType, old: dict | None, new: dict | None) -> None:
+        """A workload controller's object changed: its controller looks at it again, and so does the
+        controller that owns it (a Deployment reads its ReplicaSets' status)."""
+        obj = changed_object(old, new)
+        meta = obj["metadata"]
+        uid = meta["uid"]
+        if new is None:
+            self._owners.pop(uid, None)
+        else:
+            self._owners[uid] = (rt, meta["namespace"], meta["name"])
+        spec_changed = old is None or new is None or old.get("spec") != new.get("spec")
+        if rt is DEPLOYMENTS and spec_changed:
+            self._deployments_dirty.add(uid)
+        elif rt is REPLICASETS:
+            if spec_changed:
+                self._replicasets_dirty.add(uid)
+            parent = controller_of(obj)
+            if parent is not None:
+                self._deployments_dirty.add(parent["uid"])
+        elif rt is DAEMONSETS:
+            if spec_changed:
+                self._daemonsets_full.add(uid)
+            # the budget's expected pods follow the DaemonSet's desired count
+            self._pdb_namespaces_dirty.add(meta["namespace"])
