@@ -10,7 +10,9 @@ and a Prefect API that fails or goes away only leaves gaps in the record (``flow
 in progress are at a safe point.
 
 Run it from a deployment, from the Prefect UI, or from the command line:
-``python -m flows.node_maintenance --kubeconfig PATH [--context NAME] [--concurrency N] [--dry-run]``.
+``aksmaint maintain --kubeconfig PATH [--context NAME] [--concurrency N] [--dry-run]`` (or
+``python -m flows.node_maintenance`` with the same arguments). The tasks it runs are in
+``flows.maintenance_tasks``; the steps themselves in ``tasks/``.
 """
 
 from __future__ import annotations
@@ -21,17 +23,13 @@ import uuid
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run as current_run
 from prefect.states import Completed, Failed
 
-from aksmaint.azure import management_client
-from aksmaint.hostexec import HostPodSettings, delete_stale_host_pods
-from aksmaint.kube import Kube, kube_for
-from aksmaint.nodestate import has_pending_taint
+from aksmaint.kube import kube_for
 from aksmaint.params import (
     ApprovalTimeout,
     Blockers,
@@ -49,19 +47,24 @@ from aksmaint.params import (
     RolloutOrder,
     SentinelOptions,
 )
-from aksmaint.report import MaintenanceReport, NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
-from aksmaint.tasking import best_effort, maintenance_task
+from aksmaint.report import MaintenanceReport, NodeFacts, Outcome, PlanAction, PlanEntry
+from flows.maintenance_tasks import (
+    clean_up_leftovers,
+    connect_cluster,
+    host_settings,
+    os_upgrade_channel,
+    plan_rollout,
+)
 from flows.recording import ApiWatch, PrefectRecorder, Progress, recorded
 from tasks import cordon as cordon_ops
-from tasks.aks import OsUpgradeSettings, read_os_upgrade_settings
 from tasks.cancellation import clean_up_cancelled_run, run_id_of
-from tasks.drain import select_pods
 from tasks.gates import gate_reason
 from tasks.kernel_diff import kernel_diff_report
 from tasks.lifecycle import NodeLifecycle
+from tasks.plan import node_report, unplanned_report
 from tasks.rollout import Rollout
 from tasks.sentinel import scan_sentinels
-from tasks.update_check import check_updates, list_nodes
+from tasks.update_check import check_updates
 
 
 class Approval(RunInput):
@@ -71,146 +74,7 @@ class Approval(RunInput):
     note: str = ""
 
 
-def host_settings(params: MaintenanceParams) -> HostPodSettings:
-    return HostPodSettings(params.reboot.host_pod_namespace, params.reboot.host_pod_image)
-
-
-# ---- plan ------------------------------------------------------------------------------------
-WINDOWS_REASON = "Windows nodes are patched by a node image upgrade"
-
-
-def make_plan(
-    facts: list[NodeFacts], pods_to_move: dict[str, int] | None = None, hold: str | None = None
-) -> list[PlanEntry]:
-    """Order: nodes a previous run left mid-way first, then by pool and, within a pool, the nodes with the
-    fewest pods a drain would evict first (``pods_to_move``), then by name. Emptier nodes go first so that
-    the pods of fuller ones find nodes already rebooted (and, with the PreferNoSchedule taint on the
-    nodes still waiting, go there): each pod moves as few times as possible. With ``hold`` (why reboots do
-    not belong on this cluster), nodes that need one are held with that reason; a node a previous run
-    left mid-way is still finished, to put it back in service."""
-    moves = pods_to_move or {}
-    entries = []
-    for f in sorted(facts, key=lambda f: (not f.resume, f.pool, moves.get(f.name, 0), f.name)):
-        if f.windows:
-            entries.append(PlanEntry(node=f.name, action=PlanAction.not_applicable, reason=WINDOWS_REASON))
-        elif f.resume:
-            entries.append(
-                PlanEntry(node=f.name, action=PlanAction.resume, reason="a previous run left its record here")
-            )
-        elif f.scan_error:
-            entries.append(
-                PlanEntry(node=f.name, action=PlanAction.skip, reason=f"not scanned: {f.scan_error}")
-            )
-        elif f.reboot_required is None:
-            entries.append(
-                PlanEntry(
-                    node=f.name,
-                    action=PlanAction.check,
-                    reason="reboot need unknown (dry run with host-pod scan)",
-                )
-            )
-        elif f.reboot_required:
-            reason = "/var/run/reboot-required present"
-            if f.name in moves:
-                reason += f"; {moves[f.name]} pod(s) to move"
-            if hold:
-                entries.append(PlanEntry(node=f.name, action=PlanAction.hold, reason=hold))
-            else:
-                entries.append(PlanEntry(node=f.name, action=PlanAction.reboot, reason=reason))
-        else:
-            entries.append(PlanEntry(node=f.name, action=PlanAction.skip, reason="no reboot required"))
-    return entries
-
-
-@maintenance_task(name="plan")
-def plan_rollout(
-    facts: list[NodeFacts], params: MaintenanceParams, hold: str | None = None
-) -> list[PlanEntry]:
-    kube = kube_for(params.cluster)
-    needing = {f.name for f in facts if f.reboot_required and not f.resume and not f.scan_error}
-    by_pods = params.order == RolloutOrder.fewest_pods_first and needing and not hold
-    plan = make_plan(facts, pods_to_move(kube, needing, params.drain) if by_pods else None, hold)
-    by_name = {f.name: f for f in facts}
-    lines = [
-        f"# Maintenance plan for {kube.cluster_name}",
-        "",
-        f"Concurrency {params.concurrency}, max failures {params.max_failures}, "
-        f"drain timeout {params.drain.timeout_seconds:.0f}s (then {params.drain.on_timeout.value}), "
-        f"sentinel {params.sentinel.mode.value}, order {params.order.value}"
-        f"{', dry run' if params.dry_run else ''}.",
-        *(["", f"Reboots held: {hold}."] if hold else []),
-        "",
-        "| # | node | pool | kernel | action | why |",
-        "|---|---|---|---|---|---|",
-    ]
-    for i, e in enumerate(plan, 1):
-        f = by_name[e.node]
-        lines.append(f"| {i} | {e.node} | {f.pool} | {f.kernel} | {e.action} | {e.reason} |")
-    best_effort(
-        "the maintenance-plan artifact",
-        create_markdown_artifact,
-        key="maintenance-plan",
-        markdown="\n".join(lines),
-        description=f"Plan for {kube.cluster_name}",
-    )
-    get_run_logger().info(
-        "Plan: %d to reboot, %d to resume, %d held, %d skipped",
-        sum(e.action == PlanAction.reboot for e in plan),
-        sum(e.action == PlanAction.resume for e in plan),
-        sum(e.action == PlanAction.hold for e in plan),
-        sum(e.action == PlanAction.skip for e in plan),
-    )
-    if windows := sum(e.action == PlanAction.not_applicable for e in plan):
-        get_run_logger().info(
-            "%d Windows node(s) not applicable: %s (cluster-upgrade)", windows, WINDOWS_REASON
-        )
-    return plan
-
-
-def pods_to_move(kube: Kube, nodes: set[str], options: DrainOptions) -> dict[str, int]:
-    """Per node, the pods a drain would evict now (kubectl's filters), from one LIST of all pods."""
-    on_node: dict[str, list] = {name: [] for name in nodes}
-    for pod in kube.call(kube.core.list_pod_for_all_namespaces).items:
-        node = pod.spec.node_name if pod.spec else None
-        if node is not None and node in on_node:
-            on_node[node].append(pod)
-    return {name: len(select_pods(pods, options).evict) for name, pods in on_node.items()}
-
-
 # ---- the flow --------------------------------------------------------------------------------
-INSECURE_WARNING = (
-    "TLS verification of the Kubernetes API of %s is OFF (cluster.insecure_skip_tls_verify): "
-    "the server is not authenticated and its token could be sent to an impostor"
-)
-
-
-@maintenance_task(name="os-upgrade-channel")
-def os_upgrade_channel(cluster: ClusterConnection) -> OsUpgradeSettings:
-    """AKS's node OS upgrade channel and its node OS maintenance window; unknown without an AKS connection."""
-    if cluster.aks is None:
-        return OsUpgradeSettings()
-    settings = read_os_upgrade_settings(
-        management_client(cluster.aks), cluster.aks.resource_group, cluster.aks.name
-    )
-    get_run_logger().info(
-        "Node OS upgrade channel: %s%s",
-        settings.channel,
-        f"; node OS maintenance window: {settings.schedule}" if settings.schedule else "",
-    )
-    return settings
-
-
-@maintenance_task(name="connect")
-def connect_cluster(cluster: ClusterConnection) -> str:
-    """Reach the cluster and check that its API answers, before anything else happens; its name."""
-    kube = kube_for(cluster)
-    logger = get_run_logger()
-    logger.info("Connected to %s through %s", kube.cluster_name, cluster.describe())
-    if not kube.tls_verified:
-        logger.warning(INSECURE_WARNING, kube.cluster_name)
-    return kube.cluster_name
-
-
 def release_after_cancel(flow, flow_run, state) -> None:
     """on_cancellation hook (possibly in another process): put interrupted nodes back in service,
     keep the record of nodes already rebooting for the next run, and release the run's reboot slots."""
@@ -341,18 +205,18 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
     if not params.dry_run:
         clean_up_leftovers(params.cluster, [e.node for e in plan if e.action == PlanAction.skip], settings)
     unplanned = (PlanAction.skip, PlanAction.check, PlanAction.hold, PlanAction.not_applicable)
-    reports = {e.node: _unplanned(e, by_name[e.node]) for e in plan if e.action in unplanned}
+    reports = {e.node: unplanned_report(e, by_name[e.node]) for e in plan if e.action in unplanned}
     if params.dry_run:
         for e in todo:
             reason = gate_reason(kube, e.node, params.window, params.blockers, params.lock)
-            reports[e.node] = _report(
+            reports[e.node] = node_report(
                 e,
                 by_name[e.node],
                 Outcome.held if reason else Outcome.planned,
                 reason or f"would {e.action}: {e.reason}",
             )
     elif todo and not _approved(params, plan, logger):
-        reports.update({e.node: _report(e, by_name[e.node], Outcome.held, "not approved") for e in todo})
+        reports.update({e.node: node_report(e, by_name[e.node], Outcome.held, "not approved") for e in todo})
     elif todo:
         result = _execute(params, todo, by_name, run_id, cluster_name, watch)
         reports.update(result.reports)
@@ -385,47 +249,6 @@ class FINISHED:
     Prefect API could not take the run's final state."""
 
     report: MaintenanceReport | None = None
-
-
-def _report(entry: PlanEntry, before: NodeFacts, outcome: Outcome, reason: str) -> NodeReport:
-    return NodeReport(
-        node=entry.node,
-        pool=before.pool,
-        outcome=outcome,
-        reason=reason,
-        kernel_before=before.kernel,
-        node_image_version=before.node_image_version,
-    )
-
-
-def _unplanned(entry: PlanEntry, before: NodeFacts) -> NodeReport:
-    """A node the plan skips (or, in a dry run, cannot judge): a node that could not be scanned is held
-    back, never reported as needing nothing."""
-    if entry.action == PlanAction.check:
-        return _report(entry, before, Outcome.planned, entry.reason)
-    if entry.action == PlanAction.hold:
-        return _report(entry, before, Outcome.held, entry.reason)
-    if entry.action == PlanAction.not_applicable:
-        return _report(
-            entry, before, Outcome.not_applicable, f"{entry.reason} (node image {before.node_image_version})"
-        )
-    return _report(entry, before, Outcome.held if before.scan_error else Outcome.not_needed, entry.reason)
-
-
-@maintenance_task(name="clean-up-leftovers")
-def clean_up_leftovers(cluster: ClusterConnection, nodes: list[str], settings: HostPodSettings) -> list[str]:
-    """Remove what a killed run left behind: finished host pods, and the reboot-pending taint on nodes
-    that no longer need a reboot."""
-    kube = kube_for(cluster)
-    delete_stale_host_pods(kube, settings)
-    tainted = [
-        n.metadata.name
-        for n in list_nodes(kube, "")
-        if n.metadata.name in set(nodes) and has_pending_taint(n)
-    ]
-    for name in tainted:
-        cordon_ops.set_pending_taint(kube, name, False)
-    return tainted
 
 
 def _approved(params: MaintenanceParams, plan: list[PlanEntry], logger) -> bool:

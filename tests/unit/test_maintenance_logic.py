@@ -21,11 +21,11 @@ from aksmaint.errors import HostPodGone
 from aksmaint.hostexec import MANAGED_BY, HostPodSettings, run_on_host
 from aksmaint.params import Blockers, DrainOptions, LockOptions, MaintenanceWindow
 from aksmaint.report import NodeFacts
-from flows.node_maintenance import make_plan
 from simulator.hosts import Host, run_host_command
 from tasks.drain import MIRROR_ANNOTATION, select_pods
 from tasks.gates import KURED_LOCK_ANNOTATION, active_alerts, kured_lock_holder, prometheus_blocks
 from tasks.lock import microtime
+from tasks.plan import make_plan
 from tasks.sentinel import PROBE_SCRIPT, parse_probe, probe_facts, scan_with_host_pods
 
 BERLIN = ZoneInfo("Europe/Berlin")

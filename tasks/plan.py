@@ -1,0 +1,107 @@
+"""The plan: which node gets what, in which order, and the report of the nodes the plan does not touch.
+
+No Prefect here: the flow's ``plan`` task (``flows.maintenance_tasks``) runs this and publishes the
+result as the ``maintenance-plan`` artifact.
+"""
+
+from __future__ import annotations
+
+from aksmaint.kube import Kube
+from aksmaint.params import DrainOptions, MaintenanceParams
+from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
+from tasks.drain import select_pods
+
+WINDOWS_REASON = "Windows nodes are patched by a node image upgrade"
+
+
+def make_plan(
+    facts: list[NodeFacts], pods_to_move: dict[str, int] | None = None, hold: str | None = None
+) -> list[PlanEntry]:
+    """Order: nodes a previous run left mid-way first, then by pool and, within a pool, the nodes with the
+    fewest pods a drain would evict first (``pods_to_move``), then by name. Emptier nodes go first so that
+    the pods of fuller ones find nodes already rebooted (and, with the PreferNoSchedule taint on the
+    nodes still waiting, go there): each pod moves as few times as possible. With ``hold`` (why reboots do
+    not belong on this cluster), nodes that need one are held with that reason; a node a previous run
+    left mid-way is still finished, to put it back in service."""
+    moves = pods_to_move or {}
+    ordered = sorted(facts, key=lambda f: (not f.resume, f.pool, moves.get(f.name, 0), f.name))
+    return [_entry(f, moves, hold) for f in ordered]
+
+
+def _entry(f: NodeFacts, moves: dict[str, int], hold: str | None) -> PlanEntry:
+    if f.windows:
+        return PlanEntry(node=f.name, action=PlanAction.not_applicable, reason=WINDOWS_REASON)
+    if f.resume:
+        return PlanEntry(node=f.name, action=PlanAction.resume, reason="a previous run left its record here")
+    if f.scan_error:
+        return PlanEntry(node=f.name, action=PlanAction.skip, reason=f"not scanned: {f.scan_error}")
+    if f.reboot_required is None:
+        return PlanEntry(
+            node=f.name, action=PlanAction.check, reason="reboot need unknown (dry run with host-pod scan)"
+        )
+    if not f.reboot_required:
+        return PlanEntry(node=f.name, action=PlanAction.skip, reason="no reboot required")
+    if hold:
+        return PlanEntry(node=f.name, action=PlanAction.hold, reason=hold)
+    reason = "/var/run/reboot-required present"
+    if f.name in moves:
+        reason += f"; {moves[f.name]} pod(s) to move"
+    return PlanEntry(node=f.name, action=PlanAction.reboot, reason=reason)
+
+
+def pods_to_move(kube: Kube, nodes: set[str], options: DrainOptions) -> dict[str, int]:
+    """Per node, the pods a drain would evict now (kubectl's filters), from one LIST of all pods."""
+    on_node: dict[str, list] = {name: [] for name in nodes}
+    for pod in kube.call(kube.core.list_pod_for_all_namespaces).items:
+        node = pod.spec.node_name if pod.spec else None
+        if node is not None and node in on_node:
+            on_node[node].append(pod)
+    return {name: len(select_pods(pods, options).evict) for name, pods in on_node.items()}
+
+
+def plan_markdown(
+    cluster: str, params: MaintenanceParams, plan: list[PlanEntry], facts: list[NodeFacts], hold: str | None
+) -> str:
+    """The ``maintenance-plan`` artifact: the settings that matter and one row per node."""
+    by_name = {f.name: f for f in facts}
+    lines = [
+        f"# Maintenance plan for {cluster}",
+        "",
+        f"Concurrency {params.concurrency}, max failures {params.max_failures}, "
+        f"drain timeout {params.drain.timeout_seconds:.0f}s (then {params.drain.on_timeout.value}), "
+        f"sentinel {params.sentinel.mode.value}, order {params.order.value}"
+        f"{', dry run' if params.dry_run else ''}.",
+        *(["", f"Reboots held: {hold}."] if hold else []),
+        "",
+        "| # | node | pool | kernel | action | why |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, e in enumerate(plan, 1):
+        f = by_name[e.node]
+        lines.append(f"| {i} | {e.node} | {f.pool} | {f.kernel} | {e.action} | {e.reason} |")
+    return "\n".join(lines)
+
+
+def node_report(entry: PlanEntry, before: NodeFacts, outcome: Outcome, reason: str) -> NodeReport:
+    return NodeReport(
+        node=entry.node,
+        pool=before.pool,
+        outcome=outcome,
+        reason=reason,
+        kernel_before=before.kernel,
+        node_image_version=before.node_image_version,
+    )
+
+
+def unplanned_report(entry: PlanEntry, before: NodeFacts) -> NodeReport:
+    """A node the plan does not touch (or, in a dry run, cannot judge): a node that could not be scanned
+    is held back, never reported as needing nothing."""
+    if entry.action == PlanAction.check:
+        return node_report(entry, before, Outcome.planned, entry.reason)
+    if entry.action == PlanAction.hold:
+        return node_report(entry, before, Outcome.held, entry.reason)
+    if entry.action == PlanAction.not_applicable:
+        reason = f"{entry.reason} (node image {before.node_image_version})"
+        return node_report(entry, before, Outcome.not_applicable, reason)
+    outcome = Outcome.held if before.scan_error else Outcome.not_needed
+    return node_report(entry, before, outcome, entry.reason)
