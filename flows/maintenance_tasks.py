@@ -1,24 +1,35 @@
-"""The node-maintenance flow's Prefect tasks: a thin layer over the runbook steps in ``tasks/``.
+"""The node-maintenance flow's Prefect layer: a thin layer over the runbook steps in ``tasks/``.
 
 Each task does one step of the runbook (reach the cluster, read AKS's node OS upgrade channel, plan, clean
-up what a killed run left) and records it in Prefect; the work itself is in the step modules.
+up what a killed run left) and records it in Prefect; the work itself is in the step modules. Also here:
+the approval pause, the rollout with each node recorded as a task run, and the cancellation hook.
 """
 
 from __future__ import annotations
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import State
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.logging.loggers import flow_run_logger
+from prefect.states import Completed, Failed
 
 from aksmaint.azure import management_client
 from aksmaint.hostexec import HostPodSettings, delete_stale_host_pods
 from aksmaint.kube import kube_for
 from aksmaint.nodestate import has_pending_taint
 from aksmaint.params import ClusterConnection, MaintenanceParams, RolloutOrder
-from aksmaint.report import NodeFacts, PlanAction, PlanEntry
+from aksmaint.report import MaintenanceReport, NodeFacts, Outcome, PlanAction, PlanEntry
 from aksmaint.tasking import best_effort, maintenance_task
+from flows.recording import ApiWatch, PrefectRecorder, Progress, recorded
 from tasks import cordon as cordon_ops
 from tasks.aks import OsUpgradeSettings, read_os_upgrade_settings
+from tasks.cancellation import clean_up_cancelled_run
+from tasks.kernel_diff import kernel_diff_report
+from tasks.lifecycle import NodeLifecycle
 from tasks.plan import WINDOWS_REASON, make_plan, plan_markdown, pods_to_move
+from tasks.rollout import Rollout, RolloutResult
 from tasks.update_check import list_nodes
 
 INSECURE_WARNING = (
@@ -100,3 +111,112 @@ def clean_up_leftovers(cluster: ClusterConnection, nodes: list[str], settings: H
     for name in tainted:
         cordon_ops.set_pending_taint(kube, name, False)
     return tainted
+
+
+class Approval(RunInput):
+    """Answer to the approval gate, given from the Prefect UI."""
+
+    approve: bool = False
+    note: str = ""
+
+
+def release_after_cancel(flow, flow_run, state) -> None:
+    """on_cancellation hook (possibly in another process): put interrupted nodes back in service,
+    keep the record of nodes already rebooting for the next run, and release the run's reboot slots."""
+    cleanup = clean_up_cancelled_run(flow_run.parameters, flow_run.id)
+    flow_run_logger(flow_run, flow).warning("Cancelled: %s", cleanup.describe())
+
+
+def approved(params: MaintenanceParams, plan: list[PlanEntry], logger) -> bool:
+    if not params.require_approval:
+        return True
+    nodes = ", ".join(e.node for e in plan if e.action in (PlanAction.reboot, PlanAction.resume))
+    logger.info("Waiting for approval to reboot: %s (see the maintenance-plan artifact)", nodes)
+    answer = pause_flow_run(
+        wait_for_input=Approval.with_initial_data(description=f"Approve rebooting {nodes}?", approve=False),
+        timeout=int(params.approval_timeout_seconds),
+        poll_interval=2,
+    )
+    logger.info(
+        "Approval answer: %s%s",
+        "approved" if answer.approve else "rejected",
+        f" ({answer.note})" if answer.note else "",
+    )
+    return answer.approve
+
+
+def execute_rollout(
+    params: MaintenanceParams,
+    todo: list[PlanEntry],
+    by_name: dict[str, NodeFacts],
+    run_id: str,
+    cluster: str,
+    watch: ApiWatch | None,
+) -> RolloutResult:
+    """The nodes through their lifecycle, at most ``concurrency`` at once, each recorded as a task run."""
+    kube = kube_for(params.cluster)
+    if params.labels.prefer_no_schedule_taint:
+        for e in todo:
+            cordon_ops.set_pending_taint(kube, e.node, True)
+    lifecycle = NodeLifecycle(kube, params, run_id, PrefectRecorder(cluster))
+    tolerance = params.orchestration_outage_seconds
+    progress = Progress(cluster)
+
+    def prefect_gone() -> str | None:
+        if watch is None or (down := watch.unreachable_for()) <= tolerance:
+            return None
+        return (
+            f"the Prefect API at {watch.api_url} has not answered for {down:.0f}s "
+            f"(more than orchestration_outage_seconds={tolerance:g}); no node was started after that, "
+            "the nodes in progress were finished; run again once Prefect is back"
+        )
+
+    rollout = Rollout(
+        lifecycle,
+        todo,
+        by_name,
+        run_node=lambda entry, before: recorded(entry, before, lifecycle.run),
+        should_halt=prefect_gone,
+        on_progress=progress.update,
+    )
+    try:
+        result = rollout.run()
+    finally:
+        progress.close()
+    if result.halted:
+        get_run_logger().error("%s", result.halted)
+    if params.labels.prefer_no_schedule_taint:
+        for node, r in result.reports.items():
+            if r.outcome == Outcome.failed:
+                continue
+            try:
+                cordon_ops.set_pending_taint(kube, node, False)
+            except Exception as exc:  # a preference, not a safety matter: the run still ends with its report
+                get_run_logger().warning(
+                    "%s: could not remove the reboot-pending taint (%s); the next run removes it", node, exc
+                )
+    return result
+
+
+def compare_kernels(params: MaintenanceParams, facts: list[NodeFacts], report: MaintenanceReport) -> None:
+    """The kernel-diff step: kernels before and after, and the nodes still needing a reboot."""
+    needed = {f.name for f in facts if f.reboot_required}
+    left = (Outcome.held, Outcome.skipped, Outcome.failed)
+    report.still_need_reboot = [n.node for n in report.nodes if n.outcome in left and n.node in needed]
+    diff = kernel_diff_report(
+        params.cluster, params.node_selector, facts, report.nodes, report.still_need_reboot
+    )
+    report.kernels_after = diff["summary"]["kernels"]
+    report.windows_after = diff["summary"]["windows"]
+    report.lagging_kernel = diff["summary"]["lagging"]
+
+
+def final_state(report: MaintenanceReport) -> State:
+    """Completed, or Failed when a node failed or the rollout halted; the report is the state's data."""
+    if not report.failed:
+        return Completed(message=report.summary_line(), data=report)
+    failed = [f"{n.node}: {n.reason}" for n in report.nodes if n.outcome == Outcome.failed]
+    message = (report.halt_reason + ". " if report.halted else "") + (
+        "Failed nodes: " + "; ".join(failed) if failed else ""
+    )
+    return Failed(message=message.strip(), data=report)

@@ -23,11 +23,7 @@ import uuid
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
-from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
-from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run as current_run
-from prefect.states import Completed, Failed
 
 from aksmaint.kube import kube_for
 from aksmaint.params import (
@@ -47,39 +43,24 @@ from aksmaint.params import (
     RolloutOrder,
     SentinelOptions,
 )
-from aksmaint.report import MaintenanceReport, NodeFacts, Outcome, PlanAction, PlanEntry
+from aksmaint.report import MaintenanceReport, Outcome, PlanAction
 from flows.maintenance_tasks import (
+    approved,
     clean_up_leftovers,
+    compare_kernels,
     connect_cluster,
+    execute_rollout,
+    final_state,
     host_settings,
     os_upgrade_channel,
     plan_rollout,
+    release_after_cancel,
 )
-from flows.recording import ApiWatch, PrefectRecorder, Progress, recorded
-from tasks import cordon as cordon_ops
-from tasks.cancellation import clean_up_cancelled_run, run_id_of
-from tasks.gates import gate_reason
-from tasks.kernel_diff import kernel_diff_report
-from tasks.lifecycle import NodeLifecycle
-from tasks.plan import node_report, unplanned_report
-from tasks.rollout import Rollout
+from flows.recording import ApiWatch
+from tasks.cancellation import run_id_of
+from tasks.plan import dry_run_reports, node_report, unplanned_report
 from tasks.sentinel import scan_sentinels
 from tasks.update_check import check_updates
-
-
-class Approval(RunInput):
-    """Answer to the approval gate, given from the Prefect UI."""
-
-    approve: bool = False
-    note: str = ""
-
-
-# ---- the flow --------------------------------------------------------------------------------
-def release_after_cancel(flow, flow_run, state) -> None:
-    """on_cancellation hook (possibly in another process): put interrupted nodes back in service,
-    keep the record of nodes already rebooting for the next run, and release the run's reboot slots."""
-    cleanup = clean_up_cancelled_run(flow_run.parameters, flow_run.id)
-    flow_run_logger(flow_run, flow).warning("Cancelled: %s", cleanup.describe())
 
 
 @flow(name="node-maintenance", log_prints=False, on_cancellation=[release_after_cancel])
@@ -140,27 +121,8 @@ def node_maintenance(
             reboot anyway. Needs the cluster by its AKS id; a kubeconfig cannot tell the channel.
         dry_run: Scan and plan only: report what would be rebooted and change nothing on the cluster.
     """
-    params = MaintenanceParams(
-        cluster=cluster,
-        node_selector=node_selector,
-        concurrency=concurrency,
-        max_failures=max_failures,
-        window=window,
-        drain=drain,
-        blockers=blockers,
-        reboot=reboot,
-        lock=lock,
-        sentinel=sentinel,
-        apply_updates=apply_updates,
-        labels=labels,
-        notify=notify,
-        order=order,
-        require_approval=require_approval,
-        approval_timeout_seconds=approval_timeout_seconds,
-        orchestration_outage_seconds=orchestration_outage_seconds,
-        respect_os_upgrade_channel=respect_os_upgrade_channel,
-        dry_run=dry_run,
-    )
+    # every parameter of the flow is a field of MaintenanceParams: validated together, before any request
+    params = MaintenanceParams(**locals())
     return run_maintenance(params)
 
 
@@ -207,41 +169,19 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
     unplanned = (PlanAction.skip, PlanAction.check, PlanAction.hold, PlanAction.not_applicable)
     reports = {e.node: unplanned_report(e, by_name[e.node]) for e in plan if e.action in unplanned}
     if params.dry_run:
-        for e in todo:
-            reason = gate_reason(kube, e.node, params.window, params.blockers, params.lock)
-            reports[e.node] = node_report(
-                e,
-                by_name[e.node],
-                Outcome.held if reason else Outcome.planned,
-                reason or f"would {e.action}: {e.reason}",
-            )
-    elif todo and not _approved(params, plan, logger):
+        reports.update(dry_run_reports(kube, params, todo, by_name))
+    elif todo and not approved(params, plan, logger):
         reports.update({e.node: node_report(e, by_name[e.node], Outcome.held, "not approved") for e in todo})
     elif todo:
-        result = _execute(params, todo, by_name, run_id, cluster_name, watch)
+        result = execute_rollout(params, todo, by_name, run_id, cluster_name, watch)
         reports.update(result.reports)
         report.halted, report.halt_reason = bool(result.halted), result.halted
     report.nodes = [reports[e.node] for e in plan]
-    still = [
-        n.node
-        for n in report.nodes
-        if n.outcome in (Outcome.held, Outcome.skipped, Outcome.failed) and by_name[n.node].reboot_required
-    ]
-    diff = kernel_diff_report(params.cluster, params.node_selector, facts, report.nodes, still)
-    report.kernels_after = diff["summary"]["kernels"]
-    report.windows_after = diff["summary"]["windows"]
-    report.lagging_kernel = diff["summary"]["lagging"]
-    report.still_need_reboot = still
+    compare_kernels(params, facts, report)
     report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     logger.info(report.summary_line())
     FINISHED.report = report
-    if report.failed:
-        failed = [f"{n.node}: {n.reason}" for n in report.nodes if n.outcome == Outcome.failed]
-        message = (report.halt_reason + ". " if report.halted else "") + (
-            "Failed nodes: " + "; ".join(failed) if failed else ""
-        )
-        return Failed(message=message.strip(), data=report)
-    return Completed(message=report.summary_line(), data=report)
+    return final_state(report)
 
 
 class FINISHED:
@@ -249,77 +189,6 @@ class FINISHED:
     Prefect API could not take the run's final state."""
 
     report: MaintenanceReport | None = None
-
-
-def _approved(params: MaintenanceParams, plan: list[PlanEntry], logger) -> bool:
-    if not params.require_approval:
-        return True
-    nodes = ", ".join(e.node for e in plan if e.action in (PlanAction.reboot, PlanAction.resume))
-    logger.info("Waiting for approval to reboot: %s (see the maintenance-plan artifact)", nodes)
-    answer = pause_flow_run(
-        wait_for_input=Approval.with_initial_data(description=f"Approve rebooting {nodes}?", approve=False),
-        timeout=int(params.approval_timeout_seconds),
-        poll_interval=2,
-    )
-    logger.info(
-        "Approval answer: %s%s",
-        "approved" if answer.approve else "rejected",
-        f" ({answer.note})" if answer.note else "",
-    )
-    return answer.approve
-
-
-def _execute(
-    params: MaintenanceParams,
-    todo: list[PlanEntry],
-    by_name: dict[str, NodeFacts],
-    run_id: str,
-    cluster: str,
-    watch: ApiWatch | None,
-):
-    """The nodes through their lifecycle, at most ``concurrency`` at once, each recorded as a task run."""
-    kube = kube_for(params.cluster)
-    if params.labels.prefer_no_schedule_taint:
-        for e in todo:
-            cordon_ops.set_pending_taint(kube, e.node, True)
-    lifecycle = NodeLifecycle(kube, params, run_id, PrefectRecorder(cluster))
-    tolerance = params.orchestration_outage_seconds
-    progress = Progress(cluster)
-
-    def prefect_gone() -> str | None:
-        if watch is None or (down := watch.unreachable_for()) <= tolerance:
-            return None
-        return (
-            f"the Prefect API at {watch.api_url} has not answered for {down:.0f}s "
-            f"(more than orchestration_outage_seconds={tolerance:g}); no node was started after that, "
-            "the nodes in progress were finished; run again once Prefect is back"
-        )
-
-    rollout = Rollout(
-        lifecycle,
-        todo,
-        by_name,
-        run_node=lambda entry, before: recorded(entry, before, lifecycle.run),
-        should_halt=prefect_gone,
-        on_progress=progress.update,
-    )
-    try:
-        result = rollout.run()
-    finally:
-        progress.close()
-    if result.halted:
-        get_run_logger().error("%s", result.halted)
-    if params.labels.prefer_no_schedule_taint:
-        for node, r in result.reports.items():
-            if r.outcome == Outcome.failed:
-                continue
-            try:
-                cordon_ops.set_pending_taint(kube, node, False)
-            except Exception as exc:  # a preference, not a safety matter: the run still ends with its report
-                get_run_logger().warning(
-                    "%s: could not remove the reboot-pending taint (%s); the next run removes it", node, exc
-                )
-    return result
 
 
 if __name__ == "__main__":

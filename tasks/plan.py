@@ -10,6 +10,7 @@ from aksmaint.kube import Kube
 from aksmaint.params import DrainOptions, MaintenanceParams
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
 from tasks.drain import select_pods
+from tasks.gates import gate_reason
 
 WINDOWS_REASON = "Windows nodes are patched by a node image upgrade"
 
@@ -105,3 +106,15 @@ def unplanned_report(entry: PlanEntry, before: NodeFacts) -> NodeReport:
         return node_report(entry, before, Outcome.not_applicable, reason)
     outcome = Outcome.held if before.scan_error else Outcome.not_needed
     return node_report(entry, before, outcome, entry.reason)
+
+
+def dry_run_reports(
+    kube: Kube, params: MaintenanceParams, todo: list[PlanEntry], by_name: dict[str, NodeFacts]
+) -> dict[str, NodeReport]:
+    """What a dry run reports for the nodes it would reboot: planned, or held with the gate that is shut."""
+    reports = {}
+    for e in todo:
+        reason = gate_reason(kube, e.node, params.window, params.blockers, params.lock)
+        outcome = Outcome.held if reason else Outcome.planned
+        reports[e.node] = node_report(e, by_name[e.node], outcome, reason or f"would {e.action}: {e.reason}")
+    return reports

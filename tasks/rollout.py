@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanEntry
 from tasks.lifecycle import NodeLifecycle
+from tasks.plan import node_report
 
 RunNode = Callable[[PlanEntry, NodeFacts], NodeReport]
 
@@ -105,14 +106,7 @@ class Rollout:
 
     def _report(self, entry: PlanEntry, outcome: Outcome, reason: str) -> NodeReport:
         """A node's report when its lifecycle did not run (or did not finish): held, or failed."""
-        before = self.facts[entry.node]
-        return NodeReport(
-            node=entry.node,
-            pool=before.pool,
-            outcome=outcome,
-            reason=reason,
-            kernel_before=before.kernel,
-        )
+        return node_report(entry, self.facts[entry.node], outcome, reason)
 
     def _record(self, entry: PlanEntry, report: NodeReport) -> None:
         with self._lock:

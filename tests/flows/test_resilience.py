@@ -23,7 +23,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, Fl
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import pause_flow_run, resume_flow_run
 
-import flows.node_maintenance as maintenance_module
+import flows.maintenance_tasks as maintenance_module
 import tasks.lock as lock_module
 from aksmaint.kube import Kube, connect
 from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, Phase
