@@ -26,7 +26,8 @@ from aksmaint.azure import AksCluster, describe_azure_error, management_client
 from aksmaint.errors import ClusterAccessError
 from aksmaint.kube import kube_for
 from aksmaint.params import ClusterConnection
-from aksmaint.tasking import maintenance_task
+from flows.maintenance_tasks import kernel_diff_report
+from flows.tasking import maintenance_task
 from tasks.aks import (
     IN_PROGRESS_STATES,
     OperationResult,
@@ -44,7 +45,6 @@ from tasks.aks import (
     wait_for_idle,
 )
 from tasks.drain import blocking_budgets
-from tasks.kernel_diff import kernel_diff_report
 from tasks.update_check import POOL_LABEL, list_nodes, node_facts
 
 

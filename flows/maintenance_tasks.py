@@ -8,7 +8,7 @@ the approval pause, the rollout with each node recorded as a task run, and the c
 from __future__ import annotations
 
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.schemas.objects import State
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
@@ -19,18 +19,19 @@ from aksmaint.azure import management_client
 from aksmaint.hostexec import HostPodSettings, delete_stale_host_pods
 from aksmaint.kube import kube_for
 from aksmaint.nodestate import has_pending_taint
-from aksmaint.params import ClusterConnection, MaintenanceParams, RolloutOrder
-from aksmaint.report import MaintenanceReport, NodeFacts, Outcome, PlanAction, PlanEntry
-from aksmaint.tasking import best_effort, maintenance_task
+from aksmaint.params import ClusterConnection, MaintenanceParams, RolloutOrder, SentinelOptions
+from aksmaint.report import MaintenanceReport, NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
 from flows.recording import ApiWatch, PrefectRecorder, Progress, recorded
+from flows.tasking import best_effort, maintenance_task
 from tasks import cordon as cordon_ops
 from tasks.aks import OsUpgradeSettings, read_os_upgrade_settings
 from tasks.cancellation import clean_up_cancelled_run
-from tasks.kernel_diff import kernel_diff_report
+from tasks.kernel_diff import kernel_diff, render_markdown
 from tasks.lifecycle import NodeLifecycle
 from tasks.plan import WINDOWS_REASON, make_plan, plan_markdown, pods_to_move
 from tasks.rollout import Rollout, RolloutResult
-from tasks.update_check import list_nodes
+from tasks.sentinel import scan_nodes
+from tasks.update_check import list_nodes, update_check
 
 INSECURE_WARNING = (
     "TLS verification of the Kubernetes API of %s is OFF (cluster.insecure_skip_tls_verify): "
@@ -51,6 +52,86 @@ def connect_cluster(cluster: ClusterConnection) -> str:
     if not kube.tls_verified:
         logger.warning(INSECURE_WARNING, kube.cluster_name)
     return kube.cluster_name
+
+
+@maintenance_task(name="update-check")
+def check_updates(
+    cluster: ClusterConnection,
+    node_selector: str,
+    apply_updates: bool,
+    dry_run: bool,
+    settings: HostPodSettings,
+    parallelism: int,
+) -> list[NodeFacts]:
+    """List the nodes in scope with their kernel, image and boot id; install OS updates if asked."""
+    logger = get_run_logger()
+    facts, failures = update_check(
+        kube_for(cluster), node_selector, apply_updates and not dry_run, settings, parallelism
+    )
+    for name, err in failures.items():
+        logger.warning("Applying updates on %s failed: %s", name, err)
+    logger.info("%d node(s) match selector %r", len(facts), node_selector or "(all)")
+    return facts
+
+
+@maintenance_task(name="sentinel-scan")
+def scan_sentinels(
+    cluster: ClusterConnection,
+    facts: list[NodeFacts],
+    options: SentinelOptions,
+    settings: HostPodSettings,
+    dry_run: bool,
+) -> list[NodeFacts]:
+    """Find the nodes that need a reboot (``tasks.sentinel``) and say what was found."""
+    logger = get_run_logger()
+    scanned = scan_nodes(kube_for(cluster), facts, options, settings, dry_run)
+    if scanned is None:
+        logger.info(
+            "Dry run: the host-pod scan creates pods, so reboot needs are not checked "
+            "(sentinel mode node-condition scans read-only)"
+        )
+        return facts
+    linux = [f for f in scanned if not f.windows]
+    errors = [f for f in linux if f.scan_error]
+    windows = len(scanned) - len(linux)
+    logger.info(
+        "%d of %d Linux node(s) need a reboot%s%s",
+        sum(1 for f in linux if f.reboot_required),
+        len(linux),
+        f"; {len(errors)} could not be scanned" if errors else "",
+        f"; {windows} Windows node(s) not scanned (a node image upgrade patches them)" if windows else "",
+    )
+    for f in errors:
+        logger.warning("Scan of %s failed: %s", f.name, f.scan_error)
+    return scanned
+
+
+@maintenance_task(name="kernel-diff")
+def kernel_diff_report(
+    cluster: ClusterConnection,
+    node_selector: str,
+    before: list[NodeFacts],
+    reports: list[NodeReport],
+    need_reboot: list[str],
+) -> dict:
+    """Compare kernels before and after (``tasks.kernel_diff``); publish the diff and the fleet summary."""
+    kube = kube_for(cluster)
+    diff = kernel_diff(kube, node_selector, before, reports, need_reboot)
+    best_effort(
+        "the kernel-diff artifact",
+        create_table_artifact,
+        key="kernel-diff",
+        table=diff["rows"],
+        description=f"Kernel before and after on {kube.cluster_name}",
+    )
+    best_effort(
+        "the kernel-report artifact",
+        create_markdown_artifact,
+        key="kernel-report",
+        markdown=render_markdown(kube.cluster_name, diff["rows"], diff["summary"], diff["table"]),
+        description=f"Kernel-version report for {kube.cluster_name}",
+    )
+    return diff
 
 
 @maintenance_task(name="os-upgrade-channel")

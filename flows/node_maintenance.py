@@ -46,6 +46,7 @@ from aksmaint.params import (
 from aksmaint.report import MaintenanceReport, Outcome, PlanAction
 from flows.maintenance_tasks import (
     approved,
+    check_updates,
     clean_up_leftovers,
     compare_kernels,
     connect_cluster,
@@ -55,12 +56,11 @@ from flows.maintenance_tasks import (
     os_upgrade_channel,
     plan_rollout,
     release_after_cancel,
+    scan_sentinels,
 )
 from flows.recording import ApiWatch
 from tasks.cancellation import run_id_of
 from tasks.plan import dry_run_reports, node_report, unplanned_report
-from tasks.sentinel import scan_sentinels
-from tasks.update_check import check_updates
 
 
 @flow(name="node-maintenance", log_prints=False, on_cancellation=[release_after_cancel])

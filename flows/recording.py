@@ -10,7 +10,7 @@ can decide a node's outcome:
   one run per node with its logs. The lifecycle runs exactly once whatever Prefect does: if the task run
   cannot be set up, the lifecycle runs without it (and the gap is logged); if Prefect fails after the
   lifecycle ran, its result stands.
-- ``best_effort`` (``aksmaint.tasking``): artifacts (plan, kernel report) are HTTP writes; one that fails
+- ``best_effort`` (``flows.tasking``): artifacts (plan, kernel report) are HTTP writes; one that fails
   is logged, and none is tried while the API is known down. ``Progress`` writes the progress artifact from
   a thread of its own, so a node's worker never waits on it.
 - ``ApiWatch``: looks at the Prefect API's health in the background (``PrefectHealth``), so the rollout
@@ -32,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from aksmaint.report import NodeFacts, NodeReport, PlanEntry
-from aksmaint.tasking import PrefectHealth, best_effort, brief, run_logger
+from flows.tasking import PrefectHealth, best_effort, brief, run_logger
 
 log = logging.getLogger("aksmaint.recording")
 

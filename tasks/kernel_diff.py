@@ -7,12 +7,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-from aksmaint.kube import kube_for
-from aksmaint.params import ClusterConnection
+from aksmaint.kube import Kube
 from aksmaint.report import NodeFacts, NodeReport
-from aksmaint.tasking import best_effort, maintenance_task
 from tasks.update_check import list_nodes, node_facts
 
 
@@ -132,32 +128,14 @@ def render_markdown(cluster: str, rows: list[dict], summary: dict, table: str) -
     return "\n".join(lines)
 
 
-@maintenance_task(name="kernel-diff")
-def kernel_diff_report(
-    cluster: ClusterConnection,
-    node_selector: str,
-    before: list[NodeFacts],
-    reports: list[NodeReport],
-    need_reboot: list[str],
+def kernel_diff(
+    kube: Kube, node_selector: str, before: list[NodeFacts], reports: list[NodeReport], need_reboot: list[str]
 ) -> dict:
-    """Compare kernels before and after; publish the diff and fleet summary as artifacts."""
-    kube = kube_for(cluster)
+    """Kernels before and after: per-node rows, the cluster summary, and a nodes table."""
     after = [node_facts(n) for n in list_nodes(kube, node_selector)]
-    rows = diff_rows(before, after, reports)
-    summary = fleet_summary(after, need_reboot)
-    table = nodes_table(after)
-    best_effort(
-        "the kernel-diff artifact",
-        create_table_artifact,
-        key="kernel-diff",
-        table=rows,
-        description=f"Kernel before and after on {kube.cluster_name}",
-    )
-    best_effort(
-        "the kernel-report artifact",
-        create_markdown_artifact,
-        key="kernel-report",
-        markdown=render_markdown(kube.cluster_name, rows, summary, table),
-        description=f"Kernel-version report for {kube.cluster_name}",
-    )
-    return {"rows": rows, "summary": summary, "table": table, "after": [f.model_dump() for f in after]}
+    return {
+        "rows": diff_rows(before, after, reports),
+        "summary": fleet_summary(after, need_reboot),
+        "table": nodes_table(after),
+        "after": [f.model_dump() for f in after],
+    }

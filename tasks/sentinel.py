@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from prefect import get_run_logger
-
 from aksmaint.errors import HostPodGone, MaintenanceError
 from aksmaint.hostexec import HostPodSettings, run_on_host
-from aksmaint.kube import Kube, is_transient, kube_for, meta, status_of
-from aksmaint.params import ClusterConnection, SentinelMode, SentinelOptions
+from aksmaint.kube import Kube, is_transient, meta, status_of
+from aksmaint.params import SentinelMode, SentinelOptions
 from aksmaint.report import NodeFacts
-from aksmaint.tasking import maintenance_task
 
 SENTINEL = "/var/run/reboot-required"
 # Plain POSIX shell, so it reads the same on a real node as anywhere else.
@@ -103,43 +100,18 @@ def scan_with_condition(kube: Kube, facts: list[NodeFacts], condition_type: str)
     return out
 
 
-@maintenance_task(name="sentinel-scan")
-def scan_sentinels(
-    cluster: ClusterConnection,
-    facts: list[NodeFacts],
-    options: SentinelOptions,
-    settings: HostPodSettings,
-    dry_run: bool,
-) -> list[NodeFacts]:
-    """Find the nodes that need a reboot. A dry run makes no pods, so only node-condition mode scans.
+def scan_nodes(
+    kube: Kube, facts: list[NodeFacts], options: SentinelOptions, settings: HostPodSettings, dry_run: bool
+) -> list[NodeFacts] | None:
+    """The facts with whether each node needs a reboot; None for a dry run in host-pod mode (its scan
+    makes pods, so only node-condition mode scans read-only).
 
     Windows nodes are never scanned (no Linux host pod can run there, and no sentinel exists there):
     they never need a reboot from this flow, a node image upgrade patches them."""
-    logger = get_run_logger()
-    kube = kube_for(cluster)
     linux = [f for f in facts if not f.windows]
     windows = [f.model_copy(update={"reboot_required": False}) for f in facts if f.windows]
     if options.mode == SentinelMode.node_condition:
-        scanned = scan_with_condition(kube, linux, options.condition_type)
-    elif dry_run:
-        logger.info(
-            "Dry run: the host-pod scan creates pods, so reboot needs are not checked "
-            "(sentinel mode node-condition scans read-only)"
-        )
-        return [*linux, *windows]
-    else:
-        scanned = scan_with_host_pods(kube, linux, settings, options.parallelism)
-    need = [f.name for f in scanned if f.reboot_required]
-    errors = [f for f in scanned if f.scan_error]
-    logger.info(
-        "%d of %d Linux node(s) need a reboot%s%s",
-        len(need),
-        len(scanned),
-        f"; {len(errors)} could not be scanned" if errors else "",
-        f"; {len(windows)} Windows node(s) not scanned (a node image upgrade patches them)"
-        if windows
-        else "",
-    )
-    for f in errors:
-        logger.warning("Scan of %s failed: %s", f.name, f.scan_error)
-    return [*scanned, *windows]
+        return [*scan_with_condition(kube, linux, options.condition_type), *windows]
+    if dry_run:
+        return None
+    return [*scan_with_host_pods(kube, linux, settings, options.parallelism), *windows]

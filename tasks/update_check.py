@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from prefect import get_run_logger
-
 from aksmaint.hostexec import HostPodSettings, run_on_host
-from aksmaint.kube import Kube, kube_for
+from aksmaint.kube import Kube
 from aksmaint.nodestate import read_record
-from aksmaint.params import ClusterConnection
 from aksmaint.report import NodeFacts
-from aksmaint.tasking import maintenance_task
 
 POOL_LABEL = "kubernetes.azure.com/agentpool"
 IMAGE_LABEL = "kubernetes.azure.com/node-image-version"
@@ -60,25 +56,19 @@ def apply_updates_on(
         return {name: err for name, err in pool.map(one, names) if err}
 
 
-@maintenance_task(name="update-check")
-def check_updates(
-    cluster: ClusterConnection,
+def update_check(
+    kube: Kube,
     node_selector: str,
     apply_updates: bool,
-    dry_run: bool,
     settings: HostPodSettings,
     parallelism: int,
-) -> list[NodeFacts]:
-    """List the nodes in scope with their kernel, image and boot id; install OS updates if asked."""
-    logger = get_run_logger()
-    kube = kube_for(cluster)
+) -> tuple[list[NodeFacts], dict[str, str]]:
+    """The nodes in scope with their kernel, image and boot id, after installing the OS updates on the
+    Linux ones if asked; and, per node, why installing them failed."""
     nodes = list_nodes(kube, node_selector)
-    if apply_updates and not dry_run:
+    failures: dict[str, str] = {}
+    if apply_updates:
         linux = [n.metadata.name for n in nodes if not node_facts(n).windows]
         failures = apply_updates_on(kube, linux, settings, parallelism)
-        for name, err in failures.items():
-            logger.warning("Applying updates on %s failed: %s", name, err)
         nodes = list_nodes(kube, node_selector)
-    facts = [node_facts(n) for n in nodes]
-    logger.info("%d node(s) match selector %r", len(facts), node_selector or "(all)")
-    return facts
+    return [node_facts(n) for n in nodes], failures

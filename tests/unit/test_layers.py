@@ -24,7 +24,7 @@ ALLOWED = {
 PROJECT = set(ALLOWED)
 
 
-def module_level_imports(path: Path) -> set[str]:
+def module_level_imports(path: Path, among: set[str] = PROJECT) -> set[str]:
     """The top-level packages imported at module level (not inside functions or ``if`` blocks)."""
     tree = ast.parse(path.read_text())
     found = set()
@@ -33,7 +33,7 @@ def module_level_imports(path: Path) -> set[str]:
             found |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.add(node.module.split(".")[0])
-    return found & PROJECT
+    return found & among
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
@@ -44,6 +44,18 @@ def test_each_package_imports_only_the_layers_below_it(package):
         if (imported := module_level_imports(path)) - ALLOWED[package]
     }
     assert wrong == {}
+
+
+@pytest.mark.parametrize("package", ["aksmaint", "tasks"])
+def test_the_runbook_steps_and_the_core_do_not_import_prefect(package):
+    """Prefect is the record of the work: the steps run, and are tested, without it (its tasks are the
+    thin layer in flows/)."""
+    importing = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if module_level_imports(path, {"prefect"})
+    ]
+    assert importing == []
 
 
 @pytest.mark.parametrize("module", ["flows.node_maintenance", "flows.cluster_upgrade"])
