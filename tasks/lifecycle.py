@@ -22,10 +22,10 @@ from enum import StrEnum
 from typing import Protocol
 
 from aksmaint.errors import LockTimeout, MaintenanceError, NodeBusy
-from aksmaint.hostexec import HostPodSettings, run_on_host
+from aksmaint.hostexec import HostPodSettings
 from aksmaint.kube import Kube, is_transient, node_gone, node_info
 from aksmaint.nodestate import NodeRecord, Phase, now_iso, read_record
-from aksmaint.params import MaintenanceParams, OnDrainTimeout, SentinelMode
+from aksmaint.params import MaintenanceParams, OnDrainTimeout
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
 from tasks import cordon as cordon_ops
 from tasks import notify
@@ -34,8 +34,7 @@ from tasks.gates import gate_reason, window_closed
 from tasks.health import check_node, wait_until_back
 from tasks.lock import RebootSlots, SlotRenewer, failed_holder
 from tasks.reboot import cleanup_reboot_pod, request_reboot
-from tasks.sentinel import PROBE_SCRIPT, probe_facts
-from tasks.update_check import node_facts
+from tasks.sentinel import recheck_node
 
 
 class Recorder(Protocol):
@@ -337,21 +336,7 @@ class NodeLifecycle:
             time.sleep(1)
 
     def _probe(self, current) -> NodeFacts:
-        facts = node_facts(current)
-        sentinel = self.params.sentinel
-        if sentinel.mode == SentinelMode.node_condition:
-            cond = next(
-                (c for c in current.status.conditions or [] if c.type == sentinel.condition_type), None
-            )
-            facts.reboot_required = bool(cond and cond.status == "True")
-            return facts
-        try:
-            result = run_on_host(self.kube, current.metadata.name, PROBE_SCRIPT, "scan", self.settings)
-        except MaintenanceError as exc:
-            if is_transient(exc):
-                raise
-            return facts.model_copy(update={"scan_error": str(exc)})
-        return probe_facts(facts, result.output)
+        return recheck_node(self.kube, current, self.params.sentinel, self.settings)
 
     def cordon(self, run: NodeRun) -> Step | Done:
         try:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from kubernetes.client import V1Node
+
 from aksmaint.errors import HostPodGone, MaintenanceError
 from aksmaint.hostexec import HostPodSettings, run_on_host
 from aksmaint.kube import Kube, is_transient, meta, status_of
 from aksmaint.params import SentinelMode, SentinelOptions
 from aksmaint.report import NodeFacts
+from tasks.update_check import node_facts
 
 SENTINEL = "/var/run/reboot-required"
 # Plain POSIX shell, so it reads the same on a real node as anywhere else.
@@ -115,3 +118,23 @@ def scan_nodes(
     if dry_run:
         return None
     return [*scan_with_host_pods(kube, linux, settings, options.parallelism), *windows]
+
+
+def recheck_node(kube: Kube, node: V1Node, options: SentinelOptions, settings: HostPodSettings) -> NodeFacts:
+    """Look again at one node, under its reboot slot, whether it still needs a reboot.
+
+    Unlike the scan of every node, a node that is not Ready is probed all the same (a run resuming a
+    node mid-reboot looks at it here), a missing node condition reads as "no reboot required", and a
+    transient API error is raised for the phase to retry rather than recorded."""
+    facts = node_facts(node)
+    if options.mode == SentinelMode.node_condition:
+        conditions = status_of(node).conditions or []
+        cond = next((c for c in conditions if c.type == options.condition_type), None)
+        return facts.model_copy(update={"reboot_required": bool(cond and cond.status == "True")})
+    try:
+        result = run_on_host(kube, facts.name, PROBE_SCRIPT, "scan", settings)
+    except MaintenanceError as exc:
+        if is_transient(exc):
+            raise
+        return facts.model_copy(update={"scan_error": str(exc)})
+    return probe_facts(facts, result.output)
