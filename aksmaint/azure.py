@@ -151,7 +151,6 @@ class KubeTokenSource:
         self.scope = scope
         self.cluster = cluster
         self.clock = clock
-        self.renewals = 0
         self._token: AccessToken | None = None
         self._renew_at = 0.0
         self._lock = threading.Lock()
@@ -180,7 +179,6 @@ class KubeTokenSource:
                 f"(scope {self.scope}): {describe_azure_error(exc)}"
             ) from exc
         self._token = fresh
-        self.renewals += 1
         self._renew_at = fresh.expires_on - min(RENEW_BEFORE_EXPIRY, (fresh.expires_on - now) / 2)
 
     def install(self, configuration: Configuration) -> None:

@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import parse_qs
@@ -39,13 +40,6 @@ class TokenProblem(StrEnum):
 
 
 @dataclass
-class IssuedToken:
-    audience: str
-    issued_at: float
-    expires_at: float
-
-
-@dataclass
 class TokenService:
     """The tenant, its one service principal, and the tokens issued so far."""
 
@@ -54,7 +48,7 @@ class TokenService:
     lifetime_seconds: int  # real seconds
     client_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    issued: list[IssuedToken] = field(default_factory=list)
+    issued: Counter[str] = field(default_factory=Counter)  # tokens issued per audience
     _key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -139,7 +133,7 @@ class TokenService:
             "jti": uuid.uuid4().hex,
         }
         with self._lock:
-            self.issued.append(IssuedToken(audience, now, expires))
+            self.issued[audience] += 1
         return {
             "token_type": "Bearer",
             "expires_in": self.lifetime_seconds,
@@ -169,11 +163,7 @@ class TokenService:
     def counts(self) -> dict:
         """Tokens issued per audience (the ``/_sim/tokens`` observation; never the tokens)."""
         with self._lock:
-            issued = list(self.issued)
-        per_audience: dict[str, int] = {}
-        for token in issued:
-            per_audience[token.audience] = per_audience.get(token.audience, 0) + 1
-        return {"lifetime_seconds": self.lifetime_seconds, "issued": per_audience}
+            return {"lifetime_seconds": self.lifetime_seconds, "issued": dict(self.issued)}
 
     # ---- HTTP ------------------------------------------------------------------------
     def serves(self, path: str) -> bool:
