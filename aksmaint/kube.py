@@ -287,3 +287,22 @@ def _cached(cluster_json: str) -> Kube:
 def kube_for(cluster: ClusterConnection) -> Kube:
     """One client per cluster and process, shared by the flow's tasks and subflows."""
     return _cached(cluster.model_dump_json())
+
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def patch_node(kube: Kube, name: str, build: Callable[[V1Node], dict | None], attempts: int = 5) -> V1Node:
+    """Read-modify-write with a resourceVersion precondition; ``build`` returns None for no change."""
+    for _ in range(attempts):
+        node = kube.call(kube.core.read_node, name)
+        patch = build(node)
+        if patch is None:
+            return node
+        patch.setdefault("metadata", {})["resourceVersion"] = meta(node).resource_version
+        try:
+            return kube.call(kube.core.patch_node, name, patch, _content_type=MERGE_PATCH)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    raise RuntimeError(f"node {name} kept changing under us; gave up after {attempts} attempts")

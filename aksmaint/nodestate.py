@@ -15,6 +15,9 @@ from pydantic import BaseModel
 
 STATE_ANNOTATION = "aksmaint.io/maintenance"
 PENDING_TAINT_KEY = "aksmaint.io/reboot-pending"
+# set to "quarantined" on a node that could not be drained (drain.on_timeout: quarantine)
+STATUS_LABEL = "aksmaint.io/status"
+QUARANTINED = "quarantined"
 
 
 class Phase(StrEnum):
@@ -23,6 +26,7 @@ class Phase(StrEnum):
     rebooting = "rebooting"
     verifying = "verifying"
     failed = "failed"
+    quarantined = "quarantined"
 
 
 class NodeRecord(BaseModel):
@@ -54,7 +58,3 @@ def read_record(node) -> NodeRecord | None:
         return NodeRecord.model_validate(json.loads(raw))
     except (ValueError, TypeError):
         return None
-
-
-def has_pending_taint(node) -> bool:
-    return any(t.key == PENDING_TAINT_KEY for t in (node.spec.taints or []))

@@ -8,12 +8,13 @@ and parameters-file input, before any request reaches a cluster.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from cronsim import CronSim, CronSimError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from aksmaint.azure import AksCluster
 
@@ -50,7 +51,10 @@ Selector = Annotated[str, Field(description="A Kubernetes label selector, e.g. `
 # Limits of top-level node-maintenance parameters, shared by the flow's signature and MaintenanceParams:
 # the server enforces them from the flow's JSON schema, the command line through MaintenanceParams.
 # Their descriptions for the UI are in the flow's docstring, where Prefect reads them.
-Concurrency = Annotated[int, Field(ge=1, le=100)]
+# a count of nodes, or a percentage of the nodes in scope ("10%": rounded down, at least 1)
+MAX_CONCURRENCY = 1000
+PercentOfNodes = Annotated[str, Field(pattern=r"^(100|[1-9][0-9]?)%$")]
+Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)] | PercentOfNodes
 MaxFailures = Annotated[int, Field(ge=0)]
 ApprovalTimeout = Annotated[float, Field(gt=0)]
 OutageTolerance = Annotated[float, Field(ge=5, le=86400)]
@@ -105,6 +109,17 @@ class ClusterConnection(_Model):
         return f"kubeconfig {self.kubeconfig}" + (f" (context {self.context})" if self.context else "")
 
 
+def _check_time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r}") from exc
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(_check_time_zone)]
+
+
 def _minutes(value: str) -> int:
     """HH:MM (validated by the field's pattern) as minutes since midnight; 24:00 is 1440, the day's end."""
     hours, minutes = value.split(":")
@@ -125,7 +140,7 @@ class MaintenanceWindow(_Model):
         description="Local time the window closes (exclusive), HH:MM; 24:00 is the end of the day. "
         "Earlier than start means the window runs past midnight into the next day.",
     )
-    time_zone: str = Field("UTC", description="IANA time zone of start and end, e.g. Europe/Berlin.")
+    time_zone: TimeZone = Field("UTC", description="IANA time zone of start and end, e.g. Europe/Berlin.")
 
     @model_validator(mode="after")
     def _opens(self) -> MaintenanceWindow:
@@ -135,15 +150,6 @@ class MaintenanceWindow(_Model):
                 "(for the whole day use start 00:00 and end 24:00)"
             )
         return self
-
-    @field_validator("time_zone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
 
     @field_validator("days")
     @classmethod
@@ -174,6 +180,7 @@ class OnDrainTimeout(StrEnum):
     uncordon_and_skip = "uncordon-and-skip"
     delete_pods = "delete-pods"
     reboot_anyway = "reboot-anyway"
+    quarantine = "quarantine"
 
 
 class DrainOptions(_Model):
@@ -210,7 +217,9 @@ class DrainOptions(_Model):
         OnDrainTimeout.uncordon_and_skip,
         description="When a drain times out: uncordon-and-skip leaves the node unrebooted and running; "
         "delete-pods deletes the remaining pods, bypassing their PodDisruptionBudgets; "
-        "reboot-anyway reboots with the remaining pods on the node.",
+        "reboot-anyway reboots with the remaining pods on the node; quarantine leaves the node "
+        "cordoned and labelled aksmaint.io/status=quarantined (the reason in its record annotation), "
+        "frees its slot and goes on with the rest (AKS's undrainableNodeBehavior: Cordon).",
     )
 
     @field_validator("pod_selector")
@@ -393,12 +402,96 @@ class NotifyOptions(_Model):
     )
 
 
+class BudgetScope(StrEnum):
+    all = "all"
+    pool = "pool"
+    zone = "zone"
+
+
+class Budget(_Model):
+    """A limit on the nodes disrupted at once, as Karpenter's NodePool disruption budgets: over all nodes
+    in scope, per node pool or per availability zone; a count or a percentage; always, or only from each
+    time a cron schedule fires for a duration, outside of which the limit is 0. Where several limits
+    apply to a node, the strictest in force wins."""
+
+    scope: BudgetScope = Field(
+        BudgetScope.all,
+        description="all: the nodes in scope together; pool: per node pool; zone: per availability zone "
+        "(label topology.kubernetes.io/zone).",
+    )
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+        description="The pool or zone this limit is for (e.g. userpool, westeurope-1). "
+        "Empty: every pool (or zone), each on its own.",
+    )
+    nodes: (
+        Annotated[int, Field(ge=0, le=MAX_CONCURRENCY)]
+        | Annotated[str, Field(pattern=r"^(100|[1-9]?[0-9])%$")]
+    ) = Field(
+        ...,
+        description="At most this many nodes disrupted at once: a count, or a percentage of the scope's "
+        'nodes ("20%": rounded down, at least 1). 0 allows none.',
+    )
+    schedule: str | None = Field(
+        None,
+        description='Cron expression (5 fields, e.g. "0 22 * * mon-fri") of when the limit starts to '
+        "apply, for duration_minutes; outside those times the limit is 0. Empty: always.",
+    )
+    duration_minutes: int | None = Field(
+        None, ge=1, le=7 * 24 * 60, description="How long the limit applies after each schedule time."
+    )
+    time_zone: TimeZone = Field("UTC", description="IANA time zone of the schedule, e.g. Europe/Berlin.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                CronSim(value, datetime(2000, 1, 1))
+            except CronSimError as exc:
+                raise ValueError(f"invalid cron expression {value!r}: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Budget:
+        if (self.schedule is None) != (self.duration_minutes is None):
+            raise ValueError("schedule and duration_minutes go together")
+        if self.name is not None and self.scope == BudgetScope.all:
+            raise ValueError("name applies to a pool or zone budget")
+        return self
+
+    def in_force(self, now: datetime) -> bool:
+        """True when the budget applies at ``now`` (timezone-aware): always without a schedule, else when
+        the schedule last fired less than ``duration_minutes`` ago."""
+        if self.schedule is None or self.duration_minutes is None:
+            return True
+        local = now.astimezone(ZoneInfo(self.time_zone))
+        since = local - timedelta(minutes=self.duration_minutes)
+        return next(CronSim(self.schedule, since)) <= local
+
+    def describe(self) -> str:
+        scope = {
+            BudgetScope.all: "all nodes",
+            BudgetScope.pool: f"pool {self.name}" if self.name else "each pool",
+            BudgetScope.zone: f"zone {self.name}" if self.name else "each zone",
+        }[self.scope]
+        when = (
+            f" from {self.schedule} for {self.duration_minutes} min ({self.time_zone}), else 0"
+            if self.schedule
+            else ""
+        )
+        return f"{scope}: at most {self.nodes}{when}"
+
+
 class MaintenanceParams(_Model):
     """Everything the node-maintenance flow needs, validated as one."""
 
     cluster: ClusterConnection
     node_selector: Selector = ""
     concurrency: Concurrency = 1
+    budgets: list[Budget] = Field(default_factory=list)
+    retry_quarantined: bool = False
     max_failures: MaxFailures = 0
     window: MaintenanceWindow | None = None
     drain: DrainOptions = Field(default_factory=DrainOptions)

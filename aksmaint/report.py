@@ -14,6 +14,7 @@ class Outcome(StrEnum):
     held = "held"  # a gate held it back: window closed, blocker, slot not free, rollout halted
     skipped = "skipped"  # could not be drained in time; uncordoned and left running
     failed = "failed"  # did not come back or a step failed; left cordoned with a record
+    quarantined = "quarantined"  # could not be drained: left cordoned and labelled, the rollout went on
     gone = "gone"  # deleted from the cluster during the run (scale-in, auto-repair, spot eviction)
     not_applicable = "not-applicable"  # a Windows node: a node image upgrade patches it, not a reboot
     planned = "planned"  # dry run: would be rebooted
@@ -24,6 +25,7 @@ class NodeFacts(BaseModel):
 
     name: str
     pool: str = ""
+    zone: str = ""  # topology.kubernetes.io/zone
     kernel: str = ""
     os_image: str = ""
     node_image_version: str = ""
@@ -36,6 +38,7 @@ class NodeFacts(BaseModel):
     upgradable_packages: int | None = None
     scan_error: str | None = None
     resume: bool = False  # a previous run left its record on this node
+    quarantined: str | None = None  # why an earlier run quarantined it (its record's reason)
 
     @property
     def windows(self) -> bool:
@@ -51,6 +54,12 @@ class PlanAction(StrEnum):
     skip = "skip"  # no reboot required, or it could not be scanned
     check = "check"  # a dry run cannot tell (host-pod scans make pods)
     not_applicable = "not-applicable"  # a Windows node: a node image upgrade patches it
+    quarantined = "quarantined"  # an earlier run quarantined it; left alone unless retry_quarantined
+
+    @property
+    def runs(self) -> bool:
+        """True for the actions that take the node through its lifecycle; the others only report it."""
+        return self in (PlanAction.reboot, PlanAction.resume)
 
 
 class PlanEntry(BaseModel):

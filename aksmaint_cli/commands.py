@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from aksmaint.azure import AksCluster, CredentialKind
 from aksmaint.errors import MaintenanceError
-from aksmaint.params import MaintenanceParams
+from aksmaint.params import MaintenanceParams, OnDrainTimeout
 from aksmaint.report import MaintenanceReport, Outcome
 from flows.cluster_upgrade import UpgradeMode, UpgradeReport, cluster_upgrade
 from flows.node_maintenance import FINISHED, node_maintenance
@@ -108,6 +108,17 @@ def aks_from_args(args: argparse.Namespace) -> dict:
 
 
 # ---- node maintenance ------------------------------------------------------------------------
+def count_or_percent(text: str) -> int | str:
+    """``--concurrency`` as given: ``30%`` stays a percentage, ``5`` becomes a count (the parameter
+    model checks the range either way)."""
+    if text.endswith("%"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a count (5) nor a percentage (30%)") from None
+
+
 def parse_args(argv: list[str] | None = None, prog: str = MAINTAIN_PROG) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -123,7 +134,27 @@ def parse_args(argv: list[str] | None = None, prog: str = MAINTAIN_PROG) -> argp
     )
     parser.add_argument("--params", help="JSON or YAML file with any flow parameters (flags override it)")
     parser.add_argument("--node-selector", help="label selector of the nodes to maintain")
-    parser.add_argument("--concurrency", type=int, help="nodes disrupted at once (default 1)")
+    parser.add_argument(
+        "--concurrency",
+        type=count_or_percent,
+        help="nodes disrupted at once: a count or a percentage of the nodes in scope, e.g. 30%% (default 1)",
+    )
+    parser.add_argument(
+        "--max-per-zone",
+        type=int,
+        help="at most this many nodes disrupted at once in each availability zone (a zone budget)",
+    )
+    parser.add_argument(
+        "--on-drain-timeout",
+        choices=[o.value for o in OnDrainTimeout],
+        help="what to do with a node that cannot be drained in time (default uncordon-and-skip)",
+    )
+    parser.add_argument(
+        "--retry-quarantined",
+        action="store_true",
+        default=None,
+        help="drain and reboot again the nodes an earlier run quarantined",
+    )
     parser.add_argument("--max-failures", type=int, help="failed nodes tolerated before halting (default 0)")
     parser.add_argument("--apply-updates", action="store_true", default=None, help="install OS updates first")
     parser.add_argument(
@@ -150,7 +181,29 @@ def params_from_args(args: argparse.Namespace) -> MaintenanceParams:
         values = yaml.safe_load(text) if args.params.endswith((".yaml", ".yml")) else json.loads(text)
         if not isinstance(values, dict):
             raise ValueError(f"{args.params} must hold a mapping of parameters")
-    cluster = dict(values.get("cluster") or {})
+    values["cluster"] = cluster_from_args(args, dict(values.get("cluster") or {}))
+    for flag, key in (
+        ("node_selector", "node_selector"),
+        ("concurrency", "concurrency"),
+        ("max_failures", "max_failures"),
+        ("apply_updates", "apply_updates"),
+        ("require_approval", "require_approval"),
+        ("dry_run", "dry_run"),
+        ("retry_quarantined", "retry_quarantined"),
+    ):
+        if getattr(args, flag) is not None:
+            values[key] = getattr(args, flag)
+    if args.max_per_zone is not None:
+        values["budgets"] = [*values.get("budgets", []), {"scope": "zone", "nodes": args.max_per_zone}]
+    if args.on_drain_timeout:
+        values["drain"] = {**values.get("drain", {}), "on_timeout": args.on_drain_timeout}
+    if args.ignore_os_upgrade_channel:
+        values["respect_os_upgrade_channel"] = False
+    return MaintenanceParams.model_validate(values)
+
+
+def cluster_from_args(args: argparse.Namespace, cluster: dict) -> dict:
+    """The cluster connection: the one from --params, changed by the connection flags."""
     if args.kubeconfig:
         cluster.update(kubeconfig=args.kubeconfig, in_cluster=False)
     if args.context:
@@ -159,7 +212,7 @@ def params_from_args(args: argparse.Namespace) -> MaintenanceParams:
         cluster = {"in_cluster": True}
     if aks := aks_from_args(args):
         # the AKS flags replace a connection from --params; with --kubeconfig or --in-cluster they
-        # conflict, and the validation below says so
+        # conflict, and the validation says so
         given = {
             "kubeconfig": args.kubeconfig,
             "context": args.context,
@@ -168,20 +221,7 @@ def params_from_args(args: argparse.Namespace) -> MaintenanceParams:
         cluster = {k: v for k, v in given.items() if v} | {"aks": {**(cluster.get("aks") or {}), **aks}}
     if args.insecure_skip_tls_verify:
         cluster["insecure_skip_tls_verify"] = True
-    values["cluster"] = cluster
-    for flag, key in (
-        ("node_selector", "node_selector"),
-        ("concurrency", "concurrency"),
-        ("max_failures", "max_failures"),
-        ("apply_updates", "apply_updates"),
-        ("require_approval", "require_approval"),
-        ("dry_run", "dry_run"),
-    ):
-        if getattr(args, flag) is not None:
-            values[key] = getattr(args, flag)
-    if args.ignore_os_upgrade_channel:
-        values["respect_os_upgrade_channel"] = False
-    return MaintenanceParams.model_validate(values)
+    return cluster
 
 
 OUTCOME_WIDTH = max(len(o.value) for o in Outcome)

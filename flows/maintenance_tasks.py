@@ -18,19 +18,19 @@ from prefect.states import Completed, Failed
 from aksmaint.azure import management_client
 from aksmaint.hostexec import HostPodSettings, delete_stale_host_pods
 from aksmaint.kube import kube_for
-from aksmaint.nodestate import has_pending_taint
 from aksmaint.params import ClusterConnection, MaintenanceParams, RolloutOrder, SentinelOptions
 from aksmaint.report import MaintenanceReport, NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
 from flows.recording import ApiWatch, PrefectRecorder, Progress, recorded
 from flows.tasking import best_effort, maintenance_task
-from tasks import cordon as cordon_ops
 from tasks.aks import OsUpgradeSettings, read_os_upgrade_settings
+from tasks.budgets import Budgets
 from tasks.cancellation import clean_up_cancelled_run
 from tasks.kernel_diff import kernel_diff, render_markdown
 from tasks.lifecycle import NodeLifecycle
 from tasks.plan import WINDOWS_REASON, make_plan, plan_markdown, pods_to_move
 from tasks.rollout import Rollout, RolloutResult
 from tasks.sentinel import scan_nodes
+from tasks.taints import has_pending_taint, set_pending_taint
 from tasks.update_check import list_nodes, update_check
 
 INSECURE_WARNING = (
@@ -55,22 +55,19 @@ def connect_cluster(cluster: ClusterConnection) -> str:
 
 
 @maintenance_task(name="update-check")
-def check_updates(
-    cluster: ClusterConnection,
-    node_selector: str,
-    apply_updates: bool,
-    dry_run: bool,
-    settings: HostPodSettings,
-    parallelism: int,
-) -> list[NodeFacts]:
+def check_updates(params: MaintenanceParams, settings: HostPodSettings) -> list[NodeFacts]:
     """List the nodes in scope with their kernel, image and boot id; install OS updates if asked."""
     logger = get_run_logger()
     facts, failures = update_check(
-        kube_for(cluster), node_selector, apply_updates and not dry_run, settings, parallelism
+        kube_for(params.cluster),
+        params.node_selector,
+        params.apply_updates and not params.dry_run,
+        settings,
+        params.sentinel.parallelism,
     )
     for name, err in failures.items():
         logger.warning("Applying updates on %s failed: %s", name, err)
-    logger.info("%d node(s) match selector %r", len(facts), node_selector or "(all)")
+    logger.info("%d node(s) match selector %r", len(facts), params.node_selector or "(all)")
     return facts
 
 
@@ -157,7 +154,8 @@ def plan_rollout(
     kube = kube_for(params.cluster)
     needing = {f.name for f in facts if f.reboot_required and not f.resume and not f.scan_error}
     by_pods = params.order == RolloutOrder.fewest_pods_first and needing and not hold
-    plan = make_plan(facts, pods_to_move(kube, needing, params.drain) if by_pods else None, hold)
+    moves = pods_to_move(kube, needing, params.drain) if by_pods else None
+    plan = make_plan(facts, moves, hold, params.retry_quarantined)
     best_effort(
         "the maintenance-plan artifact",
         create_markdown_artifact,
@@ -167,10 +165,16 @@ def plan_rollout(
     )
     logger = get_run_logger()
     logger.info(
-        "Plan: %d to reboot, %d to resume, %d held, %d skipped",
+        "Plan: %d to reboot, %d to resume, %d held, %d skipped, %d quarantined by an earlier run",
         *(
             sum(e.action == a for e in plan)
-            for a in (PlanAction.reboot, PlanAction.resume, PlanAction.hold, PlanAction.skip)
+            for a in (
+                PlanAction.reboot,
+                PlanAction.resume,
+                PlanAction.hold,
+                PlanAction.skip,
+                PlanAction.quarantined,
+            )
         ),
     )
     if windows := sum(e.action == PlanAction.not_applicable for e in plan):
@@ -190,7 +194,7 @@ def clean_up_leftovers(cluster: ClusterConnection, nodes: list[str], settings: H
         if n.metadata.name in set(nodes) and has_pending_taint(n)
     ]
     for name in tainted:
-        cordon_ops.set_pending_taint(kube, name, False)
+        set_pending_taint(kube, name, False)
     return tainted
 
 
@@ -238,8 +242,9 @@ def execute_rollout(
     kube = kube_for(params.cluster)
     if params.labels.prefer_no_schedule_taint:
         for e in todo:
-            cordon_ops.set_pending_taint(kube, e.node, True)
-    lifecycle = NodeLifecycle(kube, params, run_id, PrefectRecorder(cluster))
+            set_pending_taint(kube, e.node, True)
+    budgets = Budgets(params, list(by_name.values()))
+    lifecycle = NodeLifecycle(kube, params, run_id, PrefectRecorder(cluster), budgets=budgets)
     tolerance = params.orchestration_outage_seconds
     progress = Progress(cluster)
 
@@ -271,7 +276,7 @@ def execute_rollout(
             if r.outcome == Outcome.failed:
                 continue
             try:
-                cordon_ops.set_pending_taint(kube, node, False)
+                set_pending_taint(kube, node, False)
             except Exception as exc:  # a preference, not a safety matter: the run still ends with its report
                 get_run_logger().warning(
                     "%s: could not remove the reboot-pending taint (%s); the next run removes it", node, exc

@@ -9,10 +9,8 @@ and a Prefect API that fails or goes away only leaves gaps in the record (``flow
 ``orchestration_outage_seconds`` without the API, the rollout starts no new node and ends once the nodes
 in progress are at a safe point.
 
-Run it from a deployment, from the Prefect UI, or from the command line:
-``aksmaint maintain --kubeconfig PATH [--context NAME] [--concurrency N] [--dry-run]`` (or
-``python -m flows.node_maintenance`` with the same arguments). The tasks it runs are in
-``flows.maintenance_tasks``; the steps themselves in ``tasks/``.
+Run it from a deployment, the Prefect UI, or ``aksmaint maintain --kubeconfig PATH [--concurrency N|P%]``
+(or ``python -m flows.node_maintenance``). Its tasks are in ``flows.maintenance_tasks``, the steps in ``tasks/``.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from aksmaint.kube import kube_for
 from aksmaint.params import (
     ApprovalTimeout,
     Blockers,
+    Budget,
     ClusterConnection,
     Concurrency,
     DrainOptions,
@@ -68,6 +67,7 @@ def node_maintenance(
     cluster: ClusterConnection,
     node_selector: str = "",
     concurrency: Concurrency = 1,
+    budgets: list[Budget] = [],  # noqa: B006 - Prefect copies parameters; the default renders in the UI
     max_failures: MaxFailures = 0,
     window: MaintenanceWindow | None = None,
     drain: DrainOptions = DrainOptions(),  # noqa: B008 - immutable pydantic defaults render in the UI
@@ -84,6 +84,7 @@ def node_maintenance(
     orchestration_outage_seconds: OutageTolerance = 120,
     respect_os_upgrade_channel: bool = True,
     dry_run: bool = False,
+    retry_quarantined: bool = False,
 ) -> MaintenanceReport:
     """Reboot the nodes that need it, one reboot slot at a time, and report kernels before and after.
 
@@ -92,8 +93,10 @@ def node_maintenance(
             service account (in_cluster), or an AKS cluster by subscription, resource group and name.
         node_selector: Only maintain nodes matching this label selector, e.g.
             `kubernetes.azure.com/agentpool=userpool`. Empty: every node.
-        concurrency: How many nodes may be cordoned, drained or rebooting at the same time, across all
-            runs on this cluster (the number of reboot slots).
+        concurrency: How many nodes may be cordoned, drained or rebooting at once, across all runs on this
+            cluster: a count, or a percentage of the nodes in scope ("10%": rounded down, at least 1).
+        budgets: More limits (all nodes, per pool, per zone; a count or a percentage; always, or from a
+            cron schedule for a duration, else 0). The strictest in force wins, across runs too.
         max_failures: Stop starting new nodes once more than this many nodes failed to come back
             healthy. 0 halts at the first failure.
         window: When reboots may start (days, local times, time zone). Empty: any time.
@@ -120,6 +123,7 @@ def node_maintenance(
             NodeImage, AKS patches the nodes itself: reboot nothing (the report says why). Turn off to
             reboot anyway. Needs the cluster by its AKS id; a kubeconfig cannot tell the channel.
         dry_run: Scan and plan only: report what would be rebooted and change nothing on the cluster.
+        retry_quarantined: Drain again the nodes an earlier run quarantined; else they are left alone.
     """
     # every parameter of the flow is a field of MaintenanceParams: validated together, before any request
     params = MaintenanceParams(**locals())
@@ -140,14 +144,7 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
     cluster_name = connect_cluster(params.cluster)
     kube = kube_for(params.cluster)
     settings = host_settings(params)
-    facts = check_updates(
-        params.cluster,
-        params.node_selector,
-        params.apply_updates,
-        params.dry_run,
-        settings,
-        params.sentinel.parallelism,
-    )
+    facts = check_updates(params, settings)
     facts = scan_sentinels(params.cluster, facts, params.sentinel, settings, params.dry_run)
     os_upgrades = os_upgrade_channel(params.cluster)
     hold = os_upgrades.hold_reason() if params.respect_os_upgrade_channel else None
@@ -163,11 +160,10 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
         tls_verified=kube.tls_verified,
         node_os_upgrade_channel=os_upgrades.channel,
     )
-    todo = [e for e in plan if e.action in (PlanAction.reboot, PlanAction.resume)]
+    todo = [e for e in plan if e.action.runs]
     if not params.dry_run:
         clean_up_leftovers(params.cluster, [e.node for e in plan if e.action == PlanAction.skip], settings)
-    unplanned = (PlanAction.skip, PlanAction.check, PlanAction.hold, PlanAction.not_applicable)
-    reports = {e.node: unplanned_report(e, by_name[e.node]) for e in plan if e.action in unplanned}
+    reports = {e.node: unplanned_report(e, by_name[e.node]) for e in plan if not e.action.runs}
     if params.dry_run:
         reports.update(dry_run_reports(kube, params, todo, by_name))
     elif todo and not approved(params, plan, logger):

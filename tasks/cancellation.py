@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aksmaint.kube import kube_for
-from aksmaint.nodestate import Phase, has_pending_taint, read_record
+from aksmaint.nodestate import Phase, read_record
 from aksmaint.params import MaintenanceParams
 from tasks import cordon as cordon_ops
 from tasks.lock import RebootSlots
+from tasks.taints import has_pending_taint, set_pending_taint
 from tasks.update_check import list_nodes
 
 INTERRUPTIBLE = (Phase.cordoned, Phase.draining)
@@ -26,6 +27,7 @@ INTERRUPTIBLE = (Phase.cordoned, Phase.draining)
 class CancelCleanup:
     uncordoned: list[str] = field(default_factory=list)
     left_for_resume: list[str] = field(default_factory=list)
+    left_quarantined: list[str] = field(default_factory=list)
     untainted: list[str] = field(default_factory=list)
     released_slots: list[str] = field(default_factory=list)
 
@@ -33,6 +35,7 @@ class CancelCleanup:
         return (
             f"uncordoned {', '.join(self.uncordoned) or 'none'}; "
             f"left for the next run to resume: {', '.join(self.left_for_resume) or 'none'}; "
+            f"left quarantined: {', '.join(self.left_quarantined) or 'none'}; "
             f"released slots: {', '.join(self.released_slots) or 'none'}"
         )
 
@@ -54,11 +57,13 @@ def clean_up_cancelled_run(parameters: dict[str, Any], flow_run_id: object) -> C
             if record.phase in INTERRUPTIBLE:
                 cordon_ops.uncordon(kube, name, record)
                 result.uncordoned.append(name)
+            elif record.phase == Phase.quarantined:  # stays cordoned on purpose, with its reason
+                result.left_quarantined.append(name)
             else:
                 result.left_for_resume.append(name)
         elif record is None and has_pending_taint(node):
-            cordon_ops.set_pending_taint(kube, name, False)
+            set_pending_taint(kube, name, False)
             result.untainted.append(name)
-    slots = RebootSlots(kube, params.lock, params.concurrency)
+    slots = RebootSlots(kube, params.lock)
     result.released_slots = slots.release_all_held_by(f"{run_id}/")
     return result

@@ -9,37 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kubernetes.client import V1Node
-from kubernetes.client.exceptions import ApiException
 
 from aksmaint.errors import NodeBusy
-from aksmaint.kube import Kube, meta, node_info, spec_of
-from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION, NodeRecord, Phase, now_iso, read_record
-
-MERGE_PATCH = "application/merge-patch+json"
-
-
-def _patch_node(kube: Kube, name: str, build: Callable[[V1Node], dict | None], attempts: int = 5) -> V1Node:
-    """Read-modify-write with a resourceVersion precondition; ``build`` returns None for no change."""
-    for _ in range(attempts):
-        node = kube.call(kube.core.read_node, name)
-        patch = build(node)
-        if patch is None:
-            return node
-        patch.setdefault("metadata", {})["resourceVersion"] = meta(node).resource_version
-        try:
-            return kube.call(kube.core.patch_node, name, patch, _content_type=MERGE_PATCH)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-    raise RuntimeError(f"node {name} kept changing under us; gave up after {attempts} attempts")
-
-
-def _taints_without_pending(kube: Kube, node: V1Node) -> list[dict]:
-    return [
-        kube.api_client.sanitize_for_serialization(t)
-        for t in (spec_of(node).taints or [])
-        if t.key != PENDING_TAINT_KEY
-    ]
+from aksmaint.kube import Kube, meta, node_info, patch_node, spec_of
+from aksmaint.nodestate import (
+    PENDING_TAINT_KEY,
+    QUARANTINED,
+    STATE_ANNOTATION,
+    STATUS_LABEL,
+    NodeRecord,
+    Phase,
+    now_iso,
+    read_record,
+)
+from tasks.taints import taints_without_pending
 
 
 def cordon(
@@ -74,12 +57,12 @@ def cordon(
             "metadata": {"annotations": {STATE_ANNOTATION: record.to_annotation()}},
         }
 
-    _patch_node(kube, name, build)
+    patch_node(kube, name, build)
     return result["record"]
 
 
 def update_record(kube: Kube, name: str, record: NodeRecord) -> None:
-    _patch_node(
+    patch_node(
         kube, name, lambda node: {"metadata": {"annotations": {STATE_ANNOTATION: record.to_annotation()}}}
     )
 
@@ -99,18 +82,21 @@ def uncordon(
         spec = spec_of(node)
         state["schedulable"] = current is None or current.cordoned_by_us or not spec.unschedulable
         if any(t.key == PENDING_TAINT_KEY for t in spec.taints or []):
-            patch.setdefault("spec", {})["taints"] = _taints_without_pending(kube, node) or None
-        if post_labels:
-            patch["metadata"]["labels"] = dict(post_labels)
+            patch.setdefault("spec", {})["taints"] = taints_without_pending(kube, node) or None
+        labels: dict[str, str | None] = dict(post_labels or {})
+        if STATUS_LABEL in (meta(node).labels or {}):
+            labels[STATUS_LABEL] = None  # no longer quarantined
+        if labels:
+            patch["metadata"]["labels"] = labels
         return patch
 
-    _patch_node(kube, name, build)
+    patch_node(kube, name, build)
     return state["schedulable"]
 
 
 def set_labels(kube: Kube, name: str, labels: dict[str, str]) -> None:
     if labels:
-        _patch_node(kube, name, lambda node: {"metadata": {"labels": dict(labels)}})
+        patch_node(kube, name, lambda node: {"metadata": {"labels": dict(labels)}})
 
 
 def mark_failed(kube: Kube, name: str, record: NodeRecord, reason: str) -> NodeRecord:
@@ -120,20 +106,18 @@ def mark_failed(kube: Kube, name: str, record: NodeRecord, reason: str) -> NodeR
     return failed
 
 
-def set_pending_taint(kube: Kube, name: str, present: bool) -> None:
-    """PreferNoSchedule taint on nodes waiting for a reboot, so evicted pods go to nodes already done."""
-
-    def build(node: V1Node) -> dict | None:
-        has = any(t.key == PENDING_TAINT_KEY for t in spec_of(node).taints or [])
-        if has == present:
-            return None
-        taints = _taints_without_pending(kube, node)
-        if present:
-            taints.append({"key": PENDING_TAINT_KEY, "value": "true", "effect": "PreferNoSchedule"})
-        return {"spec": {"taints": taints or None}}
-
-    try:
-        _patch_node(kube, name, build)
-    except ApiException as exc:
-        if exc.status != 404:  # a node deleted meanwhile needs no taint
-            raise
+def quarantine(kube: Kube, name: str, record: NodeRecord, reason: str) -> NodeRecord:
+    """Leave a node that could not be drained cordoned, labelled aksmaint.io/status=quarantined, with the
+    reason in its record (one patch), for a person or a later run with retry_quarantined."""
+    kept = record.model_copy(update={"phase": Phase.quarantined, "reason": reason, "since": now_iso()})
+    patch_node(
+        kube,
+        name,
+        lambda node: {
+            "metadata": {
+                "labels": {STATUS_LABEL: QUARANTINED},
+                "annotations": {STATE_ANNOTATION: kept.to_annotation()},
+            }
+        },
+    )
+    return kept

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -29,12 +30,14 @@ from aksmaint.params import MaintenanceParams, OnDrainTimeout
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
 from tasks import cordon as cordon_ops
 from tasks import notify
+from tasks.budgets import Budgets
 from tasks.drain import DrainResult, delete_pods, drain_node
 from tasks.gates import gate_reason, window_closed
 from tasks.health import check_node, wait_until_back
 from tasks.lock import RebootSlots, SlotRenewer, failed_holder
-from tasks.reboot import cleanup_reboot_pod, request_reboot
+from tasks.reboot import already_requested, reboot_pods, remove_reboot_pods, request_reboot
 from tasks.sentinel import recheck_node
+from tasks.taints import set_pending_taint
 
 
 class Recorder(Protocol):
@@ -76,7 +79,7 @@ class NodeRun:
     run_id: str
     report: NodeReport
     started: float = field(default_factory=time.monotonic)
-    slot: str = ""
+    slots: list[str] = field(default_factory=list)  # one slot Lease per slot set the node is in
     renewer: SlotRenewer | None = None
     record: NodeRecord | None = None
     earlier_run: str = ""  # the run whose record we found (our cordon makes the record ours)
@@ -119,6 +122,7 @@ class NodeLifecycle:
         recorder: Recorder,
         stop: threading.Event | None = None,
         retry_delay: float = 1.0,
+        budgets: Budgets | None = None,
     ):
         self.kube = kube
         self.params = params
@@ -127,7 +131,8 @@ class NodeLifecycle:
         self.stop = stop or threading.Event()
         self.retry_delay = retry_delay
         self.settings = HostPodSettings(params.reboot.host_pod_namespace, params.reboot.host_pod_image)
-        self.slots = RebootSlots(kube, params.lock, params.concurrency)
+        self.slots = RebootSlots(kube, params.lock)
+        self.budgets = budgets or Budgets(params, [])
         self.halt_reason = ""  # set when going on would no longer be safe; the rollout starts no new node
 
     # ---- the engine ------------------------------------------------------------------------------
@@ -153,7 +158,7 @@ class NodeLifecycle:
                 step = Done(Outcome.failed, f"unexpected error: {type(exc).__name__}: {exc}"[:500])
             step = self._unless_gone(run, step)
         finally:
-            if run.slot:
+            if run.slots:
                 self._release(run)
         return self._finish(run, step)
 
@@ -184,8 +189,14 @@ class NodeLifecycle:
         report = run.report
         report.outcome, report.reason = done.outcome, done.reason
         report.duration_seconds = round(time.monotonic() - run.started, 2)
-        if done.outcome in (Outcome.skipped, Outcome.failed, Outcome.gone):
-            self.recorder.event(f"node.{done.outcome.value}", run.node, reason=done.reason)
+        if done.outcome in (Outcome.skipped, Outcome.failed, Outcome.gone, Outcome.quarantined):
+            self.recorder.event(
+                f"node.{done.outcome.value}",
+                run.node,
+                reason=done.reason,
+                phase=str(run.phase),
+                duration_seconds=report.duration_seconds,
+            )
         return report
 
     def _release(self, run: NodeRun) -> None:
@@ -195,8 +206,7 @@ class NodeLifecycle:
             if run.renewer is not None:
                 run.renewer.__exit__()
             if run.rebooted_here:
-                for pod in self._reboot_pods(run.node):
-                    cleanup_reboot_pod(self.kube, pod.metadata.name, self.settings)
+                remove_reboot_pods(self.kube, run.node, self.settings)
         except Exception as exc:  # the node's outcome is decided; leftovers are logged, not fatal
             self.recorder.warning("%s: could not clean up after the node (%s)", run.node, exc)
         finally:
@@ -205,14 +215,14 @@ class NodeLifecycle:
     def _free_slot(self, run: NodeRun) -> None:
         """A slot that cannot be written now is not lost: nobody renews it, so it expires after its
         lease duration and counts against the concurrency until then, which is the safe side."""
-        assert run.slot is not None
+        if not run.keep_slot and self.params.lock.release_delay_seconds:
+            time.sleep(self.params.lock.release_delay_seconds)
         try:
-            if run.keep_slot:
-                self.slots.keep_for_failed_node(run.slot, run.holder, run.node)
-            else:
-                if self.params.lock.release_delay_seconds:
-                    time.sleep(self.params.lock.release_delay_seconds)
-                self.slots.release(run.slot, run.holder)
+            for name in run.slots:
+                if run.keep_slot:
+                    self.slots.keep_for_failed_node(name, run.holder, run.node)
+                else:
+                    self.slots.release(name, run.holder)
         except Exception as exc:
             if run.keep_slot:  # once it expires the down node no longer counts: start no other node
                 self.halt_reason = (
@@ -222,19 +232,12 @@ class NodeLifecycle:
                 self.recorder.warning("%s", self.halt_reason)
                 return
             self.recorder.warning(
-                "%s: slot %s could not be released (%s); it expires in %.0fs",
+                "%s: slots %s could not be released (%s); they expire in %.0fs",
                 run.node,
-                run.slot,
+                ", ".join(run.slots),
                 exc,
                 self.params.lock.ttl_seconds,
             )
-
-    def _reboot_pods(self, node: str) -> list:
-        return self.kube.call(
-            self.kube.core.list_namespaced_pod,
-            self.settings.namespace,
-            label_selector=f"aksmaint.io/purpose=reboot,aksmaint.io/node={node}",
-        ).items
 
     def _notify(self, template: str, node: str, **values: object) -> None:
         notify.send(self.params.notify, template, node=node, cluster=self.kube.cluster_name, **values)
@@ -277,12 +280,15 @@ class NodeLifecycle:
 
     def slot(self, run: NodeRun) -> Step | Done:
         try:
-            run.slot = self.slots.acquire(
-                run.holder, self.params.lock.wait_seconds, keep_waiting=self._stop_waiting
+            run.slots = self.slots.acquire(
+                run.holder,
+                lambda: self.budgets.sets_for(run.before, datetime.now(UTC)),
+                self.params.lock.wait_seconds,
+                keep_waiting=self._stop_waiting,
             )
         except LockTimeout as exc:
             return Done(Outcome.held, str(exc))
-        run.renewer = SlotRenewer(self.slots, run.slot, run.holder).__enter__()
+        run.renewer = SlotRenewer(self.slots, run.slots, run.holder).__enter__()
         return Step.recheck
 
     def _stop_waiting(self) -> str | None:
@@ -310,7 +316,7 @@ class NodeLifecycle:
             and record.phase == Phase.rebooting
             and not run.rebooted_already
             and now.ready
-            and not self._reboot_pods(run.node)
+            and not reboot_pods(self.kube, run.node, self.settings)
         ):
             # the earlier run stopped between recording the reboot and starting it: start over
             record = record.model_copy(update={"phase": Phase.cordoned})
@@ -319,7 +325,7 @@ class NodeLifecycle:
             if record is not None:
                 cordon_ops.uncordon(self.kube, run.node, record)
                 return Done(Outcome.not_needed, "no reboot required; cleaned up after an earlier run")
-            cordon_ops.set_pending_taint(self.kube, run.node, False)
+            set_pending_taint(self.kube, run.node, False)
             return Done(Outcome.not_needed, "no reboot required any more")
         run.earlier_run = record.run_id if record is not None else ""
         return Step.cordon
@@ -367,6 +373,7 @@ class NodeLifecycle:
             self._notify(params.notify.drain_template, run.node)
             run.record = run.record.model_copy(update={"phase": Phase.draining})
             cordon_ops.update_record(self.kube, run.node, run.record)
+        self.recorder.event("node.draining", run.node, run=self.run_id, slots=list(run.slots))
         started = time.monotonic()
         result = drain_node(self.kube, run.node, params.drain)
         run.report.evicted_pods = len(result.evicted)
@@ -382,7 +389,7 @@ class NodeLifecycle:
             duration_seconds=run.report.drain_seconds,
         )
         if run.renewer is not None and run.renewer.lost:
-            raise LockTimeout(f"lost reboot slot {run.slot} before rebooting {run.node}")
+            raise LockTimeout(f"lost reboot slot(s) {', '.join(run.slots)} before rebooting {run.node}")
         if self.stop.is_set():
             self._uncordon(run)
             return Done(Outcome.held, "run stopped before the reboot; node put back in service")
@@ -408,6 +415,13 @@ class NodeLifecycle:
             + (f" (blocked by PodDisruptionBudget {', '.join(result.blocking)})" if result.blocking else "")
         )
         self.recorder.warning("%s not fully drained: %s", run.node, why)
+        if options.on_timeout == OnDrainTimeout.quarantine:
+            assert run.record is not None
+            run.record = cordon_ops.quarantine(self.kube, run.node, run.record, why)
+            return Done(
+                Outcome.quarantined,
+                f"{why}; quarantined: left cordoned with label aksmaint.io/status=quarantined",
+            )
         if result.errors or options.on_timeout == OnDrainTimeout.uncordon_and_skip:
             self._uncordon(run, post_labels=False)
             return Done(Outcome.skipped, f"{why}; uncordoned and left unrebooted")
@@ -427,10 +441,8 @@ class NodeLifecycle:
         run.boot_started = time.monotonic()
         current = self.kube.call(self.kube.core.read_node, run.node)
         boot_id = node_info(current).boot_id
-        if run.record.phase == Phase.rebooting and (
-            boot_id != run.record.boot_id_before or self._reboot_pods(run.node)
-        ):  # a retry after the reboot was requested: never a second reboot
-            return Step.verify
+        if already_requested(self.kube, run.node, run.record, boot_id or "", self.settings):
+            return Step.verify  # a retry after the reboot was requested: never a second reboot
         if self.params.reboot.delay_seconds:
             time.sleep(self.params.reboot.delay_seconds)
         self._notify(self.params.notify.reboot_template, run.node)
@@ -440,7 +452,9 @@ class NodeLifecycle:
         cordon_ops.update_record(self.kube, run.node, run.record)
         run.rebooted_here = True
         request_reboot(self.kube, run.node, self.params.reboot.command, self.settings)
-        self.recorder.event("node.rebooting", run.node, kernel_before=run.record.kernel_before)
+        self.recorder.event(
+            "node.rebooting", run.node, kernel_before=run.record.kernel_before, boot_id_before=boot_id
+        )
         return Step.verify
 
     def verify(self, run: NodeRun) -> Step | Done:
@@ -467,6 +481,7 @@ class NodeLifecycle:
             kernel_before=record.kernel_before,
             kernel_after=health.kernel,
             boot_seconds=report.boot_seconds,
+            duration_seconds=report.boot_seconds,
         )
         return Step.uncordon
 

@@ -1,16 +1,24 @@
-"""Reboot slots: one coordination.k8s.io/v1 Lease per node allowed down at once.
+"""Reboot slots: one coordination.k8s.io/v1 Lease per node allowed down at once, per slot set.
 
 A slot is taken by writing our holder identity into a free Lease with its resourceVersion (a stale one
 is a 409, so two runs can never both win). A slot whose holder stopped renewing may be taken over only
 after it has looked unchanged, from here, for a whole lease duration: client-go's rule, which needs no
 trust in anyone's clock but our own.
+
+Each slot set (``tasks.budgets``: all nodes, a pool, a zone) has its own Leases, found with one LIST. A
+holder takes slot i of a set only when i is below the set's limit now and fewer than the limit are busy,
+counting every Lease of the set: a slot above the limit, taken while a schedule allowed more, still
+counts until it is freed. A node takes a slot in each of its sets, or none (what it took is given back).
+Runs that share the Leases should share their budgets: each run's own limit bounds the nodes it starts.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from kubernetes.client import V1Lease
@@ -19,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from aksmaint.errors import LockTimeout
 from aksmaint.kube import Kube, meta, node_gone, spec_of
 from aksmaint.params import LockOptions
+from tasks.budgets import ALL, SlotSet
 
 
 def microtime(dt: datetime | None = None) -> datetime:
@@ -57,13 +66,37 @@ class SlotObserver:
         return now - seen[1] > (spec.lease_duration_seconds or 0)
 
 
+@dataclass
+class SetView:
+    """One slot set as one LIST of the Leases showed it: the slots a holder could take, and how many are
+    busy (held by a live holder, ours excepted, or kept by a node that did not come back)."""
+
+    free: list[tuple[str, V1Lease | None]] = field(default_factory=list)
+    busy: int = 0
+    above_limit: int = 0  # busy slots at or above the limit: taken while a limit was higher
+    kept_by_failed: list[str] = field(default_factory=list)
+
+
 class RebootSlots:
-    def __init__(self, kube: Kube, options: LockOptions, concurrency: int):
+    """The slot Leases of every slot set (``tasks.budgets``): ``<prefix>-<i>`` for the set of all nodes,
+    ``<prefix>-<set key>-<i>`` for a pool's or a zone's. A node holds one slot in each of its sets."""
+
+    def __init__(self, kube: Kube, options: LockOptions):
         self.kube = kube
         self.options = options
-        self.names = slot_names(options, concurrency)
         self.observer = SlotObserver()
+        self._pattern = re.compile(
+            rf"^{re.escape(options.name_prefix)}-(?:((?:pool|zone)-[a-z0-9-]+)-)?(\d+)$"
+        )
         self.kept_by_failed: list[str] = []  # nodes whose slot was kept because they did not come back
+        self.full: SlotSet | None = None  # the set that had no free slot at the last try
+
+    def lease_name(self, key: str, index: int) -> str:
+        return f"{self.options.name_prefix}-{key + '-' if key else ''}{index}"
+
+    def _parse(self, name: str) -> tuple[str, int] | None:
+        match = self._pattern.match(name)
+        return (match.group(1) or ALL, int(match.group(2))) if match else None
 
     def _body(
         self, name: str, holder: str, transitions: int, rv: str | None = None, acquire: bool = True
@@ -86,96 +119,126 @@ class RebootSlots:
             meta["resourceVersion"] = rv
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
 
-    def try_acquire(self, holder: str) -> str | None:
-        """One pass over the slots; the slot taken, or None when all are busy."""
-        coord = self.kube.coordination
-        ns = self.options.namespace
-        self.kept_by_failed = []
-        for name in self.names:
-            try:
-                lease = self.kube.call(coord.read_namespaced_lease, name, ns)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                try:
-                    self.kube.call(coord.create_namespaced_lease, ns, self._body(name, holder, 0))
-                    return name
-                except ApiException as exc2:
-                    if exc2.status == 409:
-                        continue
-                    raise
-            spec = spec_of(lease)
-            current = spec.holder_identity or ""
+    def _ours(self) -> dict[str, V1Lease]:
+        """Every slot Lease of every set, from one LIST of the namespace's Leases."""
+        leases = self.kube.call(self.kube.coordination.list_namespaced_lease, self.options.namespace).items
+        named = ((meta(lease).name or "", lease) for lease in leases)
+        return {name: lease for name, lease in named if self._parse(name)}
+
+    def _view(self, slots: SlotSet, leases: dict[str, V1Lease], holder: str) -> SetView:
+        view = SetView()
+        for name, lease in leases.items():
+            parsed = self._parse(name)
+            if parsed is None or parsed[0] != slots.key:
+                continue
+            current = spec_of(lease).holder_identity or ""
+            busy = False
             if current.startswith(failed_holder("")):
                 node = current.removeprefix(failed_holder(""))
-                if node_gone(self.kube, node):  # it no longer counts against the concurrency
+                if node_gone(self.kube, node):  # it no longer counts against the limit
                     self.release(name, current)
                 else:
-                    self.kept_by_failed.append(node)
-                continue
-            if current and current != holder and not self.observer.expired(name, lease):
-                continue
-            transitions = (spec.lease_transitions or 0) + (0 if current == holder else 1)
-            try:
-                self.kube.call(
-                    coord.replace_namespaced_lease,
-                    name,
-                    ns,
-                    self._body(name, holder, transitions, meta(lease).resource_version),
-                )
-                return name
-            except ApiException as exc:
-                if exc.status == 409:
-                    continue
-                raise
-        return None
+                    view.kept_by_failed.append(node)
+                    busy = True
+            elif current and current != holder and not self.observer.expired(name, lease):
+                busy = True
+            elif parsed[1] < slots.limit:
+                view.free.append((name, lease))
+            view.busy += busy
+            view.above_limit += busy and parsed[1] >= slots.limit
+        taken = {name for name, _ in view.free} | set(leases)
+        view.free += [
+            (n, None) for i in range(slots.limit) if (n := self.lease_name(slots.key, i)) not in taken
+        ]
+        return view
+
+    def _take(self, name: str, lease: V1Lease | None, holder: str) -> bool:
+        """Write ``holder`` into the slot: a create, or a replace under the resourceVersion read; False when
+        someone else wrote first (409)."""
+        coord, ns = self.kube.coordination, self.options.namespace
+        try:
+            if lease is None:
+                self.kube.call(coord.create_namespaced_lease, ns, self._body(name, holder, 0))
+            else:
+                spec = spec_of(lease)
+                transitions = (spec.lease_transitions or 0) + (0 if spec.holder_identity == holder else 1)
+                body = self._body(name, holder, transitions, meta(lease).resource_version)
+                self.kube.call(coord.replace_namespaced_lease, name, ns, body)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def try_acquire(self, holder: str, sets: list[SlotSet]) -> list[str] | None:
+        """One pass: a slot in each of ``sets``, all or none; the slots taken, or None when a set is full
+        (``self.full``) or other holders took its free slots first. A set with a busy slot above its
+        limit counts as full until that slot is freed: only then do distinct slots below the limit prove
+        the limit, whatever order the runs write in."""
+        leases = self._ours()
+        self.kept_by_failed, self.full = [], None
+        views = []
+        for slots in sets:
+            view = self._view(slots, leases, holder)
+            if view.busy >= slots.limit or view.above_limit or not view.free:
+                self.kept_by_failed, self.full = view.kept_by_failed, slots
+                return None
+            views.append(view)
+        taken: list[str] = []
+        for view in views:
+            name = next((n for n, lease in view.free if self._take(n, lease, holder)), None)
+            if name is None:  # every free slot of the set went to someone else meanwhile
+                for done in taken:
+                    self.release(done, holder)
+                return None
+            taken.append(name)
+        return taken
 
     def acquire(
         self,
         holder: str,
+        sets_now: Callable[[], list[SlotSet]],
         timeout: float,
         poll: float = 1.0,
         keep_waiting: Callable[[], str | None] = lambda: None,
-    ) -> str:
-        """Wait for a slot. ``keep_waiting`` returns a reason to stop waiting (e.g. window closed)."""
+    ) -> list[str]:
+        """Wait for a slot in each of the node's sets (worked out again at each try: a scheduled budget
+        changes). ``keep_waiting`` returns a reason to stop waiting (e.g. window closed)."""
         deadline = time.monotonic() + timeout
         while True:
-            slot = self.try_acquire(holder)
-            if slot is not None:
-                return slot
-            if len(self.kept_by_failed) == len(self.names):
+            sets = sets_now()
+            if closed := next((s for s in sets if s.limit <= 0), None):
+                raise LockTimeout(f"no node may be disrupted now: {closed.why}")
+            taken = self.try_acquire(holder, sets)
+            if taken is not None:
+                return taken
+            full = self.full
+            if full is not None and len(self.kept_by_failed) >= full.limit:
                 raise LockTimeout(
-                    f"every reboot slot is kept by a node that did not come back "
+                    f"every reboot slot of {full.where} is kept by a node that did not come back "
                     f"({', '.join(self.kept_by_failed)}); fix those nodes first"
                 )
             if reason := keep_waiting():
                 raise LockTimeout(f"stopped waiting for a reboot slot: {reason}")
             if time.monotonic() > deadline:
-                holders = self.holders()
+                holders = self.holders(full.key if full else ALL)
                 raise LockTimeout(
-                    f"no reboot slot free within {timeout:.0f}s (held by: {', '.join(holders) or 'nobody'})"
+                    f"no reboot slot free within {timeout:.0f}s"
+                    + (f" under {full.why}" if full else "")
+                    + f" (held by: {', '.join(holders) or 'nobody'})"
                 )
             time.sleep(poll)
 
     def existing(self) -> Iterator[tuple[str, V1Lease]]:
-        """(slot name, Lease) for every slot Lease that exists."""
-        for name in self.names:
-            try:
-                yield (
-                    name,
-                    self.kube.call(
-                        self.kube.coordination.read_namespaced_lease, name, self.options.namespace
-                    ),
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+        """(slot name, Lease) for every slot Lease of every set that exists."""
+        yield from sorted(self._ours().items())
 
-    def holders(self) -> list[str]:
+    def holders(self, key: str | None = None) -> list[str]:
+        """``slot=holder`` for the held slots (of one set, given its key)."""
         return [
             f"{name}={spec_of(lease).holder_identity}"
             for name, lease in self.existing()
-            if spec_of(lease).holder_identity
+            if spec_of(lease).holder_identity and (key is None or (self._parse(name) or ("?",))[0] == key)
         ]
 
     def holder_alive(self, holder: str) -> bool:
@@ -258,23 +321,24 @@ class RebootSlots:
 
 
 class SlotRenewer:
-    """Renews a held slot from a background thread every third of its TTL."""
+    """Renews the slots a node holds from a background thread every third of their TTL."""
 
-    def __init__(self, slots: RebootSlots, name: str, holder: str):
-        self.slots, self.name, self.holder = slots, name, holder
+    def __init__(self, slots: RebootSlots, names: list[str], holder: str):
+        self.slots, self.names, self.holder = slots, names, holder
         self.lost = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"renew-{name}")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"renew-{holder}")
 
     def _run(self) -> None:
         interval = max(1.0, self.slots.options.ttl_seconds / 3)
         while not self._stop.wait(interval):
-            try:
-                if not self.slots.renew(self.name, self.holder):
-                    self.lost = True
-                    return
-            except Exception:  # a failed renewal is retried at the next tick; expiry is the backstop
-                continue
+            for name in self.names:
+                try:
+                    if not self.slots.renew(name, self.holder):
+                        self.lost = True
+                        return
+                except Exception:  # a failed renewal is retried at the next tick; expiry is the backstop
+                    continue
 
     def __enter__(self) -> SlotRenewer:
         self._thread.start()

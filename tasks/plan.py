@@ -6,9 +6,12 @@ result as the ``maintenance-plan`` artifact.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aksmaint.kube import Kube
 from aksmaint.params import DrainOptions, MaintenanceParams
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
+from tasks.budgets import Budgets
 from tasks.drain import select_pods
 from tasks.gates import gate_reason
 
@@ -16,22 +19,32 @@ WINDOWS_REASON = "Windows nodes are patched by a node image upgrade"
 
 
 def make_plan(
-    facts: list[NodeFacts], pods_to_move: dict[str, int] | None = None, hold: str | None = None
+    facts: list[NodeFacts],
+    pods_to_move: dict[str, int] | None = None,
+    hold: str | None = None,
+    retry_quarantined: bool = False,
 ) -> list[PlanEntry]:
     """Order: nodes a previous run left mid-way first, then by pool and, within a pool, the nodes with the
     fewest pods a drain would evict first (``pods_to_move``), then by name. Emptier nodes go first so that
     the pods of fuller ones find nodes already rebooted (and, with the PreferNoSchedule taint on the
     nodes still waiting, go there): each pod moves as few times as possible. With ``hold`` (why reboots do
     not belong on this cluster), nodes that need one are held with that reason; a node a previous run
-    left mid-way is still finished, to put it back in service."""
+    left mid-way is still finished, to put it back in service. A node an earlier run quarantined is left
+    alone, unless ``retry_quarantined``: then it is drained again like a node left mid-way."""
     moves = pods_to_move or {}
     ordered = sorted(facts, key=lambda f: (not f.resume, f.pool, moves.get(f.name, 0), f.name))
-    return [_entry(f, moves, hold) for f in ordered]
+    return [_entry(f, moves, hold, retry_quarantined) for f in ordered]
 
 
-def _entry(f: NodeFacts, moves: dict[str, int], hold: str | None) -> PlanEntry:
+def _entry(f: NodeFacts, moves: dict[str, int], hold: str | None, retry_quarantined: bool) -> PlanEntry:
     if f.windows:
         return PlanEntry(node=f.name, action=PlanAction.not_applicable, reason=WINDOWS_REASON)
+    if f.quarantined is not None and not retry_quarantined:
+        return PlanEntry(
+            node=f.name,
+            action=PlanAction.quarantined,
+            reason=f"quarantined by an earlier run ({f.quarantined}); set retry_quarantined to drain it again",
+        )
     if f.resume:
         return PlanEntry(node=f.name, action=PlanAction.resume, reason="a previous run left its record here")
     if f.scan_error:
@@ -65,21 +78,22 @@ def plan_markdown(
 ) -> str:
     """The ``maintenance-plan`` artifact: the settings that matter and one row per node."""
     by_name = {f.name: f for f in facts}
+    budgets_text = Budgets(params, facts).describe(datetime.now(UTC))
     lines = [
         f"# Maintenance plan for {cluster}",
         "",
-        f"Concurrency {params.concurrency}, max failures {params.max_failures}, "
+        f"Limits: {budgets_text}. Max failures {params.max_failures}, "
         f"drain timeout {params.drain.timeout_seconds:.0f}s (then {params.drain.on_timeout.value}), "
         f"sentinel {params.sentinel.mode.value}, order {params.order.value}"
         f"{', dry run' if params.dry_run else ''}.",
         *(["", f"Reboots held: {hold}."] if hold else []),
         "",
-        "| # | node | pool | kernel | action | why |",
-        "|---|---|---|---|---|---|",
+        "| # | node | pool | zone | kernel | action | why |",
+        "|---|---|---|---|---|---|---|",
     ]
     for i, e in enumerate(plan, 1):
         f = by_name[e.node]
-        lines.append(f"| {i} | {e.node} | {f.pool} | {f.kernel} | {e.action} | {e.reason} |")
+        lines.append(f"| {i} | {e.node} | {f.pool} | {f.zone} | {f.kernel} | {e.action} | {e.reason} |")
     return "\n".join(lines)
 
 
@@ -101,6 +115,8 @@ def unplanned_report(entry: PlanEntry, before: NodeFacts) -> NodeReport:
         return node_report(entry, before, Outcome.planned, entry.reason)
     if entry.action == PlanAction.hold:
         return node_report(entry, before, Outcome.held, entry.reason)
+    if entry.action == PlanAction.quarantined:
+        return node_report(entry, before, Outcome.quarantined, entry.reason)
     if entry.action == PlanAction.not_applicable:
         reason = f"{entry.reason} (node image {before.node_image_version})"
         return node_report(entry, before, Outcome.not_applicable, reason)

@@ -1,5 +1,10 @@
 """The rollout: up to ``concurrency`` nodes through their lifecycle at once, in plain threads.
 
+A worker takes the first node of the plan whose budgets (``tasks.budgets``: all nodes, its pool, its zone)
+have room in this run, so that no more workers wait on the slot Leases than the budgets let through; the
+Leases then hold the limits across runs. A node under a limit of 0 now (a budget outside its schedule) is
+held without waiting.
+
 A worker takes the next node of the plan unless the rollout has stopped: too many failed nodes
 (``max_failures``), a stop request (a cancelled run), or a reason from ``should_halt`` (the flow uses it to
 stop starting nodes when its record keeper, the Prefect API, has been unreachable for too long). A node
@@ -10,12 +15,14 @@ with its record.
 from __future__ import annotations
 
 import contextvars
-import queue
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanEntry
+from tasks.budgets import SlotSet, blocked_by
 from tasks.lifecycle import NodeLifecycle
 from tasks.plan import node_report
 
@@ -48,20 +55,21 @@ class Rollout:
         self.result = RolloutResult()
         self._lock = threading.Lock()
         self._failures = 0
-        self._work: queue.Queue[PlanEntry] = queue.Queue()
+        self.budgets = lifecycle.budgets
+        self._pending = list(todo)
+        self._in_use: Counter[str] = Counter()  # nodes of this run in progress, per slot set
+        self._room = threading.Condition()  # guards _pending and _in_use; notified when a node ends
 
     @property
     def stop(self) -> threading.Event:
         return self.lifecycle.stop
 
     def run(self) -> RolloutResult:
-        for entry in self.todo:
-            self._work.put(entry)
         threads = [
             threading.Thread(
                 target=contextvars.copy_context().run, args=(self._worker,), name=f"node-worker-{i}"
             )
-            for i in range(min(self.params.concurrency, len(self.todo)))
+            for i in range(min(self.budgets.concurrency, len(self.todo)))
         ]
         try:
             for t in threads:
@@ -88,13 +96,10 @@ class Rollout:
         return reason or ""
 
     def _worker(self) -> None:
-        while True:
-            try:
-                entry = self._work.get_nowait()
-            except queue.Empty:
-                return
-            if halted := self._halt_reason():
-                self._record(entry, self._report(entry, Outcome.held, f"not started: {halted}"))
+        while (picked := self._next()) is not None:
+            entry, sets, held = picked
+            if held:
+                self._record(entry, self._report(entry, Outcome.held, held))
                 continue
             try:
                 report = self.run_node(entry, self.facts[entry.node])
@@ -102,7 +107,35 @@ class Rollout:
                 report = self._report(
                     entry, Outcome.failed, f"unexpected error: {type(exc).__name__}: {exc}"[:500]
                 )
+            finally:
+                with self._room:
+                    self._in_use.subtract(s.key for s in sets)
+                    self._room.notify_all()
             self._record(entry, report)
+
+    def _next(self) -> tuple[PlanEntry, list[SlotSet], str] | None:
+        """The next node to start with the slot sets it counts against, or to hold with the reason (a
+        halted rollout, a limit of 0 now); None when no node is left. Waits while every node left is
+        under a limit this run's nodes in progress fill."""
+        with self._room:
+            while self._pending:
+                if halted := self._halt_reason():
+                    return self._pending.pop(0), [], f"not started: {halted}"
+                now, by_place = datetime.now(UTC), {}
+                for i, entry in enumerate(self._pending):
+                    facts = self.facts[entry.node]
+                    if (place := (facts.pool, facts.zone)) not in by_place:
+                        by_place[place] = self.budgets.sets_for(facts, now)
+                    sets = by_place[place]
+                    if closed := next((s for s in sets if s.limit <= 0), None):
+                        del self._pending[i]
+                        return entry, [], f"no node may be disrupted now: {closed.why}"
+                    if blocked_by(sets, self._in_use) is None:
+                        del self._pending[i]
+                        self._in_use.update(s.key for s in sets)
+                        return entry, sets, ""
+                self._room.wait(timeout=1.0)  # a schedule may open, a halt may come
+            return None
 
     def _report(self, entry: PlanEntry, outcome: Outcome, reason: str) -> NodeReport:
         """A node's report when its lifecycle did not run (or did not finish): held, or failed."""

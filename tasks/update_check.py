@@ -6,12 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aksmaint.hostexec import HostPodSettings, run_on_host
 from aksmaint.kube import Kube
-from aksmaint.nodestate import read_record
+from aksmaint.nodestate import Phase, read_record
 from aksmaint.report import NodeFacts
 
 POOL_LABEL = "kubernetes.azure.com/agentpool"
 IMAGE_LABEL = "kubernetes.azure.com/node-image-version"
 OS_LABEL = "kubernetes.io/os"
+ZONE_LABEL = "topology.kubernetes.io/zone"
 APPLY_UPDATES_SCRIPT = (
     "DEBIAN_FRONTEND=noninteractive apt-get update && DEBIAN_FRONTEND=noninteractive apt-get upgrade -y"
 )
@@ -22,9 +23,11 @@ def node_facts(node) -> NodeFacts:
     labels = node.metadata.labels or {}
     info = node.status.node_info if node.status else None
     ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+    record = read_record(node)
     return NodeFacts(
         name=node.metadata.name,
         pool=labels.get(POOL_LABEL, labels.get("agentpool", "")),
+        zone=labels.get(ZONE_LABEL, ""),
         kernel=info.kernel_version if info else "",
         os_image=info.os_image if info else "",
         node_image_version=labels.get(IMAGE_LABEL, ""),
@@ -33,7 +36,8 @@ def node_facts(node) -> NodeFacts:
         boot_id=info.boot_id if info else "",
         ready=ready,
         unschedulable=bool(node.spec.unschedulable),
-        resume=read_record(node) is not None,
+        resume=record is not None,
+        quarantined=record.reason if record is not None and record.phase == Phase.quarantined else None,
     )
 
 

@@ -14,7 +14,11 @@ from pathlib import Path
 import yaml
 from kubernetes import client, config
 
+from aksmaint.kube import Kube
+from aksmaint.params import LockOptions
 from aksmaint.report import MaintenanceReport, Outcome
+from tasks.budgets import ALL, SlotSet
+from tasks.lock import RebootSlots
 from tests.conftest import ROOT, RunningSim, fast_params, scenario_dict
 
 POOL = "nodepool1"
@@ -182,3 +186,22 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
+
+
+class SingleSetSlots(RebootSlots):
+    """The slot Leases of the set of all nodes with a fixed limit, as before budgets existed: ``take`` is
+    one pass and ``wait`` waits; each returns the one slot taken (or None)."""
+
+    def __init__(self, kube: Kube, options: LockOptions, limit: int):
+        super().__init__(kube, options)
+        self.limit = limit
+
+    def sets(self) -> list[SlotSet]:
+        return [SlotSet(ALL, self.limit, f"all nodes: {self.limit} at once")]
+
+    def take(self, holder: str) -> str | None:
+        taken = self.try_acquire(holder, self.sets())
+        return taken[0] if taken else None
+
+    def wait(self, holder: str, timeout: float) -> str:
+        return self.acquire(holder, self.sets, timeout)[0]

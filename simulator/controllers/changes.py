@@ -67,7 +67,27 @@ class ChangeTracking(ClusterState):
         inv = self.invariants
         inv["max_unschedulable"] = max(inv["max_unschedulable"], len(self._unschedulable))
         inv["max_not_ready"] = max(inv["max_not_ready"], len(self._not_ready))
-        inv["max_disrupted"] = max(inv["max_disrupted"], len(self._unschedulable | self._not_ready))
+        disrupted = self._unschedulable | self._not_ready
+        inv["max_disrupted"] = max(inv["max_disrupted"], len(disrupted))
+        self._peaks_by_place(name, new, disrupted)
+
+    def _peaks_by_place(self, name: str, new: dict | None, disrupted: set[str]) -> None:
+        """The peaks of disrupted nodes within the changed node's zone and within its pool."""
+        if new is not None:
+            labels = new["metadata"].get("labels") or {}
+            self._place_of[name] = (
+                labels.get("topology.kubernetes.io/zone", ""),
+                labels.get("kubernetes.azure.com/agentpool", ""),
+            )
+        zone, pool = self._place_of.get(name, ("", ""))
+        places = [self._place_of.get(n, ("", "")) for n in disrupted]
+        inv = self.invariants
+        for peaks, value, index in (
+            (inv["max_disrupted_per_zone"], zone, 0),
+            (inv["max_disrupted_per_pool"], pool, 1),
+        ):
+            count = sum(1 for place in places if place[index] == value)
+            peaks[value] = max(peaks.get(value, 0), count)
 
     def _node_readiness_changed(self, name: str, new: dict | None) -> None:
         """Track the not-Ready nodes; a node Ready again has the kubelet start the pods bound to it."""

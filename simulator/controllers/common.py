@@ -119,6 +119,9 @@ class Invariants(TypedDict):
     max_unschedulable: int
     max_not_ready: int
     max_disrupted: int
+    # the peak of disrupted (cordoned or not Ready) nodes within one zone, and within one pool
+    max_disrupted_per_zone: dict[str, int]
+    max_disrupted_per_pool: dict[str, int]
     pdb_violations: int
     reboots: dict[str, int]  # node -> reboots
 

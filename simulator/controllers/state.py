@@ -60,6 +60,7 @@ class ClusterState(ABC):
         self._feasible: dict[str, FeasibleNodes] = {}  # the scheduler's node filter, per pod spec
         self._unschedulable: set[str] = set()
         self._not_ready: set[str] = set()
+        self._place_of: dict[str, tuple[str, str]] = {}  # node -> (zone, pool), from its labels
         self._started: set[str] = set()  # uids of pods the kubelet has started
         self._unbound: set[tuple[str, str]] = set()  # pods waiting for the scheduler
         self._to_start: set[tuple[str, str]] = set()  # bound pods the kubelet has not started
@@ -72,6 +73,8 @@ class ClusterState(ABC):
             "max_unschedulable": 0,
             "max_not_ready": 0,
             "max_disrupted": 0,
+            "max_disrupted_per_zone": {},
+            "max_disrupted_per_pool": {},
             "pdb_violations": 0,
             "reboots": {},
         }

@@ -336,7 +336,14 @@ def test_run_publishes_plan_and_kernel_diff_artifacts_and_node_events(start_sim,
         )
         assert f"{OLD_KERNEL}" in by_key["kernel-report"].data and NEW_KERNEL in by_key["kernel-report"].data
 
-        wanted = {"node.cordoned", "node.rebooting", "node.rebooted", "node.uncordoned"}
+        wanted = {
+            "node.cordoned",
+            "node.draining",
+            "node.drained",
+            "node.rebooting",
+            "node.rebooted",
+            "node.uncordoned",
+        }
         event_filter = EventFilter(
             occurred=EventOccurredFilter(since=started, until=datetime.now(UTC).replace(year=2100)),
             event=EventNameFilter(prefix=["node."]),
@@ -344,10 +351,16 @@ def test_run_publishes_plan_and_kernel_diff_artifacts_and_node_events(start_sim,
         )
         deadline = time.monotonic() + 15
         seen: set[str] = set()
+        found: dict = {}
         while time.monotonic() < deadline and not wanted <= seen:  # events are stored asynchronously
-            seen = {e.event for e in prefect.read_events(filter=event_filter, limit=50).events}
+            found = {e.event: e for e in prefect.read_events(filter=event_filter, limit=50).events}
+            seen = set(found)
             time.sleep(0.2)
         assert wanted <= seen
+        # the phases that take time say how long they took, for automations and dashboards
+        assert found["node.drained"].payload["duration_seconds"] >= 0
+        assert found["node.rebooted"].payload["duration_seconds"] > 0
+        assert found["node.rebooted"].payload["kernel_after"] == NEW_KERNEL
 
 
 def small_scenario(needs_reboot: dict[tuple[str, int], dict]) -> dict:

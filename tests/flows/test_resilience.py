@@ -34,6 +34,7 @@ from tasks.lock import RebootSlots
 from tests.conftest import RunningSim, fast_params
 from tests.support import (
     PENDING_KERNEL,
+    SingleSetSlots,
     core_api,
     maintenance_scenario,
     needing_reboot,
@@ -292,15 +293,15 @@ def lease_writes(sim: RunningSim, name: str, since: int = 0) -> list[tuple[str, 
 def test_slot_contention_has_one_winner(lease_cluster, monkeypatch) -> None:
     sim, (kube_a, kube_b) = lease_cluster
     options = LockOptions(ttl_seconds=TTL, name_prefix="contended")
-    a, b = RebootSlots(kube_a, options, 1), RebootSlots(kube_b, options, 1)
+    a, b = SingleSetSlots(kube_a, options, 1), SingleSetSlots(kube_b, options, 1)
 
     # both find no Lease and create it at once: one create wins, the other is a 409 AlreadyExists
     go = threading.Barrier(2)
     won: dict[str, str | None] = {}
 
-    def contend(slots: RebootSlots, holder: str) -> None:
+    def contend(slots: SingleSetSlots, holder: str) -> None:
         go.wait()
-        won[holder] = slots.try_acquire(holder)
+        won[holder] = slots.take(holder)
 
     for t in [in_thread(contend, a, "run-a/n1"), in_thread(contend, b, "run-b/n1")]:
         t.join(30)
@@ -317,11 +318,11 @@ def test_slot_contention_has_one_winner(lease_cluster, monkeypatch) -> None:
 
     def call_racing_a(fn, *args, **kwargs):
         if getattr(fn, "__name__", "") == "replace_namespaced_lease" and not raced:
-            raced.append(a.try_acquire("run-a/n2"))
+            raced.append(a.take("run-a/n2"))
         return real_call(fn, *args, **kwargs)
 
     monkeypatch.setattr(kube_b, "call", call_racing_a)
-    assert b.try_acquire("run-b/n2") is None
+    assert b.take("run-b/n2") is None
     assert raced == ["contended-0"]
     assert lease_writes(sim, "contended-0", mark) == [("update", 200), ("update", 409)]
     assert raw_lease(kube_a, "contended-0")["spec"]["holderIdentity"] == "run-a/n2"
@@ -330,8 +331,8 @@ def test_slot_contention_has_one_winner(lease_cluster, monkeypatch) -> None:
 def test_slot_taken_over_only_after_ttl_observed_locally(lease_cluster) -> None:
     sim, (kube_a, kube_b) = lease_cluster
     options = LockOptions(ttl_seconds=TTL, name_prefix="held")
-    a, b = RebootSlots(kube_a, options, 1), RebootSlots(kube_b, options, 1)
-    assert a.acquire("run-a/n1", timeout=5) == "held-0"
+    a, b = SingleSetSlots(kube_a, options, 1), SingleSetSlots(kube_b, options, 1)
+    assert a.wait("run-a/n1", timeout=5) == "held-0"
     # the holder's clock says it renewed long ago: not trusted, only what we see change counts
     lease = kube_a.coordination.read_namespaced_lease("held-0", "kube-system")
     lease.spec.renew_time = datetime(2001, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
@@ -340,7 +341,7 @@ def test_slot_taken_over_only_after_ttl_observed_locally(lease_cluster) -> None:
 
     first_look = time.monotonic()
     renewed_at = None
-    while (taken := b.try_acquire("run-b/n1")) is None:
+    while (taken := b.take("run-b/n1")) is None:
         if renewed_at is None and time.monotonic() - first_look > 2:
             assert a.renew("held-0", "run-a/n1")  # a live holder renews: b's clock starts again
             renewed_at = time.monotonic()
@@ -362,7 +363,7 @@ def test_slot_taken_over_only_after_ttl_observed_locally(lease_cluster) -> None:
     mark = len(sim.observer.audit())
     b.release("held-0", "run-b/n1")
     b.release("held-0", "run-b/n1")
-    RebootSlots(kube_b, LockOptions(name_prefix="never-made"), 1).release("never-made-0", "run-b/n1")
+    RebootSlots(kube_b, LockOptions(name_prefix="never-made")).release("never-made-0", "run-b/n1")
     assert lease_writes(sim, "held-0", mark) == [("update", 200)]
     assert raw_lease(kube_b, "held-0")["spec"]["holderIdentity"] == ""
 
@@ -377,11 +378,11 @@ class _OnTheSecond(datetime):
 
 def test_slot_lease_microtimes_have_six_fractional_digits(lease_cluster, monkeypatch) -> None:
     sim, (kube, _) = lease_cluster
-    slots = RebootSlots(kube, LockOptions(ttl_seconds=TTL, name_prefix="micro"), 2)
-    assert slots.acquire("run-a/n1", timeout=5) == "micro-0"
+    slots = SingleSetSlots(kube, LockOptions(ttl_seconds=TTL, name_prefix="micro"), 2)
+    assert slots.wait("run-a/n1", timeout=5) == "micro-0"
     assert slots.renew("micro-0", "run-a/n1")
     monkeypatch.setattr(lock_module, "datetime", _OnTheSecond)
-    assert slots.acquire("run-a/n2", timeout=5) == "micro-1"  # a real server would 400 a bare second
+    assert slots.wait("run-a/n2", timeout=5) == "micro-1"  # a real server would 400 a bare second
     for name in ("micro-0", "micro-1"):
         spec = raw_lease(kube, name)["spec"]
         assert MICROTIME.match(spec["acquireTime"]), spec

@@ -76,7 +76,25 @@ VALID_PARAMS = {"cluster": {"kubeconfig": "/nonexistent/kubeconfig"}}
 
 # (where, what): each value must be refused there
 INVALID_PARAMS: list[tuple[tuple, st.SearchStrategy]] = [
-    (("concurrency",), st.integers(max_value=0) | st.integers(min_value=101) | not_a_number | fraction),
+    (
+        ("concurrency",),
+        st.integers(max_value=0)
+        | st.integers(min_value=1001)
+        | not_a_number
+        | fraction
+        | st.sampled_from(["0%", "101%", "5.5%", "%", "-5%", "10 %"]),
+    ),
+    (("budgets",), st.just([{"scope": "zone"}]) | st.just([{"nodes": 1, "scope": "rack"}])),
+    (
+        ("budgets",),
+        st.just([{"nodes": -1}]) | st.just([{"nodes": "120%"}]) | st.just([{"nodes": 1, "name": "x"}]),
+    ),
+    (
+        ("budgets",),
+        st.just([{"nodes": 1, "schedule": "0 22 * * *"}])
+        | st.just([{"nodes": 1, "schedule": "61 * * * *", "duration_minutes": 5}])
+        | st.just([{"nodes": 1, "schedule": "@daily", "duration_minutes": 0}]),
+    ),
     (("max_failures",), st.integers(max_value=-1) | not_a_number),
     (("node_selector",), bad_selector),
     (("approval_timeout_seconds",), non_positive | not_a_number),
@@ -98,7 +116,9 @@ INVALID_PARAMS: list[tuple[tuple, st.SearchStrategy]] = [
     (("drain", "skip_wait_for_delete_timeout_seconds"), st.integers(max_value=-1)),
     (
         ("drain", "on_timeout"),
-        st.text(max_size=20).filter(lambda v: v not in ("uncordon-and-skip", "delete-pods", "reboot-anyway")),
+        st.text(max_size=20).filter(
+            lambda v: v not in ("uncordon-and-skip", "delete-pods", "reboot-anyway", "quarantine")
+        ),
     ),
     (("drain", "pod_selector"), bad_selector),
     (
@@ -190,7 +210,12 @@ def test_invalid_parameters_are_refused(values: dict) -> None:
 
 FULL_PARAMS = json.loads(
     MaintenanceParams.model_validate(
-        {**VALID_PARAMS, "window": {}, "labels": {"pre_reboot": {"a": "b"}}}
+        {
+            **VALID_PARAMS,
+            "window": {},
+            "labels": {"pre_reboot": {"a": "b"}},
+            "budgets": [{"scope": "zone", "nodes": "10%", "schedule": "0 22 * * *", "duration_minutes": 60}],
+        }
     ).model_dump_json()
 )
 

@@ -98,6 +98,10 @@ class FakeApi:
             raise _error(404, "NotFound")
         return self._deserialize(copy.deepcopy(self.leases[(namespace, name)]), "V1Lease")
 
+    def list_namespaced_lease(self, namespace: str, **_: object):
+        items = [copy.deepcopy(v) for (ns, _name), v in sorted(self.leases.items()) if ns == namespace]
+        return self._deserialize({"apiVersion": "coordination.k8s.io/v1", "items": items}, "V1LeaseList")
+
     def create_namespaced_lease(self, namespace: str, body: dict, **_: object):
         self._hook()
         name = body["metadata"]["name"]

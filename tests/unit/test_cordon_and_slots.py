@@ -11,7 +11,9 @@ from aksmaint.errors import NodeBusy
 from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION, NodeRecord, Phase, read_record
 from aksmaint.params import LockOptions
 from tasks import cordon as cordon_ops
-from tasks.lock import RebootSlots, failed_holder
+from tasks.lock import failed_holder
+from tasks.taints import set_pending_taint
+from tests.support import SingleSetSlots
 from tests.unit.fake_api import FakeApi, fake_kube
 
 NODE = "aks-nodepool1-08642115-vmss000000"
@@ -100,13 +102,13 @@ def test_the_record_of_a_run_gone_is_taken_over_with_what_it_knew(api):
 
 def test_the_pending_taint_is_set_once_removed_once_and_a_deleted_node_needs_none(api):
     kube = fake_kube(api)
-    cordon_ops.set_pending_taint(kube, NODE, True)
-    cordon_ops.set_pending_taint(kube, NODE, True)
+    set_pending_taint(kube, NODE, True)
+    set_pending_taint(kube, NODE, True)
     assert api.writes == 1
     assert [t["key"] for t in api.node(NODE)["spec"]["taints"]] == [PENDING_TAINT_KEY]
-    cordon_ops.set_pending_taint(kube, NODE, False)
+    set_pending_taint(kube, NODE, False)
     assert "taints" not in api.node(NODE)["spec"]
-    cordon_ops.set_pending_taint(kube, "aks-gone-000000", True)  # 404: nothing to do
+    set_pending_taint(kube, "aks-gone-000000", True)  # 404: nothing to do
 
 
 # ---- reboot slots ----------------------------------------------------------------------------
@@ -125,8 +127,8 @@ def clock(monkeypatch) -> Clock:
     return c
 
 
-def slots(api: FakeApi, concurrency: int = 2, ttl: float = 30) -> RebootSlots:
-    return RebootSlots(fake_kube(api), LockOptions(ttl_seconds=ttl), concurrency)
+def slots(api: FakeApi, concurrency: int = 2, ttl: float = 30) -> SingleSetSlots:
+    return SingleSetSlots(fake_kube(api), LockOptions(ttl_seconds=ttl), concurrency)
 
 
 def holder_of(api: FakeApi, slot: str) -> str:
@@ -135,69 +137,69 @@ def holder_of(api: FakeApi, slot: str) -> str:
 
 def test_never_more_holders_than_slots(api, clock):
     s = slots(api)
-    assert s.try_acquire("run-a/1") == "aks-maintenance-slot-0"
-    assert s.try_acquire("run-b/1") == "aks-maintenance-slot-1"
-    assert s.try_acquire("run-c/1") is None
-    assert s.try_acquire("run-a/1") == "aks-maintenance-slot-0"  # its own slot again
+    assert s.take("run-a/1") == "aks-maintenance-slot-0"
+    assert s.take("run-b/1") == "aks-maintenance-slot-1"
+    assert s.take("run-c/1") is None
+    assert s.take("run-a/1") == "aks-maintenance-slot-0"  # its own slot again
     assert api.lease(NS, "aks-maintenance-slot-0")["spec"]["leaseTransitions"] == 0
 
 
 def test_a_slot_created_by_someone_else_first_sends_us_to_the_next(api, clock):
     s = slots(api)
-    api.before_write = lambda: slots(api).try_acquire("run-b/1")
-    assert s.try_acquire("run-a/1") == "aks-maintenance-slot-1"
+    api.before_write = lambda: slots(api).take("run-b/1")
+    assert s.take("run-a/1") == "aks-maintenance-slot-1"
     assert holder_of(api, "aks-maintenance-slot-0") == "run-b/1"
 
 
 def test_a_slot_whose_holder_stopped_renewing_is_taken_only_after_a_whole_ttl_seen_from_here(api, clock):
-    slots(api, concurrency=1).try_acquire("run-b/1")  # run-b then dies
+    slots(api, concurrency=1).take("run-b/1")  # run-b then dies
     s = slots(api, concurrency=1)
-    assert s.try_acquire("run-a/1") is None  # first seen now
+    assert s.take("run-a/1") is None  # first seen now
     clock.now += 29
-    assert s.try_acquire("run-a/1") is None
+    assert s.take("run-a/1") is None
     clock.now += 2
-    assert s.try_acquire("run-a/1") == "aks-maintenance-slot-0"
+    assert s.take("run-a/1") == "aks-maintenance-slot-0"
     lease = api.lease(NS, "aks-maintenance-slot-0")
     assert lease["spec"]["holderIdentity"] == "run-a/1" and lease["spec"]["leaseTransitions"] == 1
 
 
 def test_a_renewal_keeps_the_slot_from_looking_expired(api, clock):
     b = slots(api, concurrency=1)
-    b.try_acquire("run-b/1")
+    b.take("run-b/1")
     a = slots(api, concurrency=1)
-    a.try_acquire("run-a/1")
+    a.take("run-a/1")
     for _ in range(5):
         clock.now += 20
         assert b.renew("aks-maintenance-slot-0", "run-b/1") is True
-        assert a.try_acquire("run-a/1") is None
+        assert a.take("run-a/1") is None
 
 
 def test_release_frees_only_our_own_slot(api, clock):
     s = slots(api, concurrency=1)
-    s.try_acquire("run-b/1")
+    s.take("run-b/1")
     s.release("aks-maintenance-slot-0", "run-a/1")
     assert holder_of(api, "aks-maintenance-slot-0") == "run-b/1"
     s.release("aks-maintenance-slot-0", "run-b/1")
     assert holder_of(api, "aks-maintenance-slot-0") == ""
-    assert s.try_acquire("run-a/1") == "aks-maintenance-slot-0"
+    assert s.take("run-a/1") == "aks-maintenance-slot-0"
 
 
 def test_a_node_that_did_not_come_back_keeps_its_slot_until_it_is_deleted(api, clock):
     s = slots(api, concurrency=1)
-    s.try_acquire("run-a/1")
+    s.take("run-a/1")
     s.keep_for_failed_node("aks-maintenance-slot-0", "run-a/1", NODE)
     assert holder_of(api, "aks-maintenance-slot-0") == failed_holder(NODE)
     clock.now += 10_000
-    assert s.try_acquire("run-b/1") is None and s.kept_by_failed == [NODE]
+    assert s.take("run-b/1") is None and s.kept_by_failed == [NODE]
     del api.nodes[NODE]  # AKS replaced it: the pass that sees it gone frees the slot, the next takes it
-    s.try_acquire("run-b/1")
+    s.take("run-b/1")
     assert holder_of(api, "aks-maintenance-slot-0") in ("", "run-b/1")
-    assert s.try_acquire("run-b/1") == "aks-maintenance-slot-0"
+    assert s.take("run-b/1") == "aks-maintenance-slot-0"
 
 
 def test_a_renewal_that_meets_a_write_reads_again_and_sees_whether_the_slot_is_still_ours(api, clock):
     s = slots(api, concurrency=1)
-    s.try_acquire("run-a/1")
+    s.take("run-a/1")
 
     def relabelled() -> None:  # someone touched the Lease, it is still ours
         lease = api.leases[(NS, "aks-maintenance-slot-0")]

@@ -55,7 +55,7 @@ class Slots:
 
 def engine(monkeypatch, failing: set[str], down: set[str] = frozenset(), concurrency: int = 2):
     def take_slot_and_finish(lc: NodeLifecycle, run) -> Done:
-        run.slot = "slot-0"
+        run.slots = ["slot-0"]
         if run.node in down:  # the node did not come back: its slot stays with it
             run.keep_slot = True
             return Done(Outcome.failed, "did not come back")
@@ -88,7 +88,7 @@ def test_a_slot_that_cannot_be_released_is_a_warning_not_a_lost_node(monkeypatch
     assert result.halted == ""
     assert sorted(lc.slots.released) == ["node-0", "node-2", "node-3"]
     assert any(
-        "node-1: slot slot-0 could not be released" in w and "expires in 120s" in w for w in recorder.warnings
+        "node-1: slots slot-0 could not be released" in w and "expire in 120s" in w for w in recorder.warnings
     )
 
 
