@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, cast
 from uuid import UUID
 
@@ -36,6 +37,7 @@ from tasks.aks import (
     UpgradeError,
     UpgradeMode,
     UpgradeStep,
+    begin_step,
     maintenance_window_open,
     node_os_upgrade_channel_of,
     resolve_target,
@@ -263,32 +265,6 @@ def execute_step(
     if waited:
         logger.info("%s: waiting for the operation in progress to finish first", s.describe())
     wait_for_idle(get_state, timeout, poll_interval)
-    rg, name = cluster.resource_group, cluster.name
-    already = []
-
-    def done() -> _Done:
-        already.append(True)
-        return _Done()
-
-    def begin():
-        if s.kind == StepKind.node_image:
-            pool = client.agent_pools.get(rg, name, s.pool)
-            latest = client.agent_pools.get_upgrade_profile(rg, name, s.pool).latest_node_image_version
-            if latest and pool.node_image_version == latest:
-                return done()
-            return client.agent_pools.begin_upgrade_node_image_version(rg, name, s.pool)
-        if s.kind == StepKind.control_plane:
-            mc = client.managed_clusters.get(rg, name)
-            if (mc.current_kubernetes_version or mc.kubernetes_version) == s.to_version:
-                return done()
-            mc.kubernetes_version = s.to_version
-            return client.managed_clusters.begin_create_or_update(rg, name, mc)
-        pool = client.agent_pools.get(rg, name, s.pool)
-        if (pool.current_orchestrator_version or pool.orchestrator_version) == s.to_version:
-            return done()
-        pool.orchestrator_version = s.to_version
-        return client.agent_pools.begin_create_or_update(rg, name, s.pool, pool)
-
     # a sync task: Prefect's sync/async helper returns the artifact's id itself, not a coroutine
     progress = cast(UUID, create_progress_artifact(progress=0.0, description=s.describe()))
     last = {"state": ""}
@@ -298,32 +274,18 @@ def execute_step(
             logger.info("%s: %s", s.describe(), state)
             last["state"] = state
 
+    begin = partial(begin_step, client, cluster, s)
     result: OperationResult = run_operation(s, begin, get_state, timeout, poll_interval, report)
-    if already:
-        result.status, result.message = (
-            OperationStatus.already_current,
-            "already done (by an earlier operation); nothing started",
-        )
     result.waited_for_other_operation |= waited
     update_progress_artifact(progress, 100.0)
     emit_event(
         event=f"aks.upgrade.{result.status}",
-        resource={"prefect.resource.id": f"aks.cluster.{name}"},
+        resource={"prefect.resource.id": f"aks.cluster.{cluster.name}"},
         payload={"step": s.describe(), "message": result.message},
     )
     logger.info("%s: %s %s", s.describe(), result.status, result.message)
     result.seconds = round(result.seconds, 1)
     return result
-
-
-class _Done:
-    """A poller for a step that turned out to be done already (a crashed run finished it)."""
-
-    def done(self) -> bool:
-        return True
-
-    def result(self) -> None:
-        return None
 
 
 @maintenance_task(name="verify-nodes")

@@ -19,9 +19,10 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ResourceNotModifiedError,
 )
+from azure.mgmt.containerservice import ContainerServiceClient
 from pydantic import BaseModel, ConfigDict
 
-from aksmaint.azure import describe_azure_error
+from aksmaint.azure import AksCluster, describe_azure_error
 from aksmaint.errors import MaintenanceError
 
 MAX_POOL_MINOR_SKEW = 3
@@ -183,6 +184,45 @@ def wait_for_idle(get_state: Callable[[], str], timeout: float, poll: float) -> 
     return state
 
 
+class AlreadyDone:
+    """The poller of a step found done already when it was to start (a crashed run's operation
+    finished it): nothing is started."""
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> None:
+        return None
+
+    def status(self) -> str:
+        return "Succeeded"
+
+    def wait(self, timeout: float | None = None) -> None:
+        return None
+
+
+def begin_step(client: ContainerServiceClient, cluster: AksCluster, step: UpgradeStep) -> Poller:
+    """Start the step's AKS operation through the SDK ``client``, unless what it would do is done."""
+    rg, name = cluster.resource_group, cluster.name
+    if step.kind == StepKind.control_plane:
+        mc = client.managed_clusters.get(rg, name)
+        if (mc.current_kubernetes_version or mc.kubernetes_version) == step.to_version:
+            return AlreadyDone()
+        mc.kubernetes_version = step.to_version
+        return client.managed_clusters.begin_create_or_update(rg, name, mc)
+    assert step.pool is not None, "a node-image or pool step names its pool"
+    pool = client.agent_pools.get(rg, name, step.pool)
+    if step.kind == StepKind.node_image:
+        latest = client.agent_pools.get_upgrade_profile(rg, name, step.pool).latest_node_image_version
+        if latest and pool.node_image_version == latest:
+            return AlreadyDone()
+        return client.agent_pools.begin_upgrade_node_image_version(rg, name, step.pool)
+    if (pool.current_orchestrator_version or pool.orchestrator_version) == step.to_version:
+        return AlreadyDone()
+    pool.orchestrator_version = step.to_version
+    return client.agent_pools.begin_create_or_update(rg, name, step.pool, pool)
+
+
 def run_operation(
     step: UpgradeStep,
     begin: Callable[[], Poller],
@@ -193,18 +233,44 @@ def run_operation(
 ) -> OperationResult:
     """Start one AKS operation and wait for it; 409 "in progress" waits and retries, 304 means current."""
     started = time.monotonic()
+    poller, waited = _start(step, begin, get_state, timeout, poll, on_progress)
+    if poller is None or isinstance(poller, AlreadyDone):
+        return OperationResult(
+            step=step,
+            status=OperationStatus.already_current,
+            message="AKS reports the node image is already the latest"
+            if poller is None
+            else "already done (by an earlier operation); nothing started",
+            seconds=time.monotonic() - started,
+            waited_for_other_operation=waited,
+        )
+    error = _wait(step, poller, get_state, timeout, poll, on_progress)
+    return OperationResult(
+        step=step,
+        status=OperationStatus.failed if error else OperationStatus.succeeded,
+        message=error or "",
+        seconds=time.monotonic() - started,
+        waited_for_other_operation=waited,
+    )
+
+
+def _start(
+    step: UpgradeStep,
+    begin: Callable[[], Poller],
+    get_state: Callable[[], str],
+    timeout: float,
+    poll: float,
+    on_progress: Callable[[str], None],
+) -> tuple[Poller | None, bool]:
+    """The operation's poller (None: AKS says 304, nothing to do) and whether another operation in
+    progress had to be waited out first (409)."""
+    started = time.monotonic()
     waited = False
     while True:
         try:
-            poller = begin()
-            break
+            return begin(), waited
         except ResourceNotModifiedError:
-            return OperationResult(
-                step=step,
-                status=OperationStatus.already_current,
-                message="AKS reports the node image is already the latest",
-                seconds=time.monotonic() - started,
-            )
+            return None, waited
         except ResourceExistsError as exc:
             waited = True
             if time.monotonic() - started > timeout:
@@ -219,6 +285,17 @@ def run_operation(
             if exc.status_code and 400 <= exc.status_code < 500:
                 raise UpgradeError(f"AKS refused {step.describe()}: {describe_azure_error(exc)}") from exc
             raise
+
+
+def _wait(
+    step: UpgradeStep,
+    poller: Poller,
+    get_state: Callable[[], str],
+    timeout: float,
+    poll: float,
+    on_progress: Callable[[str], None],
+) -> str | None:
+    """Wait for the operation to end: None when it succeeded, else AKS's error code and message."""
     deadline = time.monotonic() + timeout
     while not poller.done():
         if time.monotonic() > deadline:
@@ -234,20 +311,8 @@ def run_operation(
         poller.result()
     except HttpResponseError as exc:
         error = exc.error if exc.error is not None and exc.error.code else None
-        message = f"{error.code}: {error.message}" if error else describe_azure_error(exc)
-        return OperationResult(
-            step=step,
-            status=OperationStatus.failed,
-            message=message,
-            seconds=time.monotonic() - started,
-            waited_for_other_operation=waited,
-        )
-    return OperationResult(
-        step=step,
-        status=OperationStatus.succeeded,
-        seconds=time.monotonic() - started,
-        waited_for_other_operation=waited,
-    )
+        return f"{error.code}: {error.message}" if error else describe_azure_error(exc)
+    return None
 
 
 # ---- AKS maintenance configurations ----------------------------------------------------------------------
