@@ -1,4 +1,4 @@
-"""Shared fixtures: a real kubectl, simulated clusters on 127.0.0.1, and their observers."""
+"""Shared fixtures: a real kubectl, simulated clusters on 127.0.0.1 and their observers, a real Prometheus."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from aksmaint.params import with_overrides
 from simulator.observe import SimObserver
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import Scenario, parse_scenario
+from tests.prometheus_support import ALERTS, Prometheus
 
 # the test server's analytics only add a noisy "database is locked" traceback
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -110,6 +111,17 @@ def prefect_api():
         temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
     ):
         yield
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory) -> Iterator[Prometheus]:
+    """Debian's Prometheus on a free port of 127.0.0.1, its rules keeping ``ALERTS`` active (started once per
+    module: about a second; fails, never skips, when it is not installed)."""
+    server = Prometheus(tmp_path_factory.mktemp("prometheus"), ALERTS)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 def fast_params(sim: RunningSim, **overrides: object) -> dict:

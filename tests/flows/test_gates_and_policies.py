@@ -4,12 +4,8 @@ for drains that cannot finish and nodes that do not come back, checked on what t
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from kubernetes import client, config
@@ -67,91 +63,72 @@ def test_blocking_pod_holds_exactly_the_node_it_runs_on(start_sim, prefect_api):
 
 
 # ---- Prometheus alerts ------------------------------------------------------------------------
-class FakePrometheus:
-    """Serves ``/api/v1/alerts`` on 127.0.0.1 with the alerts a test sets."""
-
-    def __init__(self) -> None:
-        self.alerts: list[dict] = []
-        self.queries = 0
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] != "/api/v1/alerts":
-                    self.send_error(404)
-                    return
-                fake.queries += 1
-                body = json.dumps({"status": "success", "data": {"alerts": fake.alerts}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="fake-prometheus")
-
-    @staticmethod
-    def alert(name: str, state: str = "firing") -> dict:
-        return {
-            "labels": {"alertname": name, "severity": "warning"},
-            "annotations": {"summary": name},
-            "state": state,
-            "activeAt": datetime.now(UTC).isoformat(),
-            "value": "1e+00",
-        }
-
-
-@pytest.fixture
-def prometheus() -> Iterator[FakePrometheus]:
-    fake = FakePrometheus()
-    fake.thread.start()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+# A real Prometheus (the ``prometheus`` fixture) keeps ALERTS active: KubeNodeNotReady firing,
+# NodeDiskPressure pending, Watchdog firing. Each test selects among them with kured's options.
+def held_by_alerts(report, name: str) -> str:
+    entry = next(n for n in report.nodes if n.node == name)
+    assert entry.outcome == Outcome.held, (entry.outcome, entry.reason)
+    return entry.reason
 
 
 def test_firing_alert_holds_every_node(start_sim, prefect_api, prometheus):
-    prometheus.alerts = [prometheus.alert("KubeNodeNotReady")]
     sim = start_sim(scenario(NEEDING))
-
-    state, report = run(sim, blockers={"prometheus_url": prometheus.url})
-
-    assert state.is_completed(), state.message
-    assert prometheus.queries >= 2, "the alerts are checked before each node"
-    for name in (FIRST, SECOND):
-        assert outcomes(report)[name] == Outcome.held
-        assert "active Prometheus alerts: KubeNodeNotReady" in next(
-            n.reason for n in report.nodes if n.node == name
-        )
-    assert sorted(report.still_need_reboot) == sorted([FIRST, SECOND])
-    assert_nothing_disrupted(sim)
-    assert_left_clean(sim)
-
-
-def test_filtered_out_and_pending_alerts_do_not_hold(start_sim, prefect_api, prometheus):
-    # kured's semantics: the regexp names alerts to ignore; with firing-only, pending alerts do not count
-    prometheus.alerts = [prometheus.alert("Watchdog"), prometheus.alert("KubeNodeNotReady", state="pending")]
-    sim = start_sim(scenario({("userpool", 1): {}}))
+    queries = prometheus.alert_queries()
 
     state, report = run(
         sim,
         blockers={
             "prometheus_url": prometheus.url,
-            "alert_filter_regexp": "^Watchdog$",
+            "alert_filter_regexp": "^Watchdog$",  # kured's usual setting: the heartbeat never holds
             "alert_firing_only": True,
         },
     )
 
     assert state.is_completed(), state.message
-    assert prometheus.queries >= 1
-    assert outcomes(report)[SECOND] == Outcome.rebooted
-    assert sim.observer.invariants()["reboots"] == {SECOND: 1}
-    assert sim.observer.hosts()[SECOND]["running_kernel"] == NEW_KERNEL
+    assert prometheus.alert_queries() - queries >= 2, "the alerts are checked before each node"
+    for name in (FIRST, SECOND):
+        assert held_by_alerts(report, name) == "active Prometheus alerts: KubeNodeNotReady"
+    assert sorted(report.still_need_reboot) == sorted([FIRST, SECOND])
+    assert_nothing_disrupted(sim)
+    assert_left_clean(sim)
+
+
+@pytest.mark.parametrize(
+    ("blockers", "held_by"),
+    [
+        # pending alerts count unless firing-only; match-only: the firing KubeNodeNotReady does not count
+        ({"alert_filter_regexp": "^NodeDiskPressure$", "alert_filter_match_only": True}, "NodeDiskPressure"),
+        (
+            {
+                "alert_filter_regexp": "^NodeDiskPressure$",
+                "alert_filter_match_only": True,
+                "alert_firing_only": True,
+            },
+            None,
+        ),
+        # the regexp names the alerts to ignore; it searches, so "Node" filters out both node alerts
+        ({"alert_filter_regexp": "^Watchdog$|Node"}, None),
+        # with match-only, the regexp names the only alerts that count
+        ({"alert_filter_regexp": "^Watchdog$", "alert_filter_match_only": True}, "Watchdog"),
+    ],
+    ids=["pending-holds", "pending-ignored-when-firing-only", "filtered-out", "match-only"],
+)
+def test_alert_filters_choose_what_holds(start_sim, prefect_api, prometheus, blockers, held_by):
+    sim = start_sim(scenario({("userpool", 1): {}}))
+    queries = prometheus.alert_queries()
+
+    state, report = run(sim, blockers={"prometheus_url": prometheus.url, **blockers})
+
+    assert state.is_completed(), state.message
+    assert prometheus.alert_queries() > queries
+    if held_by:
+        assert held_by_alerts(report, SECOND) == f"active Prometheus alerts: {held_by}"
+        assert_nothing_disrupted(sim)
+    else:
+        assert outcomes(report)[SECOND] == Outcome.rebooted
+        assert sim.observer.invariants()["reboots"] == {SECOND: 1}
+        assert sim.observer.hosts()[SECOND]["running_kernel"] == NEW_KERNEL
+    assert_left_clean(sim)
 
 
 def test_unreachable_prometheus_holds(start_sim, prefect_api):
