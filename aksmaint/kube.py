@@ -26,7 +26,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from aksmaint.azure import fetch_kubeconfig
 from aksmaint.errors import ClusterAccessError, TransientApiError
-from aksmaint.params import ClusterConnection
+from aksmaint.params import MAX_CONCURRENCY, ClusterConnection
 
 T = TypeVar("T")
 _Part = TypeVar("_Part", covariant=True)
@@ -263,9 +263,10 @@ def connect(cluster: ClusterConnection) -> Kube:
     if tokens is not None:  # an Entra ID cluster: every request carries a current token
         tokens.install(configuration)
     configuration.retries = 1
-    # one pooled connection per thread that may call at once (scan parallelism, drains of several nodes):
-    # the default (5 per CPU) drops connections under load, and each new one costs a TLS handshake
-    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 64)
+    # one pooled connection per thread that may call at once (up to MAX_CONCURRENCY nodes, each with a
+    # worker and a slot renewer, plus the scan): the default (5 per CPU) drops connections under load,
+    # and each new one costs a TLS handshake
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 2 * MAX_CONCURRENCY)
     kube = Kube(client.ApiClient(configuration), name, tls_verified=configuration.verify_ssl)
     kube.api_client.user_agent = "aks-node-maintenance/0.1"
     try:

@@ -389,7 +389,14 @@ class NodeLifecycle:
             duration_seconds=run.report.drain_seconds,
         )
         if run.renewer is not None and run.renewer.lost:
-            raise LockTimeout(f"lost reboot slot(s) {', '.join(run.slots)} before rebooting {run.node}")
+            # another holder saw our renewals stop and took a slot over: it counts on our node being
+            # back, so the reboot must not happen; the node goes back in service for a later run
+            self._uncordon(run, post_labels=False)
+            return Done(
+                Outcome.held,
+                f"lost its reboot slot ({', '.join(run.slots)}) before the reboot: its renewals were "
+                "late and another holder took it over; put back in service",
+            )
         if self.stop.is_set():
             self._uncordon(run)
             return Done(Outcome.held, "run stopped before the reboot; node put back in service")

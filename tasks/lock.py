@@ -71,7 +71,7 @@ class SetView:
     """One slot set as one LIST of the Leases showed it: the slots a holder could take, and how many are
     busy (held by a live holder, ours excepted, or kept by a node that did not come back)."""
 
-    free: list[tuple[str, V1Lease | None]] = field(default_factory=list)
+    free: list[tuple[str, V1Lease | None]] = field(default_factory=list)  # free first, then expired
     busy: int = 0
     above_limit: int = 0  # busy slots at or above the limit: taken while a limit was higher
     kept_by_failed: list[str] = field(default_factory=list)
@@ -127,6 +127,7 @@ class RebootSlots:
 
     def _view(self, slots: SlotSet, leases: dict[str, V1Lease], holder: str) -> SetView:
         view = SetView()
+        expired: list[tuple[str, V1Lease | None]] = []
         for name, lease in leases.items():
             parsed = self._parse(name)
             if parsed is None or parsed[0] != slots.key:
@@ -143,13 +144,14 @@ class RebootSlots:
             elif current and current != holder and not self.observer.expired(name, lease):
                 busy = True
             elif parsed[1] < slots.limit:
-                view.free.append((name, lease))
+                (expired if current and current != holder else view.free).append((name, lease))
             view.busy += busy
             view.above_limit += busy and parsed[1] >= slots.limit
-        taken = {name for name, _ in view.free} | set(leases)
         view.free += [
-            (n, None) for i in range(slots.limit) if (n := self.lease_name(slots.key, i)) not in taken
+            (n, None) for i in range(slots.limit) if (n := self.lease_name(slots.key, i)) not in leases
         ]
+        # a slot whose holder only looks dead (its renewals may just be late) is taken over last
+        view.free += expired
         return view
 
     def _take(self, name: str, lease: V1Lease | None, holder: str) -> bool:

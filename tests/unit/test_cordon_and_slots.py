@@ -218,3 +218,16 @@ def test_a_renewal_that_meets_a_write_reads_again_and_sees_whether_the_slot_is_s
     assert s.renew("aks-maintenance-slot-0", "run-a/1") is False
     s.release("aks-maintenance-slot-0", "run-a/1")  # not ours any more: left alone
     assert holder_of(api, "aks-maintenance-slot-0") == "run-b/1"
+
+
+def test_a_free_slot_is_taken_before_one_whose_holder_only_looks_dead(api, clock):
+    """Renewals can be late under load: a slot that merely looks expired is taken over only when no
+    slot is free, so a run never takes a live holder's slot while it has room elsewhere."""
+    slots(api, concurrency=2).take("run-b/1")  # slot 0, then run-b stops renewing
+    s = slots(api, concurrency=2)
+    assert s.take("run-a/1") == "aks-maintenance-slot-1"  # slot 0 first seen now
+    s.release("aks-maintenance-slot-1", "run-a/1")
+    clock.now += 31  # slot 0 has looked unchanged for longer than its TTL
+    assert s.take("run-a/2") == "aks-maintenance-slot-1", "the free slot, not the expired one"
+    assert holder_of(api, "aks-maintenance-slot-0") == "run-b/1"
+    assert s.take("run-a/3") == "aks-maintenance-slot-0", "no slot free: the expired one is taken over"
