@@ -202,6 +202,32 @@ def test_overlapping_runs_share_the_reboot_slot(start_sim, prefect_api, runs: in
     assert_converged(sim, core, needed)
 
 
+def test_a_node_whose_slot_is_taken_over_mid_drain_is_not_rebooted(start_sim, prefect_api) -> None:
+    """Another holder takes the slot over while the node drains (as one that saw our renewals stop
+    would): it counts on this node being back, so the node is put back in service and held, never
+    rebooted, and the slot stays with the other holder."""
+    sim = start_sim(resilience_scenario(need=1, count=4, api_ready_seconds=60))  # a drain of seconds
+    core = core_api(sim)
+    (node,) = needing_reboot(sim)
+    result: list = []
+    thread = in_thread(lambda: result.append(node_maintenance(**fast_params(sim), return_state=True)))
+    wait_for(sim, timeline_event("cordoned"), timeout=60)
+    coordination = client.CoordinationV1Api(core.api_client)
+    lease = coordination.read_namespaced_lease(SLOT, "kube-system")
+    lease.spec.holder_identity = "other-run/other-node"
+    coordination.replace_namespaced_lease(SLOT, "kube-system", lease)
+    thread.join(120)
+    report = report_of(result[0])
+    assert outcomes(report)[node] == Outcome.held
+    reason = next(n.reason for n in report.nodes if n.node == node)
+    assert "lost its reboot slot (aks-maintenance-slot-0) before the reboot" in reason
+    assert sim.observer.invariants()["reboots"] == {}
+    assert not core.read_node(node).spec.unschedulable, "put back in service"
+    assert (
+        coordination.read_namespaced_lease(SLOT, "kube-system").spec.holder_identity == "other-run/other-node"
+    )
+
+
 # ---- 3. the approval gate, driven through the Prefect API ------------------------------------
 def paused_run_for(sim: RunningSim, timeout: float = 60):
     """The Paused flow run whose cluster is this simulator."""
