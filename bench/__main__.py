@@ -1,8 +1,9 @@
 """`make bench`: rollout makespan against its lower bound and a model of kured, sentinel scans at 1000
 nodes, rollouts of 150 to 1000 nodes at concurrency 15 to 50 (on the local server and on PostgreSQL),
-orchestration cost, a node-image upgrade against its surge bound, and workload churn.
+orchestration cost, disruption budgets per zone against a plain concurrency, a node-image upgrade against
+its surge bound, and workload churn.
 
-Prints tables (no assertions) and writes the headline figures to ``bench/results.json``. About 21 minutes
+Prints tables (no assertions) and writes the headline figures to ``bench/results.json``. About 25 minutes
 on 2 cores. ``python -m bench --only rollout,scale`` runs a part and updates only its figures.
 """
 
@@ -15,13 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import concurrency, kured_model, rollout, scale, upgrade
+from bench import budgets, concurrency, kured_model, rollout, scale, upgrade
 from bench.common import prefect_server, print_table
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 ROLLOUT_SCALE = 0.15  # a 60 s reboot takes 9 s: the 30-node rollout at concurrency 1 runs in about 5 minutes
 UPGRADE_SCALE = 0.05
-PARTS = ("rollout", "scale", "upgrade")
+PARTS = ("rollout", "scale", "budgets", "upgrade")
 TARGETS = {  # the issue's targets: (comparison, value)
     "efficiency_c1": (">=", 0.85),
     "efficiency_c3": (">=", 0.75),
@@ -36,6 +37,7 @@ TARGETS = {  # the issue's targets: (comparison, value)
     "scale_efficiency_real_time": (">=", 0.97),
     "scale_c50_peak_rss_mb": ("<=", 400.0),
     "scale_prefect_requests_per_node": ("<=", 15.0),
+    "budgets_zone_peak": ("<=", budgets.PER_ZONE),
 }
 # (nodes, concurrency, Prefect server, time scale). At time scale 0.1 a 60 s reboot takes 6 s; the
 # 1000-node cluster runs at 0.25, because at 0.1 its simulator (one Python process, every API write a
@@ -364,7 +366,12 @@ def main() -> None:
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="aksmaint-bench-"))
     with prefect_server() as api_url:
-        for part, run in (("rollout", bench_rollouts), ("scale", bench_scale), ("upgrade", bench_upgrade)):
+        for part, run in (
+            ("rollout", bench_rollouts),
+            ("scale", bench_scale),
+            ("budgets", lambda _url, workdir, results: budgets.bench_budgets(workdir, results)),
+            ("upgrade", bench_upgrade),
+        ):
             if part in parts:
                 run(api_url, workdir, results)
     ordered = {
@@ -390,6 +397,8 @@ def main() -> None:
             "scale_c50_peak_rss_mb",
             "scale_efficiency_real_time",
             "scale_prefect_requests_per_node",
+            "budgets_zone_peak",
+            "budgets_makespan_ratio",
         )
         if key in results
     }

@@ -126,15 +126,24 @@ def counted(api_url: str | None) -> Iterator[tuple[str | None, object]]:
 
 
 def run_scale(
-    workdir: Path, nodes: int, concurrency: int, time_scale: float, api_url: str | None, server: str
+    workdir: Path,
+    nodes: int,
+    concurrency: int,
+    time_scale: float,
+    api_url: str | None,
+    server: str,
+    name: str = "",
+    flow_params: dict | None = None,
 ) -> ScaleRun:
     """One rollout of the whole cluster in the flow's own process. ``api_url`` None: the command line
-    starts its temporary local (SQLite) server, as it does for a user with no PREFECT_API_URL."""
-    name = f"scale-{nodes}-c{concurrency}"
+    starts its temporary local (SQLite) server, as it does for a user with no PREFECT_API_URL.
+    ``concurrency`` is the limit the run should reach (the flow's own unless ``flow_params`` say how,
+    e.g. a percentage and budgets)."""
+    name = name or f"scale-{nodes}-c{concurrency}"
     with Sim(scenario(nodes, concurrency, time_scale), workdir / f"sim-{name}") as sim:
         if len(sim.needing_reboot()) != nodes:
             raise RuntimeError("every node must need a reboot")
-        params = flow_run_params(sim, concurrency=concurrency)
+        params = flow_run_params(sim, **{"concurrency": concurrency, **(flow_params or {})})
         with counted(api_url) as (url, proxy):
             run = run_flow_process(sim, params, url, workdir, name)
             prefect = None if proxy is None else proxy.counts()
