@@ -93,8 +93,8 @@ def node_maintenance(
             service account (in_cluster), or an AKS cluster by subscription, resource group and name.
         node_selector: Only maintain nodes matching this label selector, e.g.
             `kubernetes.azure.com/agentpool=userpool`. Empty: every node.
-        concurrency: How many nodes may be cordoned, drained or rebooting at once, across all runs on this
-            cluster: a count, or a percentage of the nodes in scope ("10%": rounded down, at least 1).
+        concurrency: How many nodes may be cordoned, drained or rebooting at the same time, across all
+            runs: a count, or a percentage of the nodes in scope ("10%": rounded down, at least 1).
         budgets: More limits (all nodes, per pool, per zone; a count or a percentage; always, or from a
             cron schedule for a duration, else 0). The strictest in force wins, across runs too.
         max_failures: Stop starting new nodes once more than this many nodes failed to come back

@@ -97,11 +97,12 @@ class PrefectServer:
             raise AssertionError(f"prefect {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
-    def start_worker(self, *extra: str) -> subprocess.Popen:
+    def start_worker(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """`prefect worker start` on the pool; ``env``: more environment for it, e.g. a shorter poll."""
         log = open(self.home / f"worker{len(self.workers)}.log", "w")  # noqa: SIM115
         proc = subprocess.Popen(
             [PREFECT, "worker", "start", "--pool", POOL, *extra],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -127,6 +128,41 @@ class PrefectServer:
 
     def deployment(self, full_name: str) -> dict:
         return self.get(f"/deployments/name/{full_name}")
+
+    def clone_deployment(
+        self, source: str, name: str, parameters: dict, tags: list[str], job_variables: dict | None = None
+    ) -> dict:
+        """A copy of deployment ``source`` (flow/name) under another name, with its own parameters and tags
+        and no schedule: a cluster prefect.yaml does not have. Delete it with ``delete_deployment``."""
+        d = self.deployment(source)
+        body = {
+            key: d[key]
+            for key in (
+                "flow_id",
+                "entrypoint",
+                "path",
+                "pull_steps",
+                "work_pool_name",
+                "work_queue_name",
+                "parameter_openapi_schema",
+                "enforce_parameter_schema",
+                "concurrency_options",
+            )
+        }
+        limit = d.get("global_concurrency_limit") or {}
+        body.update(
+            name=name,
+            parameters=parameters,
+            tags=tags,
+            job_variables=d["job_variables"] if job_variables is None else job_variables,
+            concurrency_limit=limit.get("limit"),
+        )
+        created = self.post("/deployments/", body)
+        assert isinstance(created, dict), created
+        return self.get(f"/deployments/{created['id']}")
+
+    def delete_deployment(self, deployment_id: str) -> None:
+        self.http.delete(f"/deployments/{deployment_id}").raise_for_status()
 
     def flow_run(self, run_id: str) -> dict:
         return self.get(f"/flow_runs/{run_id}")
@@ -197,8 +233,10 @@ class SimCluster:
     """A simulated AKS standing in for one cluster of prefect.yaml (same name, resource group, subscription),
     its kubeconfig written where that cluster's deployments look for it."""
 
-    def __init__(self, key: str, kubeconfig_dir: Path, state_dir: Path, scenario: dict):
-        azure = cluster_block(key)["azure"]
+    def __init__(
+        self, key: str, kubeconfig_dir: Path, state_dir: Path, scenario: dict, azure: dict | None = None
+    ):
+        azure = azure or cluster_block(key)["azure"]
         sc = copy.deepcopy(scenario)
         sc["cluster"].update(
             name=azure["name"],
@@ -237,12 +275,13 @@ def demo_scenario(reboot: list[tuple[str, int]], **changes: object) -> dict:
 
 @pytest.fixture
 def sim_cluster(prefect_server, tmp_path) -> Iterator:
-    """Start simulated clusters for keys of prefect.yaml; stopped at the end of the test."""
+    """Start simulated clusters for keys of prefect.yaml (or, given ``azure``: its subscription_id,
+    resource_group and name, a cluster prefect.yaml does not have); stopped at the end of the test."""
     started: list[SimCluster] = []
     kubeconfigs = Path(prefect_server.env["AKSMAINT_KUBECONFIG_DIR"])
 
-    def start(key: str, scenario: dict) -> SimCluster:
-        cluster = SimCluster(key, kubeconfigs, tmp_path / f"sim-{key}", scenario)
+    def start(key: str, scenario: dict, azure: dict | None = None) -> SimCluster:
+        cluster = SimCluster(key, kubeconfigs, tmp_path / f"sim-{key}", scenario, azure)
         started.append(cluster)
         return cluster
 

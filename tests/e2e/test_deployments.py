@@ -353,6 +353,7 @@ def test_custom_run_form_shows_our_parameter_groups_in_a_real_browser(prefect_se
     # one group per parameter model, with the model's and its fields' descriptions
     for expected in (
         "How many nodes may be cordoned, drained or rebooting at the same time",
+        "More limits (all nodes, per pool, per zone",
         "How pods leave a node before its reboot",
         "Seconds to wait for a node's pods to leave",
         "When reboots may start",
