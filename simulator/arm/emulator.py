@@ -23,7 +23,7 @@ from simulator.entra import AKS_SERVER_APP
 from simulator.scenario import OperationFailureSpec
 
 if TYPE_CHECKING:
-    from simulator.runtime import Simulation
+    from simulator.simulation import Simulation
 
 # the Azure CLI's public client, which AKS's kubeconfigs name for kubelogin's interactive logins
 KUBELOGIN_CLIENT_ID = "80faf920-1908-4b52-b5ef-a8e7bedfc67a"

@@ -4,7 +4,9 @@ import datetime
 
 import pytest
 
-from simulator.k8s.tables import human_duration, node_status, pod_status, to_table
+from simulator.k8s.tables import to_table
+from simulator.k8s.tables_common import human_duration
+from simulator.k8s.tables_nodes_pods import node_status, pod_status
 
 NOW = datetime.datetime(2026, 1, 10, 12, 0, 0, tzinfo=datetime.UTC)
 
