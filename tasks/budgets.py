@@ -94,6 +94,13 @@ class Budgets:
         return "; ".join(parts)
 
 
+def closed_reason(sets: list[SlotSet]) -> str | None:
+    """Why no node under these limits may start now (a limit of 0, e.g. a budget outside its schedule),
+    or None."""
+    closed = next((s for s in sets if s.limit <= 0), None)
+    return None if closed is None else f"no node may be disrupted now: {closed.why}"
+
+
 def blocked_by(sets: list[SlotSet], in_use: Counter[str]) -> SlotSet | None:
     """The first set with no room for one more node, given the nodes ``in_use`` per set key."""
     return next((s for s in sets if in_use[s.key] >= s.limit), None)

@@ -13,7 +13,6 @@ from kubernetes.client import V1Node
 from aksmaint.errors import NodeBusy
 from aksmaint.kube import Kube, meta, node_info, patch_node, spec_of
 from aksmaint.nodestate import (
-    PENDING_TAINT_KEY,
     QUARANTINED,
     STATE_ANNOTATION,
     STATUS_LABEL,
@@ -22,7 +21,7 @@ from aksmaint.nodestate import (
     now_iso,
     read_record,
 )
-from tasks.taints import taints_without_pending
+from tasks.taints import has_pending_taint, taints_without_pending
 
 
 def cordon(
@@ -81,7 +80,7 @@ def uncordon(
             patch["spec"] = {"unschedulable": None}
         spec = spec_of(node)
         state["schedulable"] = current is None or current.cordoned_by_us or not spec.unschedulable
-        if any(t.key == PENDING_TAINT_KEY for t in spec.taints or []):
+        if has_pending_taint(node):
             patch.setdefault("spec", {})["taints"] = taints_without_pending(kube, node) or None
         labels: dict[str, str | None] = dict(post_labels or {})
         if STATUS_LABEL in (meta(node).labels or {}):

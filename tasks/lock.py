@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from aksmaint.errors import LockTimeout
 from aksmaint.kube import Kube, meta, node_gone, spec_of
 from aksmaint.params import LockOptions
-from tasks.budgets import ALL, SlotSet
+from tasks.budgets import ALL, SlotSet, closed_reason
 
 
 def microtime(dt: datetime | None = None) -> datetime:
@@ -209,8 +209,8 @@ class RebootSlots:
         deadline = time.monotonic() + timeout
         while True:
             sets = sets_now()
-            if closed := next((s for s in sets if s.limit <= 0), None):
-                raise LockTimeout(f"no node may be disrupted now: {closed.why}")
+            if closed := closed_reason(sets):
+                raise LockTimeout(closed)
             taken = self.try_acquire(holder, sets)
             if taken is not None:
                 return taken

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanEntry
-from tasks.budgets import SlotSet, blocked_by
+from tasks.budgets import SlotSet, blocked_by, closed_reason
 from tasks.lifecycle import NodeLifecycle
 from tasks.plan import node_report
 
@@ -127,9 +127,9 @@ class Rollout:
                     if (place := (facts.pool, facts.zone)) not in by_place:
                         by_place[place] = self.budgets.sets_for(facts, now)
                     sets = by_place[place]
-                    if closed := next((s for s in sets if s.limit <= 0), None):
+                    if closed := closed_reason(sets):
                         del self._pending[i]
-                        return entry, [], f"no node may be disrupted now: {closed.why}"
+                        return entry, [], closed
                     if blocked_by(sets, self._in_use) is None:
                         del self._pending[i]
                         self._in_use.update(s.key for s in sets)
