@@ -77,6 +77,17 @@ class SetView:
     kept_by_failed: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class SlotAttempt:
+    """What one pass at the slots came to. ``taken`` holds the slots taken, one per set, or is None when
+    the node got none. ``full`` is the set that had no room, if that was why. ``kept_by_failed`` names
+    the nodes that did not come back and keep slots of that set."""
+
+    taken: list[str] | None
+    full: SlotSet | None = None
+    kept_by_failed: tuple[str, ...] = ()
+
+
 class RebootSlots:
     """The slot Leases of every slot set (``tasks.budgets``): ``<prefix>-<i>`` for the set of all nodes,
     ``<prefix>-<set key>-<i>`` for a pool's or a zone's. A node holds one slot in each of its sets."""
@@ -88,8 +99,6 @@ class RebootSlots:
         self._pattern = re.compile(
             rf"^{re.escape(options.name_prefix)}-(?:((?:pool|zone)-[a-z0-9-]+)-)?(\d+)$"
         )
-        self.kept_by_failed: list[str] = []  # nodes whose slot was kept because they did not come back
-        self.full: SlotSet | None = None  # the set that had no free slot at the last try
 
     def lease_name(self, key: str, index: int) -> str:
         return f"{self.options.name_prefix}-{key + '-' if key else ''}{index}"
@@ -172,19 +181,17 @@ class RebootSlots:
                 return False
             raise
 
-    def try_acquire(self, holder: str, sets: list[SlotSet]) -> list[str] | None:
-        """One pass: a slot in each of ``sets``, all or none; the slots taken, or None when a set is full
-        (``self.full``) or other holders took its free slots first. A set with a busy slot above its
-        limit counts as full until that slot is freed: only then do distinct slots below the limit prove
+    def try_acquire(self, holder: str, sets: list[SlotSet]) -> SlotAttempt:
+        """One pass: a slot in each of ``sets``, all or none, and what came of it. The verdict is returned,
+        not stored, because one RebootSlots serves every rollout thread. A set with a busy slot above its
+        limit counts as full until that slot is freed. Only then do distinct slots below the limit prove
         the limit, whatever order the runs write in."""
         leases = self._ours()
-        self.kept_by_failed, self.full = [], None
         views = []
         for slots in sets:
             view = self._view(slots, leases, holder)
             if view.busy >= slots.limit or view.above_limit or not view.free:
-                self.kept_by_failed, self.full = view.kept_by_failed, slots
-                return None
+                return SlotAttempt(None, slots, tuple(view.kept_by_failed))
             views.append(view)
         taken: list[str] = []
         for view in views:
@@ -192,9 +199,9 @@ class RebootSlots:
             if name is None:  # every free slot of the set went to someone else meanwhile
                 for done in taken:
                     self.release(done, holder)
-                return None
+                return SlotAttempt(None)
             taken.append(name)
-        return taken
+        return SlotAttempt(taken)
 
     def acquire(
         self,
@@ -211,14 +218,14 @@ class RebootSlots:
             sets = sets_now()
             if closed := closed_reason(sets):
                 raise LockTimeout(closed)
-            taken = self.try_acquire(holder, sets)
-            if taken is not None:
-                return taken
-            full = self.full
-            if full is not None and len(self.kept_by_failed) >= full.limit:
+            attempt = self.try_acquire(holder, sets)
+            if attempt.taken is not None:
+                return attempt.taken
+            full = attempt.full
+            if full is not None and len(attempt.kept_by_failed) >= full.limit:
                 raise LockTimeout(
                     f"every reboot slot of {full.where} is kept by a node that did not come back "
-                    f"({', '.join(self.kept_by_failed)}); fix those nodes first"
+                    f"({', '.join(attempt.kept_by_failed)}); fix those nodes first"
                 )
             if reason := keep_waiting():
                 raise LockTimeout(f"stopped waiting for a reboot slot: {reason}")

@@ -200,7 +200,7 @@ class SingleSetSlots(RebootSlots):
         return [SlotSet(ALL, self.limit, f"all nodes: {self.limit} at once")]
 
     def take(self, holder: str) -> str | None:
-        taken = self.try_acquire(holder, self.sets())
+        taken = self.try_acquire(holder, self.sets()).taken
         return taken[0] if taken else None
 
     def wait(self, holder: str, timeout: float) -> str:

@@ -17,7 +17,7 @@ from aksmaint.params import Budget, BudgetScope, LockOptions, MaintenanceParams
 from aksmaint.report import NodeFacts, Outcome, PlanEntry
 from tasks.budgets import ALL, Budgets, SlotSet, resolve, set_key
 from tasks.lifecycle import Done, NodeLifecycle, PhaseSpec, Step
-from tasks.lock import RebootSlots
+from tasks.lock import RebootSlots, SlotAttempt
 from tasks.rollout import Rollout
 from tests.unit.fake_api import FakeApi, fake_kube
 from tests.unit.test_cordon_and_slots import NS
@@ -152,16 +152,15 @@ def holders(api: FakeApi) -> dict[str, str]:
 def test_a_node_takes_a_slot_in_each_of_its_sets_or_none():
     api = FakeApi()
     slots = RebootSlots(fake_kube(api), LockOptions())
-    assert slots.try_acquire("run/a", zone_sets("1")) == [
+    assert slots.try_acquire("run/a", zone_sets("1")).taken == [
         "aks-maintenance-slot-0",
         "aks-maintenance-slot-zone-1-0",
     ]
     # the zone is full: the slot of all nodes that was free is not taken either
-    assert slots.try_acquire("run/b", zone_sets("1")) is None
-    assert slots.full is not None and slots.full.key == "zone-1"
+    assert slots.try_acquire("run/b", zone_sets("1")) == SlotAttempt(None, full=zone_sets("1")[1])
     assert holders(api) == {"aks-maintenance-slot-0": "run/a", "aks-maintenance-slot-zone-1-0": "run/a"}
     # another zone is free
-    assert slots.try_acquire("run/c", zone_sets("2")) == [
+    assert slots.try_acquire("run/c", zone_sets("2")).taken == [
         "aks-maintenance-slot-1",
         "aks-maintenance-slot-zone-2-0",
     ]
@@ -173,7 +172,7 @@ def test_a_set_whose_last_free_slot_goes_elsewhere_gives_back_what_it_took():
     other = RebootSlots(fake_kube(api), LockOptions())
     # between our LIST and our write, another run takes zone 1's only slot
     api.before_write = lambda: other.try_acquire("run/x", [SlotSet("zone-1", 1, "z")])
-    assert slots.try_acquire("run/a", zone_sets("1")) is None
+    assert slots.try_acquire("run/a", zone_sets("1")) == SlotAttempt(None), "no set was full when it looked"
     assert holders(api) == {"aks-maintenance-slot-0": "", "aks-maintenance-slot-zone-1-0": "run/x"}
 
 
@@ -182,15 +181,15 @@ def test_a_slot_above_the_limit_counts_until_it_is_freed():
     freed, though slots 0 and 1 are free, because only distinct slots below the limit prove it."""
     api = FakeApi()
     slots = RebootSlots(fake_kube(api), LockOptions())
-    assert slots.try_acquire("run/early", [SlotSet(ALL, 4, "four")]) == ["aks-maintenance-slot-0"]
+    assert slots.try_acquire("run/early", [SlotSet(ALL, 4, "four")]).taken == ["aks-maintenance-slot-0"]
     slots.release("aks-maintenance-slot-0", "run/early")
     for i in range(4):
         slots.try_acquire(f"run/n{i}", [SlotSet(ALL, 4, "four")])
     for i in range(3):
         slots.release(f"aks-maintenance-slot-{i}", f"run/n{i}")
-    assert slots.try_acquire("run/late", [SlotSet(ALL, 2, "two")]) is None
+    assert slots.try_acquire("run/late", [SlotSet(ALL, 2, "two")]).taken is None
     slots.release("aks-maintenance-slot-3", "run/n3")
-    assert slots.try_acquire("run/late", [SlotSet(ALL, 2, "two")]) == ["aks-maintenance-slot-0"]
+    assert slots.try_acquire("run/late", [SlotSet(ALL, 2, "two")]).taken == ["aks-maintenance-slot-0"]
 
 
 def test_acquire_stops_at_once_under_a_limit_of_zero():
