@@ -84,7 +84,7 @@ class Budgets:
                 limit = resolve(b.nodes, total) if in_force else 0
                 limits.append((limit, b.describe() + ("" if in_force else " (outside its schedule now)")))
         limit, why = min(limits, key=lambda pair: pair[0])
-        where = f"zone {value}" if scope == BudgetScope.zone else f"pool {value}" if scope else "all nodes"
+        where = "all nodes" if scope == BudgetScope.all else f"{scope.value} {value}"
         return SlotSet(set_key(scope, value), limit, f"{where}: {limit} at once ({why})", where)
 
     def describe(self, now: datetime) -> str:

@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 import tasks.lifecycle as lifecycle_module
+from aksmaint.errors import LockTimeout
 from aksmaint.params import Budget, BudgetScope, LockOptions, MaintenanceParams
 from aksmaint.report import NodeFacts, Outcome, PlanEntry
 from tasks.budgets import ALL, Budgets, SlotSet, resolve, set_key
@@ -65,8 +66,9 @@ def test_concurrency_as_a_percentage_sizes_the_set_of_all_nodes():
     budgets = Budgets(params(concurrency="20%"), facts(300))
     assert budgets.concurrency == 60
     (all_nodes,) = budgets.sets_for(facts(1)[0], MONDAY_NIGHT)
-    assert (all_nodes.key, all_nodes.limit) == (ALL, 60)
-    assert "concurrency 20% of 300 node(s) = 60" in all_nodes.why
+    assert all_nodes == SlotSet(
+        ALL, 60, "all nodes: 60 at once (concurrency 20% of 300 node(s) = 60)", where="all nodes"
+    )
 
 
 # ---- schedules -------------------------------------------------------------------------------------
@@ -128,10 +130,15 @@ def test_outside_its_schedule_a_budget_allows_no_node_and_says_so():
     budgets = Budgets(p, nodes)
     at_night = budgets.sets_for(nodes[0], MONDAY_NIGHT)
     assert [(s.key, s.limit) for s in at_night] == [(ALL, 10), ("pool-pool0", 5)]
-    at_noon = budgets.sets_for(nodes[0], datetime(2026, 12, 7, 12, 0, tzinfo=UTC))
-    assert at_noon[1].limit == 0
-    assert "outside its schedule now" in at_noon[1].why
-    assert "[not in force now]" in budgets.describe(datetime(2026, 12, 7, 12, 0, tzinfo=UTC))
+    noon = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    nightly = "each pool: at most 50% from 0 22 * * mon-fri for 240 min (Europe/Berlin), else 0"
+    assert budgets.sets_for(nodes[0], noon) == [
+        SlotSet(ALL, 10, "all nodes: 10 at once (concurrency 10)", where="all nodes"),
+        SlotSet(
+            "pool-pool0", 0, f"pool pool0: 0 at once ({nightly} (outside its schedule now))", "pool pool0"
+        ),
+    ]
+    assert budgets.describe(noon) == f"concurrency 10; {nightly} [not in force now]"
 
 
 def test_set_keys_are_lease_name_safe():
@@ -196,9 +203,40 @@ def test_acquire_stops_at_once_under_a_limit_of_zero():
     slots = RebootSlots(fake_kube(FakeApi()), LockOptions())
     closed = [SlotSet(ALL, 5, "all"), SlotSet("pool-user", 0, "pool user: 0 at once (outside its schedule)")]
     started = time.monotonic()
-    with pytest.raises(Exception, match="no node may be disrupted now: pool user: 0 at once"):
+    with pytest.raises(LockTimeout) as stopped:
         slots.acquire("run/a", lambda: closed, timeout=60)
     assert time.monotonic() - started < 1
+    assert str(stopped.value) == "no node may be disrupted now: pool user: 0 at once (outside its schedule)"
+
+
+def test_the_set_of_all_nodes_is_named_all_nodes_when_a_node_that_did_not_come_back_keeps_its_slots():
+    """A run where one node did not come back held the others with "every reboot slot of pool  is kept
+    ...": the set of all nodes was described as a pool with no name."""
+    api = FakeApi()
+    nodes = facts(2)
+    api.add_node("node-0")
+    budgets = Budgets(params(concurrency=1), nodes)
+    slots = RebootSlots(fake_kube(api), LockOptions())
+    (slot,) = slots.acquire("run/a", lambda: budgets.sets_for(nodes[0], MONDAY_NIGHT), timeout=1)
+    slots.keep_for_failed_node(slot, "run/a", "node-0")
+    with pytest.raises(LockTimeout) as held:
+        slots.acquire("run/b", lambda: budgets.sets_for(nodes[1], MONDAY_NIGHT), timeout=60)
+    assert str(held.value) == (
+        "every reboot slot of all nodes is kept by a node that did not come back (node-0); fix those nodes first"
+    )
+
+
+def test_a_wait_for_a_slot_of_all_nodes_that_times_out_names_the_limit_and_the_holders():
+    nodes = facts(2)
+    budgets = Budgets(params(concurrency=1), nodes)
+    slots = RebootSlots(fake_kube(FakeApi()), LockOptions())
+    slots.acquire("run/a", lambda: budgets.sets_for(nodes[0], MONDAY_NIGHT), timeout=1)
+    with pytest.raises(LockTimeout) as held:
+        slots.acquire("run/b", lambda: budgets.sets_for(nodes[1], MONDAY_NIGHT), timeout=0, poll=0)
+    assert str(held.value) == (
+        "no reboot slot free within 0s under all nodes: 1 at once (concurrency 1)"
+        " (held by: aks-maintenance-slot-0=run/a)"
+    )
 
 
 # ---- the rollout lets through no more nodes per set than its limit --------------------------------
@@ -283,8 +321,10 @@ def test_nodes_under_a_budget_outside_its_schedule_are_held_at_once_with_the_rea
     for name, report in result.reports.items():
         if by_pool[name] == "pool1":
             assert report.outcome == Outcome.held
-            assert "no node may be disrupted now: pool pool1: 0 at once" in report.reason
-            assert "outside its schedule now" in report.reason
+            assert report.reason == (
+                "no node may be disrupted now: pool pool1: 0 at once (pool pool1: at most 2 from 0 0 1 1 *"
+                " for 1 min (UTC), else 0 (outside its schedule now))"
+            )
         else:
             assert report.outcome == Outcome.rebooted
     assert peak["pool pool1"] == 0
