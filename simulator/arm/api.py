@@ -3,6 +3,9 @@
 Served by the same HTTPS server as the Kubernetes API: ``route`` sends ``/subscriptions/...`` here
 and everything else to the Kubernetes API. Requests need the same bearer token, land in the same
 audit log and meet the same injected faults. Paths match case-insensitively, as ARM's do.
+
+Status codes, async headers and operation bodies follow real AKS as azure-cli's recorded sessions show
+it (docs/arm-fidelity.md): no Retry-After and no ETag header on any answer.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from simulator.k8s.errors import ApiError
 from simulator.scenario import OperationFailureSpec
 
 ASGIApp = Callable[..., Awaitable[None]]
-RETRY_AFTER_SIM_SECONDS = 10.0  # the polling pause suggested to clients, in simulated seconds
+OPERATIONS_API_VERSION = "2016-03-30"  # the api-version AKS puts in its operation URLs
 
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _MC = (
@@ -278,31 +281,22 @@ class ArmAPI:
             raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
         return body
 
-    def _retry_after(self) -> str:
-        return str(round(RETRY_AFTER_SIM_SECONDS * self.sim.cluster.scale))
-
     def _operation_urls(self, request: Request, op: Operation) -> dict[str, str]:
         spec = self.arm.mc.spec
         base = str(request.base_url).rstrip("/")
-        version = request.query_params.get("api-version")
         where = f"{base}/subscriptions/{spec.subscription_id}/providers/{PROVIDER}/locations/{spec.location}"
+        version = OPERATIONS_API_VERSION
         return {
             "Azure-AsyncOperation": f"{where}/operations/{op.id}?api-version={version}",
             "Location": f"{where}/operationresults/{op.id}?api-version={version}",
         }
 
-    def _lro(
-        self, request: Request, op: Operation, body: object | None, status: int, etag: str | None = None
-    ) -> Response:
-        """A long-running operation's first answer: Azure-AsyncOperation and Retry-After always."""
+    def _lro(self, request: Request, op: Operation, body: object, status: int) -> Response:
+        """A long-running operation's first answer, with the resource in ``body``. A PUT carries
+        Azure-AsyncOperation only; a POST carries Location too."""
         headers = self._operation_urls(request, op)
         if request.method == "PUT":
             headers.pop("Location")
-        headers["Retry-After"] = self._retry_after()
-        if etag:
-            headers["ETag"] = f'"{etag}"'
-        if body is None:
-            return Response(status_code=status, headers=headers)
         return _json(body, status, headers)
 
     @staticmethod
@@ -321,7 +315,7 @@ class ArmAPI:
 
     # ---- managed cluster ---------------------------------------------------------------
     async def get_cluster(self, request: Request, params: dict) -> Response:
-        return _json(self.arm.render_cluster(), headers={"ETag": f'"{self.arm.mc.etag}"'})
+        return _json(self.arm.render_cluster())
 
     async def list_clusters(self, request: Request, params: dict) -> Response:
         return _json({"value": [self.arm.render_cluster()]})
@@ -334,7 +328,7 @@ class ArmAPI:
                 412, "PreconditionFailed", "The managed cluster already exists (If-None-Match: *)."
             )
         op = self.arm.put_cluster(body)
-        return self._lro(request, op, self.arm.render_cluster(), 200, self.arm.mc.etag)
+        return self._lro(request, op, self.arm.render_cluster(), 200)
 
     async def get_upgrade_profile(self, request: Request, params: dict) -> Response:
         return _json(self.arm.upgrade_profile())
@@ -346,15 +340,15 @@ class ArmAPI:
         return _json(self.arm.user_kubeconfig())
 
     async def abort_cluster(self, request: Request, params: dict) -> Response:
-        return self._lro(request, self.arm.abort(None), None, 202)
+        before = self.arm.render_cluster()  # AKS answers with the cluster as the abort found it
+        return self._lro(request, self.arm.abort(None), before, 202)
 
     # ---- agent pools -------------------------------------------------------------------
     async def list_pools(self, request: Request, params: dict) -> Response:
         return _json({"value": [self.arm.render_pool(p) for p in self.arm.pools.values()]})
 
     async def get_pool(self, request: Request, params: dict) -> Response:
-        pool = self.arm.pool(params["pool"])
-        return _json(self.arm.render_pool(pool), headers={"ETag": f'"{pool.etag}"'})
+        return _json(self.arm.render_pool(self.arm.pool(params["pool"])))
 
     async def put_pool(self, request: Request, params: dict) -> Response:
         body = await self._body(request)
@@ -368,20 +362,22 @@ class ArmAPI:
             ) from exc
         self._check_if_match(request, pool.etag)
         op = self.arm.put_pool(pool, body)
-        return self._lro(request, op, self.arm.render_pool(pool), 200, pool.etag)
+        return self._lro(request, op, self.arm.render_pool(pool), 200)
 
     async def get_pool_upgrade_profile(self, request: Request, params: dict) -> Response:
         return _json(self.arm.pool_upgrade_profile(self.arm.pool(params["pool"])))
 
     async def upgrade_node_image(self, request: Request, params: dict) -> Response:
+        """202 even when the pool already runs the latest image: real AKS starts an operation then
+        too, never a 304 (docs/arm-fidelity.md)."""
         pool = self.arm.pool(params["pool"])
         op = self.arm.upgrade_node_image(pool)
-        if op is None:  # AKS: the node image is already the latest
-            return Response(status_code=304)
         return self._lro(request, op, self.arm.render_pool(pool), 202)
 
     async def abort_pool(self, request: Request, params: dict) -> Response:
-        return self._lro(request, self.arm.abort(self.arm.pool(params["pool"])), None, 202)
+        pool = self.arm.pool(params["pool"])
+        before = self.arm.render_pool(pool)  # as for the cluster: the pool as the abort found it
+        return self._lro(request, self.arm.abort(pool), before, 202)
 
     # ---- maintenance configurations ----------------------------------------------------
     async def list_maintenance(self, request: Request, params: dict) -> Response:
@@ -403,18 +399,17 @@ class ArmAPI:
         return op
 
     async def operation_status(self, request: Request, params: dict) -> Response:
-        op = self._operation(params)
-        headers = None if op.done else {"Retry-After": self._retry_after()}
-        return _json(op.status_body(self.arm.mc.id), headers=headers)
+        return _json(self._operation(params).status_body())
 
     async def operation_result(self, request: Request, params: dict) -> Response:
+        """202 while the operation runs, then 204 with no body; both name this URL in Location."""
         op = self._operation(params)
+        location = {"Location": str(request.url)}
         if not op.done:
-            headers = {"Location": str(request.url), "Retry-After": self._retry_after()}
-            return Response(status_code=202, headers=headers)
+            return Response(status_code=202, headers=location)
         if op.status != "Succeeded":
             return _json({"error": op.error}, 400)
-        return Response(status_code=204)
+        return Response(status_code=204, headers=location)
 
     # ---- simulator controls ------------------------------------------------------------
     async def _observation(self, request: Request) -> Response:
@@ -422,7 +417,12 @@ class ArmAPI:
         if request.method == "GET" and request.url.path == "/_sim/arm/operations":
             return _json(
                 [
-                    {**op.status_body(self.arm.mc.id), "kind": op.kind, "target": op.target}
+                    {
+                        **op.status_body(),
+                        "kind": op.kind,
+                        "target": op.target,
+                        "percentComplete": round(op.percent, 1),
+                    }
                     for op in self.arm.operations.values()
                 ]
             )

@@ -297,11 +297,10 @@ class ArmEmulator:
             {"pool": pool.name, "from": current, "to": wanted},
         )
 
-    def upgrade_node_image(self, pool: PoolState) -> Operation | None:
-        """Node image upgrade of one pool; None when the pool already runs the latest image (304)."""
+    def upgrade_node_image(self, pool: PoolState) -> Operation:
+        """Node image upgrade of one pool. A pool already on the latest image gets an operation too, as
+        on real AKS (202, UpgradingNodeImageVersion); it replaces no node and ends Succeeded."""
         self.check_idle(pool.name)
-        if pool.spec.node_image_version == pool.latest_image:
-            return None
 
         async def work(op: Operation) -> None:
             await self._upgrade_pool(op, pool, pool.current_version)

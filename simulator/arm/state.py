@@ -68,14 +68,10 @@ class Operation:
         if status == "Succeeded":
             self.percent = 100.0
 
-    def status_body(self, resource_id: str) -> dict:
-        body = {
-            "id": f"{resource_id}/operations/{self.id}",
-            "name": self.id,
-            "status": self.status,
-            "startTime": self.started,
-            "percentComplete": round(self.percent, 1),
-        }
+    def status_body(self) -> dict:
+        """The operation status body. AKS's recorded answers carry name, status and startTime, and
+        endTime once the operation ended. A failed or canceled one also carries ARM's documented error."""
+        body: dict[str, object] = {"name": self.id, "status": self.status, "startTime": self.started}
         if self.ended:
             body["endTime"] = self.ended
         if self.error:
@@ -284,9 +280,9 @@ def _wire(value: object) -> object:
 
 
 def render_maintenance_configuration(cluster_id: str, name: str, config: MaintenanceConfigSpec) -> dict:
+    """As AKS answers it in azure-cli's recorded sessions: id, name and properties, no type."""
     return {
         "id": f"{cluster_id}/maintenanceConfigurations/{name}",
         "name": name,
-        "type": f"{PROVIDER}/managedClusters/maintenanceConfigurations",
         "properties": _wire(config),
     }

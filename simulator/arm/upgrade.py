@@ -26,6 +26,7 @@ DRAIN_POLL_SECONDS = 1.0
 QUARANTINE_LABEL = "kubernetes.azure.com/upgrade-status"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 DEBUG_DRAIN = "http://aka.ms/aks/debugdrainfailures"
+NOTHING_TO_REPLACE_SECONDS = 30.0  # how long an upgrade that finds every node current still runs
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,8 @@ class PoolUpgrade:
         soak_minutes = float(settings.get("nodeSoakDurationInMinutes") or 0)
         cordon_blocked = settings.get("undrainableNodeBehavior") == "Cordon"
         old = self._nodes_to_upgrade()
+        if not old:  # AKS runs the operation all the same; it is never over the moment it starts
+            await self._sleep(NOTHING_TO_REPLACE_SECONDS)
         total = max(1, len(old))
         quarantined: list[DrainBlocked] = []
         while old:
