@@ -13,12 +13,12 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from functools import partial
-from typing import Annotated, cast
-from uuid import UUID
+from typing import Annotated
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.client.schemas.objects import State
 from prefect.events import emit_event
 from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
@@ -28,7 +28,7 @@ from aksmaint.errors import ClusterAccessError
 from aksmaint.kube import kube_for
 from aksmaint.params import ClusterConnection
 from flows.maintenance_tasks import kernel_diff_report
-from flows.tasking import maintenance_task
+from flows.tasking import best_effort, maintenance_task
 from tasks.aks import (
     IN_PROGRESS_STATES,
     OperationResult,
@@ -38,6 +38,7 @@ from tasks.aks import (
     UpgradeMode,
     UpgradeStep,
     begin_step,
+    check_pool_nodes,
     maintenance_window_open,
     node_os_upgrade_channel_of,
     resolve_target,
@@ -48,6 +49,9 @@ from tasks.aks import (
 )
 from tasks.drain import blocking_budgets
 from tasks.update_check import POOL_LABEL, list_nodes, node_facts
+
+# the name of an operation's task run state, by how the operation ended (a failed one is Failed)
+STATE_NAMES = {OperationStatus.succeeded: "Upgraded", OperationStatus.already_current: "AlreadyCurrent"}
 
 
 class UpgradePlan(BaseModel):
@@ -252,11 +256,32 @@ def _busy_state(client, cluster: AksCluster):
     return get
 
 
+def step_run_name(step: UpgradeStep) -> str:
+    """The task run name of a step's operation, e.g. "node-image nodepool1" or "control-plane 1.31.4"."""
+    if step.kind == StepKind.control_plane:
+        return f"control-plane {step.to_version}"
+    if step.kind == StepKind.pool_version:
+        return f"pool-version {step.pool} {step.to_version}"
+    return f"node-image {step.pool}"
+
+
+def step_state(result: OperationResult) -> State:
+    """The task run state that says how the operation ended; the result is the state's data."""
+    if result.status == OperationStatus.failed:
+        return Failed(message=result.message, data=result)
+    if result.status == OperationStatus.succeeded:
+        message = f"{result.step.describe()}: upgraded in {result.seconds:.0f}s"
+    else:
+        message = f"{result.step.describe()}: {result.message}"
+    if result.waited_for_other_operation:
+        message += " (after waiting for another operation)"
+    return Completed(name=STATE_NAMES[result.status], message=message, data=result)
+
+
 @maintenance_task(name="aks-operation", retries=0)
-def execute_step(
-    cluster: AksCluster, step: UpgradeStep, poll_interval: float, timeout: float
-) -> OperationResult:
-    """One AKS operation, waited for; a crashed run's operation in progress is waited for first."""
+def execute_step(cluster: AksCluster, step: UpgradeStep, poll_interval: float, timeout: float) -> State:
+    """One AKS operation, waited for; a crashed run's operation in progress is waited for first. Never
+    retried: an operation is started once."""
     logger = get_run_logger()
     client = management_client(cluster, polling_interval=poll_interval)
     s = step
@@ -265,8 +290,9 @@ def execute_step(
     if waited:
         logger.info("%s: waiting for the operation in progress to finish first", s.describe())
     wait_for_idle(get_state, timeout, poll_interval)
-    # a sync task: Prefect's sync/async helper returns the artifact's id itself, not a coroutine
-    progress = cast(UUID, create_progress_artifact(progress=0.0, description=s.describe()))
+    progress = best_effort(
+        "the operation's progress artifact", create_progress_artifact, progress=0.0, description=s.describe()
+    )
     last = {"state": ""}
 
     def report(state: str) -> None:
@@ -277,43 +303,61 @@ def execute_step(
     begin = partial(begin_step, client, cluster, s)
     result: OperationResult = run_operation(s, begin, get_state, timeout, poll_interval, report)
     result.waited_for_other_operation |= waited
-    update_progress_artifact(progress, 100.0)
-    emit_event(
+    result.seconds = round(result.seconds, 1)
+    if progress is not None:
+        best_effort("the operation's progress", update_progress_artifact, progress, 100.0)
+    best_effort(
+        f"the aks.upgrade.{result.status} event",
+        emit_event,
         event=f"aks.upgrade.{result.status}",
         resource={"prefect.resource.id": f"aks.cluster.{cluster.name}"},
         payload={"step": s.describe(), "message": result.message},
     )
-    logger.info("%s: %s %s", s.describe(), result.status, result.message)
-    result.seconds = round(result.seconds, 1)
-    return result
+    (logger.error if result.status == OperationStatus.failed else logger.info)(
+        "%s: %s %s", s.describe(), result.status, result.message
+    )
+    return step_state(result)
+
+
+@maintenance_task(name="check-nodes")
+def check_nodes(cluster: ClusterConnection, step: UpgradeStep) -> State:
+    """The nodes of the step's pool after its operation: which run which image, and any not done."""
+    nodes = [node_facts(n) for n in list_nodes(kube_for(cluster), "")]
+    check = check_pool_nodes(nodes, step)
+    get_run_logger().info("pool %s: %s", check.pool, check.describe())
+    if check.problems:
+        return Failed(message=f"{check.describe()}. {check.describe_problems()}", data=check.problems)
+    return Completed(name="Verified", message=check.describe(), data=[])
 
 
 @maintenance_task(name="verify-nodes")
 def verify_nodes(cluster: ClusterConnection, mode: UpgradeMode, plan: UpgradePlan) -> list[str]:
-    problems = []
-    nodes = list_nodes(kube_for(cluster), "")
+    """Every node of every pool the plan touched, against the last step of its pool."""
+    nodes = [node_facts(n) for n in list_nodes(kube_for(cluster), "")]
     final_steps = {step.pool: step for step in plan.steps if step.pool is not None}
-    for step in final_steps.values():
-        pool_nodes = [n for n in nodes if (n.metadata.labels or {}).get(POOL_LABEL) == step.pool]
-        for n in pool_nodes:
-            f = node_facts(n)
-            if not f.ready:
-                problems.append(f"{f.name} is not Ready")
-            if f.unschedulable:
-                problems.append(f"{f.name} is still cordoned")
-            if (
-                mode == UpgradeMode.node_image
-                and f.node_image_version != step.to_version
-                and step.to_version != "latest"
-            ):
-                problems.append(f"{f.name} runs image {f.node_image_version}, not {step.to_version}")
-            if (
-                mode == UpgradeMode.kubernetes_version
-                and step.kind == StepKind.pool_version
-                and f.kubelet_version.lstrip("v") != step.to_version
-            ):
-                problems.append(f"{f.name} runs kubelet {f.kubelet_version}, not {step.to_version}")
+    problems = [p for step in final_steps.values() for p in check_pool_nodes(nodes, step).problems]
     return sorted(set(problems))
+
+
+def run_steps(
+    cluster: AksCluster, plan: UpgradePlan, poll: float, timeout: float, report: UpgradeReport
+) -> None:
+    """The plan's operations in order, each a task run, each pool's nodes checked after it; the first
+    failed operation ends the rollout."""
+    connection = ClusterConnection(aks=cluster)
+    for step in plan.steps:
+        runner = execute_step.with_options(task_run_name=step_run_name(step))
+        state = runner(cluster, step, poll, timeout, return_state=True)
+        outcome = state.result(raise_on_failure=False)
+        if not isinstance(outcome, OperationResult):  # the step raised: no operation result to go on with
+            raise outcome if isinstance(outcome, BaseException) else UpgradeError(state.message or str(state))
+        report.operations.append(outcome)
+        if step.pool is not None:
+            check = check_nodes.with_options(task_run_name=f"check-nodes {step.pool}")
+            check(connection, step, return_state=True)  # a record for the operator: the run goes on
+        if outcome.status == OperationStatus.failed:
+            report.outcome = f"failed: {step.describe()}: {outcome.message}"
+            return
 
 
 @flow(name="cluster-upgrade")
@@ -364,12 +408,7 @@ def cluster_upgrade(
         return _finish(report, logger)
     connection = ClusterConnection(aks=cluster)
     before = [node_facts(n) for n in list_nodes(kube_for(connection), "")]
-    for step in plan.steps:
-        outcome = execute_step(cluster, step, poll_interval_seconds, operation_timeout_seconds)
-        report.operations.append(outcome)
-        if outcome.status == OperationStatus.failed:
-            report.outcome = f"failed: {step.describe()}: {outcome.message}"
-            break
+    run_steps(cluster, plan, poll_interval_seconds, operation_timeout_seconds, report)
     report.verify_problems = verify_nodes(connection, mode, plan)
     report.verified = not report.verify_problems
     diff = kernel_diff_report(connection, "", before, [], [])

@@ -21,7 +21,13 @@ from azure.core.credentials import AccessToken
 from azure.mgmt.containerservice import ContainerServiceClient
 from kubernetes import client, config
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.client.schemas.objects import StateType, TaskRun
 
 from aksmaint.azure import AksCluster
 from aksmaint.errors import ClusterAccessError
@@ -234,6 +240,33 @@ def artifacts_of(state) -> dict[str, object]:
     return {a.key: a for a in found if a.key}
 
 
+def task_runs(state, final: int, timeout: float = 30) -> dict[str, TaskRun]:
+    """The flow run's task runs by name, read through the REST API once ``final`` of them have a final
+    state (task run states reach the server as events, a moment after the flow returns)."""
+    flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as prefect:
+        while True:
+            runs = prefect.read_task_runs(flow_run_filter=flow_run, limit=100)
+            if (
+                sum(bool(r.state and r.state.is_final()) for r in runs) >= final
+                or time.monotonic() > deadline
+            ):
+                return {r.name: r for r in runs}
+            time.sleep(0.2)
+
+
+def state_of(run: TaskRun) -> tuple[StateType | None, str | None, str | None]:
+    assert run.state is not None
+    return run.state_type, run.state_name, run.state.message
+
+
+def operation_runs(runs: dict[str, TaskRun]) -> list[str]:
+    """The names of the task runs of AKS operations and node checks."""
+    kinds = ("control-plane ", "pool-version ", "node-image ", "check-nodes ")
+    return sorted(name for name in runs if name.startswith(kinds))
+
+
 # ---- node image --------------------------------------------------------------------------------------
 def test_node_image_upgrade_of_one_pool_surges_respects_budgets_and_reports_kernels(start_sim, upgrade):
     sim = start_sim(demo())
@@ -292,6 +325,20 @@ def test_node_image_upgrade_of_one_pool_surges_respects_budgets_and_reports_kern
     }
     assert {n: rows[n]["kernel_after"] for n in userpool} == dict.fromkeys(userpool, OLD_KERNEL)
 
+    # the Prefect record: the operation's task run says it upgraded, the node check what the nodes run
+    runs = task_runs(state, final=5)
+    assert operation_runs(runs) == ["check-nodes nodepool1", "node-image nodepool1"]
+    kind, name, message = state_of(runs["node-image nodepool1"])
+    assert (kind, name) == (StateType.COMPLETED, "Upgraded")
+    assert message and message.startswith(
+        f"pool nodepool1: node image {OLD_IMAGE} -> {NEW_IMAGE}: upgraded in "
+    )
+    assert state_of(runs["check-nodes nodepool1"]) == (
+        StateType.COMPLETED,
+        "Verified",
+        f"3 node(s) on {NEW_IMAGE}: {', '.join(sorted(new_pool))}",
+    )
+
 
 def test_node_image_already_latest_is_nothing_to_do(start_sim, upgrade):
     sim = start_sim(demo())
@@ -320,6 +367,12 @@ def test_crashed_run_resumed_waits_for_its_operation_instead_of_starting_another
     [op] = report.operations
     assert op.waited_for_other_operation and op.status == "already-current"
     assert report.verified and report.outcome == "upgraded"
+    kind, name, message = state_of(task_runs(state, final=5)["node-image nodepool1"])
+    assert (kind, name) == (StateType.COMPLETED, "AlreadyCurrent")
+    assert message == (
+        f"pool nodepool1: node image {OLD_IMAGE} -> {NEW_IMAGE}: already done (by an earlier operation); "
+        "nothing started (after waiting for another operation)"
+    )
     posts = arm_requests(sim, "POST", "/upgradeNodeImageVersion")
     assert [e["status"] for e in posts] == [202]  # the crashed run's POST, none from the resumed run
     assert [(o["kind"], o["status"]) for o in sim_operations(sim)] == [
@@ -349,6 +402,16 @@ def test_upgrade_failed_by_an_undrainable_node_fails_the_run_with_aks_message(st
     assert report.outcome.startswith("failed: pool nodepool1: node image") and blocked in report.outcome
     assert "UpgradeFailed" in state.message and "blocked by pdb pinned" in state.message
     assert sim.observer.invariants()["pdb_violations"] == 0
+    runs = task_runs(state, final=5)
+    assert state_of(runs["node-image nodepool1"]) == (StateType.FAILED, "Failed", op.message)
+    # AKS put the surge node back: the pool's nodes are the old ones, on the old image, as the check says
+    pool = sorted(n for n, node in read_nodes(sim).items() if pool_of(node) == "nodepool1")
+    assert {read_nodes(sim)[n].metadata.labels[IMAGE_LABEL] for n in pool} == {OLD_IMAGE}
+    assert state_of(runs["check-nodes nodepool1"]) == (
+        StateType.FAILED,
+        "Failed",
+        f"3 node(s) on {OLD_IMAGE}: {', '.join(pool)}. Not on {NEW_IMAGE}: {', '.join(pool)}",
+    )
     assert [(o["kind"], o["status"]) for o in sim_operations(sim)] == [("UpgradeNodeImageVersion", "Failed")]
 
 
@@ -365,6 +428,13 @@ def test_failing_operation_halts_the_rollout_with_its_code_and_message(start_sim
     assert len(report.plan.steps) == 3 and len(report.operations) == 1  # the pools were not started
     assert [(e["method"], e["status"]) for e in arm_mutations(sim)] == [("PUT", 200)]
     assert [(o["kind"], o["status"]) for o in sim_operations(sim)] == [("UpgradeKubernetesVersion", "Failed")]
+    runs = task_runs(state, final=4)
+    assert operation_runs(runs) == ["control-plane 1.31.4"]  # the pools' operations never started
+    assert state_of(runs["control-plane 1.31.4"]) == (
+        StateType.FAILED,
+        "Failed",
+        "VMExtensionProvisioningError: Provisioning failed.",
+    )
 
 
 # ---- Kubernetes version ------------------------------------------------------------------------------
