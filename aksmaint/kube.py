@@ -273,7 +273,8 @@ def connect(cluster: ClusterConnection) -> Kube:
         kube.call(client.VersionApi(kube.api_client).get_code)
     except TransientApiError as exc:
         raise ClusterAccessError(
-            f"cannot reach the Kubernetes API of {name} at {configuration.host}: {exc}"
+            f"cannot reach the Kubernetes API of {name} at {configuration.host} ({exc}); "
+            "check that the API server is up and that this machine can reach that address"
         ) from exc
     except ApiException as exc:
         raise ClusterAccessError(f"the Kubernetes API of {name} answered {describe_api_error(exc)}") from exc

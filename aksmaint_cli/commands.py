@@ -22,6 +22,7 @@ from aksmaint.azure import AksCluster, CredentialKind
 from aksmaint.errors import MaintenanceError
 from aksmaint.params import MaintenanceParams, OnDrainTimeout
 from aksmaint.report import MaintenanceReport, Outcome
+from aksmaint_cli.console import explained_errors_once
 from flows.cluster_upgrade import UpgradeMode, UpgradeReport, cluster_upgrade
 from flows.node_maintenance import FINISHED, node_maintenance
 from flows.prefect_api import PrefectUnavailable, check_health, ensure_prefect_api, quiet_outage_noise
@@ -107,6 +108,14 @@ def aks_from_args(args: argparse.Namespace) -> dict:
     return {key: getattr(args, key) for key in AKS_FLAGS if getattr(args, key, None) is not None}
 
 
+def add_debug_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback of an error, e.g. an unreachable cluster (also: PREFECT_LOGGING_LEVEL=DEBUG)",
+    )
+
+
 # ---- node maintenance ------------------------------------------------------------------------
 def count_or_percent(text: str) -> int | str:
     """``--concurrency`` as given: ``30%`` stays a percentage, ``5`` becomes a count (the parameter
@@ -170,6 +179,7 @@ def parse_args(argv: list[str] | None = None, prog: str = MAINTAIN_PROG) -> argp
         help="reboot even when AKS's node OS upgrade channel (SecurityPatch, NodeImage) patches the nodes",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_debug_argument(parser)
     add_aks_arguments(parser, required=False)
     return parser.parse_args(argv)
 
@@ -281,9 +291,10 @@ def maintenance_main(argv: list[str] | None = None, prog: str = MAINTAIN_PROG) -
 
     FINISHED.report = None
     try:
-        state = node_maintenance(
-            cluster=params.cluster, **{k: getattr(params, k) for k in dumped}, return_state=True
-        )
+        with explained_errors_once(args.debug):
+            state = node_maintenance(
+                cluster=params.cluster, **{k: getattr(params, k) for k in dumped}, return_state=True
+            )
     except Exception as exc:  # the Prefect API failed the run's own bookkeeping (start or final state)
         return leave(unrecorded(exc, FINISHED.report, render), api_url)
     return leave(finish(state, MaintenanceReport, render), api_url)
@@ -325,6 +336,7 @@ def upgrade_main(argv: list[str] | None = None, prog: str = UPGRADE_PROG) -> int
     parser.add_argument("--ignore-maintenance-window", action="store_true")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--poll-interval", type=float, default=15)
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     try:
         cluster = AksCluster(
@@ -339,17 +351,18 @@ def upgrade_main(argv: list[str] | None = None, prog: str = UPGRADE_PROG) -> int
         return invalid(exc)
     if prefect_api() is None:
         return 2
-    state = cluster_upgrade(
-        cluster=cluster,
-        mode=UpgradeMode(args.mode),
-        target=args.target,
-        pools=[p for p in args.pools.split(",") if p],
-        control_plane_only=args.control_plane_only,
-        respect_maintenance_window=not args.ignore_maintenance_window,
-        dry_run=args.dry_run,
-        poll_interval_seconds=args.poll_interval,
-        return_state=True,
-    )
+    with explained_errors_once(args.debug):
+        state = cluster_upgrade(
+            cluster=cluster,
+            mode=UpgradeMode(args.mode),
+            target=args.target,
+            pools=[p for p in args.pools.split(",") if p],
+            control_plane_only=args.control_plane_only,
+            respect_maintenance_window=not args.ignore_maintenance_window,
+            dry_run=args.dry_run,
+            poll_interval_seconds=args.poll_interval,
+            return_state=True,
+        )
     return finish(state, UpgradeReport, format_upgrade)
 
 
