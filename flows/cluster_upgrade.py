@@ -20,6 +20,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.client.schemas.objects import State
 from prefect.events import emit_event
+from prefect.logging.loggers import flow_run_logger
+from prefect.runtime import flow_run as this_flow_run
 from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
 
@@ -37,7 +39,6 @@ from tasks.aks import (
     UpgradeError,
     UpgradeMode,
     UpgradeStep,
-    begin_step,
     check_pool_nodes,
     maintenance_window_open,
     node_os_upgrade_channel_of,
@@ -49,6 +50,7 @@ from tasks.aks import (
 )
 from tasks.drain import blocking_budgets
 from tasks.update_check import POOL_LABEL, list_nodes, node_facts
+from tasks.upgrade_cancellation import RecordPhase, UpgradeRecord, abort_own_operation, begin_recorded
 
 # the name of an operation's task run state, by how the operation ended (a failed one is Failed)
 STATE_NAMES = {OperationStatus.succeeded: "Upgraded", OperationStatus.already_current: "AlreadyCurrent"}
@@ -127,19 +129,22 @@ def preflight(
 
 
 def _check_states(mc, agent_pools: list, selected: list[str], plan: UpgradePlan) -> None:
-    """Refuse a cluster or selected pool in a failed state; note the operations a run will wait for."""
+    """Refuse a cluster or selected pool in a failed state; note the operations a run will wait for, and
+    the pools an aborted operation left Canceled (this run starts their upgrade again)."""
     problems = []
-    if mc.provisioning_state in ("Failed", "Canceled"):
-        problems.append(f"cluster is in provisioning state {mc.provisioning_state}; fix it before upgrading")
+    if mc.provisioning_state == "Failed":
+        problems.append("cluster is in provisioning state Failed; fix it before upgrading")
     for p in agent_pools:
-        if p.name in selected and p.provisioning_state in ("Failed", "Canceled"):
-            problems.append(f"pool {p.name} is in provisioning state {p.provisioning_state}")
-    busy = [("the cluster", mc.provisioning_state)] + [
+        if p.name in selected and p.provisioning_state == "Failed":
+            problems.append(f"pool {p.name} is in provisioning state Failed")
+    states = [("the cluster", mc.provisioning_state)] + [
         (f"pool {p.name}", p.provisioning_state) for p in agent_pools
     ]
-    for what, state in busy:
+    for what, state in states:
         if state in IN_PROGRESS_STATES:
             plan.notes.append(f"an operation is in progress on {what} ({state}); it will be waited for")
+        elif state == "Canceled":
+            plan.notes.append(f"{what} was left Canceled by an aborted operation")
     if problems:
         raise UpgradeError("; ".join(problems))
 
@@ -279,11 +284,15 @@ def step_state(result: OperationResult) -> State:
 
 
 @maintenance_task(name="aks-operation", retries=0)
-def execute_step(cluster: AksCluster, step: UpgradeStep, poll_interval: float, timeout: float) -> State:
+def execute_step(
+    cluster: AksCluster, step: UpgradeStep, poll_interval: float, timeout: float, run_id: str
+) -> State:
     """One AKS operation, waited for; a crashed run's operation in progress is waited for first. Never
-    retried: an operation is started once."""
+    retried: an operation is started once. Its record in the cluster (``tasks.upgrade_cancellation``)
+    lets a cancelled run abort it."""
     logger = get_run_logger()
     client = management_client(cluster, polling_interval=poll_interval)
+    record = UpgradeRecord(kube_for(ClusterConnection(aks=cluster)))
     s = step
     get_state = _busy_state(client, cluster)
     waited = get_state() in IN_PROGRESS_STATES
@@ -300,10 +309,15 @@ def execute_step(cluster: AksCluster, step: UpgradeStep, poll_interval: float, t
             logger.info("%s: %s", s.describe(), state)
             last["state"] = state
 
-    begin = partial(begin_step, client, cluster, s)
+    begin = partial(begin_recorded, client, cluster, s, record, run_id)
     result: OperationResult = run_operation(s, begin, get_state, timeout, poll_interval, report)
     result.waited_for_other_operation |= waited
     result.seconds = round(result.seconds, 1)
+    if result.status != OperationStatus.already_current:
+        try:
+            record.write(run_id, s, RecordPhase.finished)
+        except Exception as exc:  # the record only matters while the operation runs
+            logger.warning("Could not mark the upgrade record finished (%s); the upgrade goes on", exc)
     if progress is not None:
         best_effort("the operation's progress", update_progress_artifact, progress, 100.0)
     best_effort(
@@ -344,10 +358,11 @@ def run_steps(
 ) -> None:
     """The plan's operations in order, each a task run, each pool's nodes checked after it; the first
     failed operation ends the rollout."""
+    run_id = str(this_flow_run.id)
     connection = ClusterConnection(aks=cluster)
     for step in plan.steps:
         runner = execute_step.with_options(task_run_name=step_run_name(step))
-        state = runner(cluster, step, poll, timeout, return_state=True)
+        state = runner(cluster, step, poll, timeout, run_id, return_state=True)
         outcome = state.result(raise_on_failure=False)
         if not isinstance(outcome, OperationResult):  # the step raised: no operation result to go on with
             raise outcome if isinstance(outcome, BaseException) else UpgradeError(state.message or str(state))
@@ -360,7 +375,28 @@ def run_steps(
             return
 
 
-@flow(name="cluster-upgrade")
+def abort_after_cancel(flow, flow_run, state) -> None:
+    """on_cancellation hook (possibly in another process, so everything is rebuilt from the run's
+    parameters): abort the AKS operation this run started, wait until AKS reports it stopped, and log the
+    state the cluster and each pool were left in."""
+    logger = flow_run_logger(flow_run, flow)
+    params = flow_run.parameters
+    cluster = AksCluster.model_validate(params["cluster"])
+    poll = min(float(params.get("poll_interval_seconds", 15)), 15.0)
+    try:
+        aborted = abort_own_operation(cluster, str(flow_run.id), poll)
+    except Exception as exc:
+        logger.error(
+            "Cancelled, but the AKS operation of this run could not be checked or aborted (%s); "
+            "see az aks operation-abort and az aks nodepool operation-abort",
+            describe_azure_error(exc),
+        )
+        raise
+    for line in aborted.lines():
+        logger.warning("Cancelled: %s", line)
+
+
+@flow(name="cluster-upgrade", on_cancellation=[abort_after_cancel])
 def cluster_upgrade(
     cluster: AksCluster,
     mode: UpgradeMode = UpgradeMode.node_image,

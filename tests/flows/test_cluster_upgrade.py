@@ -385,6 +385,29 @@ def test_crashed_run_resumed_waits_for_its_operation_instead_of_starting_another
     assert sim.observer.invariants()["pdb_violations"] == 0
 
 
+def test_a_pool_left_canceled_by_an_abort_is_upgraded_again(start_sim, upgrade):
+    sim = start_sim(pin_pod_with_budget(demo()))
+    aks = sdk(sim)
+    aks.agent_pools.begin_upgrade_node_image_version(RG, NAME, "nodepool1")
+    sim.observer.wait_for(lambda: events(sim, "cordoned"), timeout=60)  # AKS drains the pinned pod's node
+    aks.agent_pools.begin_abort_latest_operation(RG, NAME, "nodepool1").result()
+    assert aks.agent_pools.get(RG, NAME, "nodepool1").provisioning_state == "Canceled"
+    api = config.new_client_from_config(config_file=sim.kubeconfig)
+    try:
+        client.PolicyV1Api(api).delete_namespaced_pod_disruption_budget("pinned", "default")
+    finally:
+        api.close()
+
+    state, report = upgrade(sim, mode="node-image", pools=["nodepool1"])
+
+    assert state.is_completed(), state.message
+    assert "pool nodepool1 was left Canceled by an aborted operation" in report.plan.notes
+    assert [o.status for o in report.operations] == ["succeeded"] and report.verified
+    assert aks.agent_pools.get(RG, NAME, "nodepool1").provisioning_state == "Succeeded"
+    images = {n.metadata.labels[IMAGE_LABEL] for n in read_nodes(sim).values() if pool_of(n) == "nodepool1"}
+    assert images == {NEW_IMAGE}
+
+
 def test_upgrade_failed_by_an_undrainable_node_fails_the_run_with_aks_message(start_sim, upgrade):
     scenario = pin_pod_with_budget(demo(nodepool1={"upgrade_settings": {"drain_timeout_minutes": 1}}))
     sim = start_sim(scenario)
