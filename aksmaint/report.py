@@ -19,6 +19,23 @@ class Outcome(StrEnum):
     not_applicable = "not-applicable"  # a Windows node: a node image upgrade patches it, not a reboot
     planned = "planned"  # dry run: would be rebooted
 
+    @property
+    def next_step(self) -> str:
+        """What an operator does about a node that ended so; empty when nothing is to be done."""
+        return NEXT_STEPS.get(self, "")
+
+
+NEXT_STEPS = {
+    Outcome.held: "nothing was changed on the node and it still needs its reboot; "
+    "the next run takes it once what held it back clears",
+    Outcome.skipped: "the node is back in service but not rebooted; "
+    "fix what kept its pods from leaving (see the reason), then run again",
+    Outcome.quarantined: "the node stays cordoned and labelled aksmaint.io/status=quarantined; "
+    "fix what blocks its drain, then run with retry_quarantined (--retry-quarantined)",
+    Outcome.failed: "the node stays cordoned and keeps its reboot slot, so no other node takes its place; "
+    "look at it (kubectl describe node); once it is Ready again, the next run uncordons it and frees the slot",
+}
+
 
 class NodeFacts(BaseModel):
     """What the update check and sentinel scan found on a node."""

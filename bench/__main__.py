@@ -234,6 +234,8 @@ def bench_scale_rollouts(workdir: Path, results: dict) -> None:
             "peak RSS (MB)",
             "Prefect HTTP requests/node",
             "events/node",
+            "log records/node",
+            "Prefect writes/node",
         ],
         [
             [
@@ -250,6 +252,8 @@ def bench_scale_rollouts(workdir: Path, results: dict) -> None:
                 f"{r.run.peak_rss_mb:.0f}",
                 "n/a" if r.prefect is None else f"{r.per_node('requests_total'):.1f}",
                 "n/a" if r.prefect is None else f"{r.per_node('events_total'):.1f}",
+                "n/a" if r.prefect is None else f"{r.per_node('logs_total'):.1f}",
+                "n/a" if r.prefect is None else f"{prefect_writes_per_node(r):.1f}",
             ]
             for r in runs
         ],
@@ -264,8 +268,10 @@ def bench_scale_rollouts(workdir: Path, results: dict) -> None:
             "equal the concurrency: reached, never passed.",
             "Prefect HTTP requests: of the flow's process to the Prefect API (a counting proxy in front of the "
             "PostgreSQL-backed server), for the whole run; events: messages on its events websocket, which "
-            "also carries the task runs' states. scale_prefect_requests_per_node is the two together. Not "
-            "counted for the local server, whose address only the flow's process knows.",
+            "also carries the task runs' states (a node's task run and one per phase); log records: the "
+            "records in the log batches (each batch is one of the HTTP requests). Prefect writes: the three "
+            "together (scale_prefect_writes_per_node; the target is at most 40). Not counted for the local "
+            "server, whose address only the flow's process knows.",
             "peak RSS: ru_maxrss of the flow's own process, from wait4.",
         ],
     )
@@ -284,7 +290,15 @@ def bench_scale_rollouts(workdir: Path, results: dict) -> None:
         scale_prefect_requests_per_node=round(
             max(r.per_node("requests_total") + r.per_node("events_total") for r in counted), 1
         ),
+        scale_prefect_writes_per_node=round(max(prefect_writes_per_node(r) for r in counted), 1),
+        scale_prefect_events_per_node=round(max(r.per_node("events_total") or 0 for r in counted), 1),
+        scale_prefect_logs_per_node=round(max(r.per_node("logs_total") or 0 for r in counted), 1),
     )
+
+
+def prefect_writes_per_node(r: concurrency.ScaleRun) -> float:
+    """Events, log records and HTTP requests to the Prefect API, per node of the cluster."""
+    return sum(r.per_node(k) or 0 for k in ("requests_total", "events_total", "logs_total"))
 
 
 def bench_scans(api_url: str, workdir: Path, results: dict) -> None:

@@ -141,7 +141,7 @@ def run_flow_process(sim: Sim, params: dict, api_url: str | None, workdir: Path,
         **os.environ,
         "PREFECT_HOME": str(workdir / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_LEVEL": "INFO",  # Prefect's default, as operators run it: the logs are part of the cost
     }
     env.pop("PREFECT_API_URL", None)
     if api_url is not None:

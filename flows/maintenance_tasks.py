@@ -20,7 +20,8 @@ from aksmaint.hostexec import HostPodSettings, delete_stale_host_pods
 from aksmaint.kube import kube_for
 from aksmaint.params import ClusterConnection, MaintenanceParams, RolloutOrder, SentinelOptions
 from aksmaint.report import MaintenanceReport, NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
-from flows.recording import ApiWatch, PrefectRecorder, Progress, recorded
+from flows.node_runs import record_outcome, recorded, run_phase_recorded
+from flows.recording import ApiWatch, PrefectRecorder, Progress
 from flows.tasking import best_effort, maintenance_task
 from tasks.aks import OsUpgradeSettings, read_os_upgrade_settings
 from tasks.budgets import Budgets
@@ -244,7 +245,9 @@ def execute_rollout(
         for e in todo:
             set_pending_taint(kube, e.node, True)
     budgets = Budgets(params, list(by_name.values()))
-    lifecycle = NodeLifecycle(kube, params, run_id, PrefectRecorder(cluster), budgets=budgets)
+    lifecycle = NodeLifecycle(
+        kube, params, run_id, PrefectRecorder(cluster), budgets=budgets, run_step=run_phase_recorded
+    )
     tolerance = params.orchestration_outage_seconds
     progress = Progress(cluster)
 
@@ -264,6 +267,7 @@ def execute_rollout(
         run_node=lambda entry, before: recorded(entry, before, lifecycle.run),
         should_halt=prefect_gone,
         on_progress=progress.update,
+        report_unstarted=record_outcome,
     )
     try:
         result = rollout.run()

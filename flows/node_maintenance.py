@@ -57,6 +57,7 @@ from flows.maintenance_tasks import (
     release_after_cancel,
     scan_sentinels,
 )
+from flows.node_runs import record_outcome
 from flows.recording import ApiWatch
 from tasks.cancellation import run_id_of
 from tasks.plan import dry_run_reports, node_report, unplanned_report
@@ -164,10 +165,17 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
     if not params.dry_run:
         clean_up_leftovers(params.cluster, [e.node for e in plan if e.action == PlanAction.skip], settings)
     reports = {e.node: unplanned_report(e, by_name[e.node]) for e in plan if not e.action.runs}
+    if not params.dry_run:
+        reports = {e.node: record_outcome(e, reports[e.node]) for e in plan if e.node in reports}
     if params.dry_run:
         reports.update(dry_run_reports(kube, params, todo, by_name))
     elif todo and not approved(params, plan, logger):
-        reports.update({e.node: node_report(e, by_name[e.node], Outcome.held, "not approved") for e in todo})
+        reports.update(
+            {
+                e.node: record_outcome(e, node_report(e, by_name[e.node], Outcome.held, "not approved"))
+                for e in todo
+            }
+        )
     elif todo:
         result = execute_rollout(params, todo, by_name, run_id, cluster_name, watch)
         reports.update(result.reports)

@@ -3,13 +3,11 @@
 Every write to the Prefect API made while nodes are being maintained goes through here, and none of them
 can decide a node's outcome:
 
-- ``PrefectRecorder``: a node's events and log lines. Events travel through Prefect's background events
+- ``PrefectRecorder``: a node's events and log lines (in the node's task run). Events travel through Prefect's background events
   client (which buffers and resends after a reconnect) and logs through its batched log handler; a failure
   of either is logged, never raised, and neither waits for the API.
-- ``recorded``: runs a node's lifecycle inside a Prefect task run named after the node, so the UI shows
-  one run per node with its logs. The lifecycle runs exactly once whatever Prefect does: if the task run
-  cannot be set up, the lifecycle runs without it (and the gap is logged); if Prefect fails after the
-  lifecycle ran, its result stands.
+- ``flows.node_runs``: a node's lifecycle inside a Prefect task run named after the node, each phase a task
+  run nested under it. The work runs exactly once whatever Prefect does (see there).
 - ``best_effort`` (``flows.tasking``): artifacts (plan, kernel report) are HTTP writes; one that fails
   is logged, and none is tried while the API is known down. ``Progress`` writes the progress artifact from
   a thread of its own, so a node's worker never waits on it.
@@ -22,17 +20,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable
 
 import httpx
-from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from aksmaint.report import NodeFacts, NodeReport, PlanEntry
-from flows.tasking import PrefectHealth, best_effort, brief, run_logger
+from flows.node_runs import node_logger
+from flows.tasking import PrefectHealth, best_effort, brief
 
 log = logging.getLogger("aksmaint.recording")
 
@@ -60,59 +54,13 @@ class PrefectRecorder:
             log.warning("Could not queue event %s of %s (%s); the work goes on", name, node, brief(exc))
 
     def info(self, message: str, *args: object) -> None:
-        run_logger().info(message, *args)
+        node_logger().info(message, *args)
 
     def warning(self, message: str, *args: object) -> None:
-        run_logger().warning(message, *args)
+        node_logger().warning(message, *args)
 
-
-class _Once:
-    """A body that runs at most once, remembering whether it started and how it ended."""
-
-    def __init__(self, body: Callable[[], NodeReport]):
-        self.body = body
-        self.started = False
-        self.report: NodeReport | None = None
-
-    def __call__(self) -> NodeReport:
-        if not self.started:
-            self.started = True
-            self.report = self.body()
-        assert self.report is not None
-        return self.report
-
-
-_PENDING: dict[str, _Once] = {}  # ticket -> the body a node's task run is to run
-
-
-@task(name="maintain-node", task_run_name="{node}", retries=0, cache_policy=NO_CACHE, persist_result=False)
-def maintain_node(node: str, action: str, ticket: str) -> str:
-    """One node through its lifecycle (gates, slot, re-check, cordon, drain, reboot, verify, uncordon,
-    release). Its parameters are plain data: the live clients stay with the body it is handed."""
-    return _PENDING[ticket]().outcome.value
-
-
-def recorded(
-    entry: PlanEntry, before: NodeFacts, body: Callable[[PlanEntry, NodeFacts], NodeReport]
-) -> NodeReport:
-    """Run ``body`` for the node inside its Prefect task run; exactly once, whatever Prefect does."""
-    once = _Once(lambda: body(entry, before))
-    ticket = uuid.uuid4().hex
-    _PENDING[ticket] = once
-    try:
-        maintain_node(entry.node, entry.action, ticket)
-    except Exception as exc:
-        if not once.started:
-            run_logger().warning(
-                "%s: its Prefect task run could not be started (%s); maintaining it without one",
-                entry.node,
-                brief(exc),
-            )
-        elif once.report is None:  # the body itself raised (it never should): the node failed
-            raise
-    finally:
-        _PENDING.pop(ticket, None)
-    return once()
+    def error(self, message: str, *args: object) -> None:
+        node_logger().error(message, *args)
 
 
 class ApiWatch:

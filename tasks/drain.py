@@ -198,6 +198,7 @@ class DrainResult:
     timed_out: bool = False
     refusals: int = 0  # eviction refusals by PodDisruptionBudgets
     blocking: list[str] = field(default_factory=list)
+    slowest: tuple[str, float] | None = None  # the evicted pod that took longest to go, and its seconds
 
     @property
     def complete(self) -> bool:
@@ -213,12 +214,14 @@ class Eviction:
     error: str | None = None
     timed_out: bool = False
     refusals: int = 0
+    seconds: float = 0.0  # from the first eviction request until the pod was gone
 
 
 def _evict_and_wait(kube: Kube, pod, options: DrainOptions, deadline: float) -> Eviction:
     """Evict one pod and wait for it to go."""
-    outcome = Eviction()
+    outcome, started = Eviction(), time.monotonic()
     outcome.error = _evict(kube, pod, options, deadline, outcome)
+    outcome.seconds = time.monotonic() - started
     return outcome
 
 
@@ -341,6 +344,8 @@ def drain_node(kube: Kube, node: str, options: DrainOptions) -> DrainResult:
         error = eviction.error
         if error is None:
             result.evicted.append(_ref(pod))
+            if result.slowest is None or eviction.seconds > result.slowest[1]:
+                result.slowest = (_ref(pod), eviction.seconds)
         else:
             result.remaining.append(_ref(pod))
             if eviction.timed_out:

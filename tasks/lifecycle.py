@@ -13,7 +13,6 @@ node as failed, with its record left on it for the next run.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -24,12 +23,13 @@ from typing import Protocol
 
 from aksmaint.errors import LockTimeout, MaintenanceError, NodeBusy
 from aksmaint.hostexec import HostPodSettings
-from aksmaint.kube import Kube, is_transient, node_gone, node_info
+from aksmaint.kube import Kube, node_gone, node_info
 from aksmaint.nodestate import NodeRecord, Phase, now_iso, read_record
 from aksmaint.params import MaintenanceParams, OnDrainTimeout
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
 from tasks import cordon as cordon_ops
 from tasks import notify
+from tasks.attempts import StepAttempts
 from tasks.budgets import Budgets
 from tasks.drain import DrainResult, delete_pods, drain_node
 from tasks.gates import gate_reason, window_closed
@@ -48,6 +48,8 @@ class Recorder(Protocol):
     def info(self, message: str, *args: object) -> None: ...
 
     def warning(self, message: str, *args: object) -> None: ...
+
+    def error(self, message: str, *args: object) -> None: ...
 
 
 class Step(StrEnum):
@@ -88,6 +90,8 @@ class NodeRun:
     keep_slot: bool = False  # did not come back: the slot stays with the node
     phase: str = "gates"  # the phase in progress
     boot_started: float = 0.0
+    told: list[str] = field(default_factory=list)  # what the phase in progress said it did
+    uncordoned: bool = False  # by the uncordon phase, after the reboot
 
     @property
     def node(self) -> str:
@@ -99,6 +103,17 @@ class NodeRun:
 
 
 Handler = Callable[["NodeLifecycle", NodeRun], "Step | Done"]
+
+
+class StepRunner(Protocol):
+    """Drives the attempts of one phase of one node (``StepAttempts``) and returns how the phase ended.
+    The flow records each phase as a Prefect task run; without it the attempts simply run in a loop."""
+
+    def __call__(self, run: NodeRun, step: Step, attempts: StepAttempts[Step | Done]) -> Step | Done: ...
+
+
+def run_in_loop(run: NodeRun, step: Step, attempts: StepAttempts[Step | Done]) -> Step | Done:
+    return attempts.finish()
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,7 @@ class NodeLifecycle:
         stop: threading.Event | None = None,
         retry_delay: float = 1.0,
         budgets: Budgets | None = None,
+        run_step: StepRunner = run_in_loop,
     ):
         self.kube = kube
         self.params = params
@@ -133,6 +149,7 @@ class NodeLifecycle:
         self.settings = HostPodSettings(params.reboot.host_pod_namespace, params.reboot.host_pod_image)
         self.slots = RebootSlots(kube, params.lock)
         self.budgets = budgets or Budgets(params, [])
+        self.run_step = run_step
         self.halt_reason = ""  # set when going on would no longer be safe; the rollout starts no new node
 
     # ---- the engine ------------------------------------------------------------------------------
@@ -172,23 +189,27 @@ class NodeLifecycle:
         return Done(Outcome.gone, f"deleted from the cluster during {run.phase} ({done.reason})"[:500])
 
     def _attempt(self, phase: PhaseSpec, run: NodeRun) -> Step | Done:
-        for attempt in range(phase.retries + 1):
-            try:
-                return phase.handler(self, run)
-            except Exception as exc:
-                if not is_transient(exc) or attempt == phase.retries:
-                    raise
-                wait = self.retry_delay * 2**attempt * (1 + random.random() * 0.5)
-                self.recorder.warning(
-                    "%s: %s failed (%s); retrying in %.0fs", run.node, phase.step, exc, wait
-                )
-                time.sleep(wait)
-        raise AssertionError("unreachable")
+        """One phase, retried after transient API errors, driven by ``run_step``."""
+
+        def retrying(attempt: int, exc: BaseException, wait: float) -> None:
+            self.recorder.warning(
+                "%s: %s failed (%s); attempt %d in %.0fs", run.node, phase.step, exc, attempt, wait
+            )
+
+        run.told = []
+        attempts = StepAttempts(lambda: phase.handler(self, run), phase.retries, self.retry_delay, retrying)
+        return self.run_step(run, phase.step, attempts)
+
+    def _tell(self, run: NodeRun, message: str, *args: object) -> None:
+        """A line of the node's story: logged, and kept as what the phase in progress did."""
+        self.recorder.info("%s " + message, run.node, *args)
+        run.told.append(message % args if args else message)
 
     def _finish(self, run: NodeRun, done: Done) -> NodeReport:
         report = run.report
         report.outcome, report.reason = done.outcome, done.reason
         report.duration_seconds = round(time.monotonic() - run.started, 2)
+        self._tell_end(run, done)
         if done.outcome in (Outcome.skipped, Outcome.failed, Outcome.gone, Outcome.quarantined):
             self.recorder.event(
                 f"node.{done.outcome.value}",
@@ -198,6 +219,20 @@ class NodeLifecycle:
                 duration_seconds=report.duration_seconds,
             )
         return report
+
+    def _tell_end(self, run: NodeRun, done: Done) -> None:
+        """The last line of a node's story when it did not end rebooted: what happened and what to do."""
+        if done.outcome == Outcome.rebooted:
+            return
+        line = f"%s {done.outcome.value}: %s" + (
+            f". Next: {done.outcome.next_step}" if done.outcome.next_step else ""
+        )
+        if done.outcome == Outcome.failed:
+            self.recorder.error(line, run.node, done.reason)
+        elif done.outcome in (Outcome.skipped, Outcome.quarantined):
+            self.recorder.warning(line, run.node, done.reason)
+        else:
+            self.recorder.info(line, run.node, done.reason)
 
     def _release(self, run: NodeRun) -> None:
         """Always, once a slot is held: stop renewing, remove our reboot pod, free the slot (or hand it to
@@ -223,6 +258,9 @@ class NodeLifecycle:
                     self.slots.keep_for_failed_node(name, run.holder, run.node)
                 else:
                     self.slots.release(name, run.holder)
+            kept = "kept for it, as it did not come back" if run.keep_slot else "released"
+            back = "uncordoned; " if run.uncordoned else ""
+            self.recorder.info("%s %sreboot slot %s %s", run.node, back, ", ".join(run.slots), kept)
         except Exception as exc:
             if run.keep_slot:  # once it expires the down node no longer counts: start no other node
                 self.halt_reason = (
@@ -252,7 +290,6 @@ class NodeLifecycle:
     def gates(self, run: NodeRun) -> Step | Done:
         params = self.params
         if reason := gate_reason(self.kube, run.node, params.window, params.blockers, params.lock):
-            self.recorder.info("%s held: %s", run.node, reason)
             return Done(Outcome.held, reason)
         if run.entry.action == PlanAction.resume:
             record = read_record(self.kube.call(self.kube.core.read_node, run.node))
@@ -279,6 +316,7 @@ class NodeLifecycle:
         )
 
     def slot(self, run: NodeRun) -> Step | Done:
+        waiting = time.monotonic()
         try:
             run.slots = self.slots.acquire(
                 run.holder,
@@ -289,6 +327,9 @@ class NodeLifecycle:
         except LockTimeout as exc:
             return Done(Outcome.held, str(exc))
         run.renewer = SlotRenewer(self.slots, run.slots, run.holder).__enter__()
+        self._tell(
+            run, "took reboot slot %s after waiting %.1fs", ", ".join(run.slots), time.monotonic() - waiting
+        )
         return Step.recheck
 
     def _stop_waiting(self) -> str | None:
@@ -328,6 +369,7 @@ class NodeLifecycle:
             set_pending_taint(self.kube, run.node, False)
             return Done(Outcome.not_needed, "no reboot required any more")
         run.earlier_run = record.run_id if record is not None else ""
+        run.told.append(f"still needs a reboot (kernel {now.kernel or 'unknown'} running)")
         return Step.cordon
 
     def _wait_for_other_runs(self, run: NodeRun):
@@ -359,6 +401,12 @@ class NodeLifecycle:
         self.recorder.event(
             "node.cordoned", run.node, run=self.run_id, operator_cordoned=not run.record.cordoned_by_us
         )
+        self._tell(
+            run,
+            "cordoned"
+            if run.record.cordoned_by_us
+            else "already cordoned by an operator; it stays cordoned after",
+        )
         if run.rebooted_already or run.record.phase in (Phase.rebooting, Phase.verifying):
             self.recorder.info("%s: resuming after the reboot requested by %s", run.node, run.earlier_run)
             run.boot_started = time.monotonic()
@@ -378,7 +426,7 @@ class NodeLifecycle:
         result = drain_node(self.kube, run.node, params.drain)
         run.report.evicted_pods = len(result.evicted)
         run.report.drain_seconds = round(time.monotonic() - started, 2)
-        self._log_drain(run.node, result)
+        self._log_drain(run, result)
         if not result.complete and (done := self._drain_incomplete(run, result)):
             return done
         self.recorder.event(
@@ -402,17 +450,25 @@ class NodeLifecycle:
             return Done(Outcome.held, "run stopped before the reboot; node put back in service")
         return Step.reboot
 
-    def _log_drain(self, node: str, result: DrainResult) -> None:
+    def _log_drain(self, run: NodeRun, result: DrainResult) -> None:
         for warning in result.warnings:
-            self.recorder.warning("%s: %s", node, warning)
-        if result.refusals:
-            self.recorder.info(
-                "%s: %d eviction(s) refused by PodDisruptionBudgets while replacements got ready",
-                node,
-                result.refusals,
-            )
-        if result.complete:
-            self.recorder.info("%s drained: %d pod(s) evicted", node, len(result.evicted))
+            self.recorder.warning("%s: %s", run.node, warning)
+        if not result.complete:
+            return
+        slowest = f"; slowest {result.slowest[0]} in {result.slowest[1]:.1f}s" if result.slowest else ""
+        refused = (
+            f"; PodDisruptionBudgets refused {result.refusals} eviction(s) while replacements got ready"
+            if result.refusals
+            else ""
+        )
+        self._tell(
+            run,
+            "drained: %d pod(s) evicted in %.1fs%s%s",
+            len(result.evicted),
+            run.report.drain_seconds,
+            slowest,
+            refused,
+        )
 
     def _drain_incomplete(self, run: NodeRun, result: DrainResult) -> Done | None:
         """The drain timed out or hit an error: skip the node, or go on as ``drain.on_timeout`` says."""
@@ -462,6 +518,9 @@ class NodeLifecycle:
         self.recorder.event(
             "node.rebooting", run.node, kernel_before=run.record.kernel_before, boot_id_before=boot_id
         )
+        self._tell(
+            run, "reboot requested; leaving boot id %s on kernel %s", boot_id, run.record.kernel_before
+        )
         return Step.verify
 
     def verify(self, run: NodeRun) -> Step | Done:
@@ -482,6 +541,13 @@ class NodeLifecycle:
                 Outcome.failed,
                 f"{health.reason}; left cordoned with a record in annotation aksmaint.io/maintenance",
             )
+        self._tell(
+            run,
+            "back Ready on kernel %s after %.0fs (boot id %s)",
+            health.kernel,
+            report.boot_seconds,
+            health.boot_id,
+        )
         self.recorder.event(
             "node.rebooted",
             run.node,
@@ -495,7 +561,12 @@ class NodeLifecycle:
     def uncordon(self, run: NodeRun) -> Step | Done:
         record = run.record
         assert record is not None
-        self._uncordon(run)
+        # told with the slot's release, in one line (``_free_slot``)
+        if self._uncordon(run):
+            run.told.append("uncordoned")
+            run.uncordoned = True
+        else:
+            self._tell(run, "left cordoned: an operator had cordoned it before the run")
         report = run.report
         self._notify(
             self.params.notify.uncordon_template,

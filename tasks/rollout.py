@@ -27,6 +27,7 @@ from tasks.lifecycle import NodeLifecycle
 from tasks.plan import node_report
 
 RunNode = Callable[[PlanEntry, NodeFacts], NodeReport]
+ReportNode = Callable[[PlanEntry, NodeReport], NodeReport]
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Rollout:
         run_node: RunNode | None = None,
         should_halt: Callable[[], str | None] = lambda: None,
         on_progress: Callable[[int, int], None] = lambda done, total: None,
+        report_unstarted: ReportNode = lambda entry, report: report,
     ):
         self.lifecycle = lifecycle
         self.params = lifecycle.params
@@ -52,6 +54,7 @@ class Rollout:
         self.run_node = run_node or lifecycle.run
         self.should_halt = should_halt
         self.on_progress = on_progress
+        self.report_unstarted = report_unstarted  # a node held before its lifecycle started
         self.result = RolloutResult()
         self._lock = threading.Lock()
         self._failures = 0
@@ -99,7 +102,7 @@ class Rollout:
         while (picked := self._next()) is not None:
             entry, sets, held = picked
             if held:
-                self._record(entry, self._report(entry, Outcome.held, held))
+                self._record(entry, self.report_unstarted(entry, self._report(entry, Outcome.held, held)))
                 continue
             try:
                 report = self.run_node(entry, self.facts[entry.node])

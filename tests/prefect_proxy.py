@@ -94,6 +94,7 @@ class PrefectProxy:
         self._requests: Counter[tuple[str, str]] = Counter()
         self._refused: Counter[tuple[str, str]] = Counter()
         self._events = 0
+        self._logs = 0  # log records in the batches sent to /logs/
         self._ws_messages = 0
         self._dropped = 0
         self._server: uvicorn.Server | None = None
@@ -192,6 +193,7 @@ class PrefectProxy:
                 "refused": {f"{m} {p}": n for (m, p), n in sorted(self._refused.items())},
                 "ws_messages": self._ws_messages,
                 "events_total": self._events,
+                "logs_total": self._logs,
                 "dropped_connections": self._dropped,
             }
 
@@ -291,6 +293,9 @@ class PrefectProxy:
         if self._refuse(method, path):
             await respond(send, 503, [(b"content-type", b"application/json")], SERVICE_UNAVAILABLE)
             return
+        if method == "POST" and path.endswith("/logs/"):
+            with self._lock:
+                self._logs += log_records(body)
         target = self.upstream_origin + scope["raw_path"].decode()
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode()
@@ -347,6 +352,15 @@ class PrefectProxy:
                 await upstream.send(data)
             except WebSocketException:
                 return
+
+
+def log_records(body: bytes) -> int:
+    """How many log records a batch sent to ``POST /logs/`` holds."""
+    try:
+        batch = json.loads(body)
+    except ValueError:
+        return 0
+    return len(batch) if isinstance(batch, list) else 0
 
 
 def is_event(data: str | bytes | None) -> bool:

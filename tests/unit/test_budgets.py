@@ -250,6 +250,9 @@ class Recorder:
     def warning(self, message: str, *args: object) -> None:
         pass
 
+    def error(self, message: str, *args: object) -> None:
+        pass
+
 
 def rollout_with_budgets(monkeypatch, p: MaintenanceParams, nodes: list[NodeFacts], busy_seconds: float):
     """A rollout whose only phase counts the nodes in progress per zone and per pool, then ends them."""

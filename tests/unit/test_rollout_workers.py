@@ -32,6 +32,9 @@ class Recorder:
     def warning(self, message: str, *args: object) -> None:
         self.warnings.append(message % args)
 
+    def error(self, message: str, *args: object) -> None:
+        self.warnings.append(message % args)
+
 
 class Slots:
     """Slot Leases whose writes fail for the nodes named in ``failing``."""
