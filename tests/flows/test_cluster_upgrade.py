@@ -340,6 +340,38 @@ def test_node_image_upgrade_of_one_pool_surges_respects_budgets_and_reports_kern
     )
 
 
+def test_prefect_writes_that_fail_change_no_operation(start_sim, upgrade, monkeypatch):
+    """The progress artifact and the event are the record, not the work: when Prefect refuses them, the
+    operation is still started once and its task run still says it upgraded."""
+    sim = start_sim(demo())
+    refused: list[str] = []
+
+    def refuse(what: str):
+        def call(*args: object, **kwargs: object) -> None:
+            refused.append(what)
+            raise httpx.HTTPStatusError(
+                "Server error '503 Service Unavailable'",
+                request=httpx.Request("POST", "http://prefect/api"),
+                response=httpx.Response(503),
+            )
+
+        return call
+
+    for name in ("create_progress_artifact", "update_progress_artifact", "emit_event"):
+        monkeypatch.setattr(f"flows.cluster_upgrade.{name}", refuse(name))
+
+    state, report = upgrade(sim, mode="node-image", pools=["nodepool1"])
+
+    assert state.is_completed(), state.message
+    assert refused == ["create_progress_artifact", "emit_event"]  # no artifact: nothing to update
+    assert [o.status for o in report.operations] == ["succeeded"] and report.verified
+    assert [(e["method"], e["status"]) for e in arm_mutations(sim)] == [("POST", 202)]
+    assert state_of(task_runs(state, final=5)["node-image nodepool1"])[:2] == (
+        StateType.COMPLETED,
+        "Upgraded",
+    )
+
+
 def test_node_image_already_latest_is_nothing_to_do(start_sim, upgrade):
     sim = start_sim(demo())
     state, report = upgrade(sim, mode="node-image", pools=["userpool"])
