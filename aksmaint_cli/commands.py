@@ -267,8 +267,19 @@ def format_report(report: MaintenanceReport, table: str | None = None) -> str:
             else []
         ),
         f"Result: {report.summary_line()}",
+        *next_steps(report),
     ]
     return "\n".join(lines)
+
+
+def next_steps(report: MaintenanceReport) -> list[str]:
+    """What to do about the nodes that did not end well, in the words their Prefect task runs use."""
+    lines = []
+    for outcome in Outcome:
+        nodes = sorted(n.node for n in report.nodes if n.outcome == outcome)
+        if nodes and outcome.next_step:
+            lines.append(f"  {outcome.value} ({', '.join(nodes)}): {outcome.next_step}")
+    return ["", "Next:", *lines] if lines else []
 
 
 def maintenance_main(argv: list[str] | None = None, prog: str = MAINTAIN_PROG) -> int:
