@@ -19,7 +19,16 @@ from datetime import UTC, datetime
 import pytest
 from kubernetes import client
 from prefect import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    TaskRunFilter,
+    TaskRunFilterName,
+    TaskRunFilterStartTime,
+    TaskRunFilterState,
+    TaskRunFilterStateType,
+)
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import pause_flow_run, resume_flow_run
 
@@ -32,8 +41,10 @@ from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
 from tasks.lock import RebootSlots
 from tests.conftest import RunningSim, fast_params
+from tests.flows.test_maintenance import pinned_pod, release_budgets_when
 from tests.support import (
     PENDING_KERNEL,
+    POOL,
     SingleSetSlots,
     core_api,
     maintenance_scenario,
@@ -166,10 +177,14 @@ def test_killed_run_is_finished_by_the_next_run(
 # ---- 2. overlapping runs ---------------------------------------------------------------------
 @pytest.mark.parametrize("runs", [2, 3])
 def test_overlapping_runs_share_the_reboot_slot(start_sim, prefect_api, runs: int) -> None:
-    """The other runs start once the first has cordoned its first node, so that all of them plan nodes
-    the first has not reached yet (runs started at the same instant: tests/reliability/test_crashes.py)."""
-    sim = start_sim(resilience_scenario(need=3, count=4))
+    """The other runs start once the first has cordoned its first node, and that node's drain waits until
+    every run has planned, so that all of them plan nodes the first has not reached yet (runs started at
+    the same instant: tests/reliability/test_crashes.py)."""
+    scenario = resilience_scenario(need=3, count=4)
+    scenario["workloads"] += [pinned_pod(f"pinned-{i}", POOL, i) for i in range(3)]
+    sim = start_sim(scenario)
     core = core_api(sim)
+    started = datetime.now(UTC)
     needed = needing_reboot(sim)
     start = threading.Barrier(runs - 1)
     states: list = [None] * runs
@@ -182,6 +197,7 @@ def test_overlapping_runs_share_the_reboot_slot(start_sim, prefect_api, runs: in
     threads = [in_thread(run, 0)]
     wait_for(sim, timeline_event("cordoned"), timeout=60)
     threads += [in_thread(run, i) for i in range(1, runs)]
+    release_budgets_when(sim, [f"pinned-{i}" for i in range(3)], lambda _: planned_since(started) >= runs, 0)
     for t in threads:
         t.join(120)
     assert all(s is not None for s in states), "a run did not finish"
@@ -200,6 +216,19 @@ def test_overlapping_runs_share_the_reboot_slot(start_sim, prefect_api, runs: in
     rechecked = [n for r in reports for n in r.nodes if n.reason == "no reboot required any more"]
     assert rechecked
     assert_converged(sim, core, needed)
+
+
+def planned_since(started: datetime) -> int:
+    """How many flow runs have finished their plan since ``started``, as the Prefect API has it."""
+    with get_client(sync_client=True) as prefect:
+        plans = prefect.read_task_runs(
+            task_run_filter=TaskRunFilter(
+                name=TaskRunFilterName(like_="plan-"),
+                state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.COMPLETED])),
+                start_time=TaskRunFilterStartTime(after_=started),
+            )
+        )
+    return len({p.flow_run_id for p in plans})
 
 
 def test_a_node_whose_slot_is_taken_over_mid_drain_is_not_rebooted(start_sim, prefect_api) -> None:

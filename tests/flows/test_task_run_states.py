@@ -179,9 +179,15 @@ def test_each_node_and_each_phase_is_a_task_run_in_the_state_of_what_happened(
             if any("reboot slot" in line and "released" in line for line in story):
                 break
             time.sleep(0.3)
-        failed_logs = prefect.read_logs(
-            log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[runs[FAILED].id]))
-        )
+        deadline, failed_story = time.monotonic() + 15, []
+        while time.monotonic() < deadline:
+            logs = prefect.read_logs(
+                log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[runs[FAILED].id]))
+            )
+            failed_story = [entry.message for entry in logs]
+            if any(line.startswith(f"{FAILED} failed: ") for line in failed_story):
+                break
+            time.sleep(0.3)
         nested = prefect.read_task_runs(
             task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=[r.id for r in failed.values()]))
         )
@@ -196,7 +202,6 @@ def test_each_node_and_each_phase_is_a_task_run_in_the_state_of_what_happened(
     for words in expected:
         assert any(words in line for line in story), (words, story)
     assert any(
-        line.startswith(f"{FAILED} failed: ") and Outcome.failed.next_step in line
-        for line in (entry.message for entry in failed_logs)
-    ), "the failed node says what to do next, in its own task run"
+        line.startswith(f"{FAILED} failed: ") and Outcome.failed.next_step in line for line in failed_story
+    ), ("the failed node says what to do next, in its own task run", failed_story)
     assert len(nested) == len(failed)
