@@ -37,6 +37,8 @@ from types import TracebackType
 
 import httpx
 
+from flows.prefect_api import server_environment
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = ROOT / ".cache" / "postgres"
 DATABASE = "prefect"
@@ -259,9 +261,10 @@ class PostgresPrefect:
         return f"{self.url}/api"
 
     def server_env(self) -> dict[str, str]:
-        """The server's environment: the caller's, plus the database URL."""
+        """The server's environment: the caller's, plus the database URL and the task-run recorder's
+        batching (``flows.prefect_api.SERVER_RECORDER_SETTINGS``)."""
         return {
-            **self.env,
+            **server_environment(self.env),
             "PREFECT_API_DATABASE_CONNECTION_URL": self.postgres.url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": self.env.get("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
         }
