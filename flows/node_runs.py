@@ -236,7 +236,11 @@ def recorded(
     entry: PlanEntry, before: NodeFacts, body: Callable[[PlanEntry, NodeFacts], NodeReport]
 ) -> NodeReport:
     """Run ``body`` for the node inside its Prefect task run; exactly once, whatever Prefect does."""
-    once = _Once(lambda: body(entry, before))
+    return _in_node_run(entry, lambda: body(entry, before))
+
+
+def _in_node_run(entry: PlanEntry, work: Callable[[], NodeReport]) -> NodeReport:
+    once = _Once(work)
     ticket = uuid.uuid4().hex
     _NODES[ticket] = once
     try:
@@ -268,4 +272,4 @@ def record_outcome(entry: PlanEntry, report: NodeReport) -> NodeReport:
             )
         return report
 
-    return recorded(entry, NodeFacts(name=entry.node), lambda e, b: told())
+    return _in_node_run(entry, told)
