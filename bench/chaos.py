@@ -23,7 +23,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from kubernetes.client.exceptions import ApiException
 
 from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION
 from bench import concurrency
-from bench.common import PENDING_KERNEL, ROOT, Sim, flow_run_params, print_table
+from bench.common import PENDING_KERNEL, Sim, flow_run_params, print_table, start_flow_process
 
 NODES = 300
 CONCURRENCY = 30
@@ -224,14 +223,8 @@ def run_once(
     out_path = workdir / f"{name}.out"
     started = time.perf_counter()
     with out_path.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.node_maintenance", "--params", str(params_file), "--json"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so that the kill takes all of it
-        )
+        # its own process group, so that the kill takes all of it
+        proc = start_flow_process(params_file, env, out, start_new_session=True)
     try:
         while proc.poll() is None:
             new = sim.observer.timeline(seen)

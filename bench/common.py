@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -131,6 +132,19 @@ class FlowRun:
     timeline: list[dict] = field(default_factory=list)
 
 
+def start_flow_process(params_file: Path, env: dict[str, str], out, **popen: Any) -> subprocess.Popen:
+    """``python -m flows.node_maintenance --params FILE --json`` from the project's folder, its output to
+    ``out``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.node_maintenance", "--params", str(params_file), "--json"],
+        cwd=ROOT,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        **popen,
+    )
+
+
 def run_flow_process(sim: Sim, params: dict, api_url: str | None, workdir: Path, name: str) -> FlowRun:
     """Run ``python -m flows.node_maintenance`` to the end; its peak RSS comes from wait4's rusage.
     ``api_url`` None: no PREFECT_API_URL, so the command line starts its temporary local server."""
@@ -151,13 +165,7 @@ def run_flow_process(sim: Sim, params: dict, api_url: str | None, workdir: Path,
     out_path = workdir / f"{name}.out"
     started = time.perf_counter()
     with out_path.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.node_maintenance", "--params", str(params_file), "--json"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = start_flow_process(params_file, env, out)
         _, status, rusage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
