@@ -17,6 +17,7 @@ from kubernetes import client, config
 from aksmaint.kube import Kube
 from aksmaint.params import LockOptions
 from aksmaint.report import MaintenanceReport, Outcome
+from scripts.prefect_postgres import free_port
 from tasks.budgets import ALL, SlotSet
 from tasks.lock import RebootSlots
 from tests.conftest import ROOT, RunningSim, fast_params, scenario_dict
@@ -205,3 +206,22 @@ class SingleSetSlots(RebootSlots):
 
     def wait(self, holder: str, timeout: float) -> str:
         return self.acquire(holder, self.sets, timeout)[0]
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nobody listens on: the address of a server that is down."""
+    return free_port()
+
+
+def run_module(
+    module: str, args: list[str], env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess:
+    """``python -m module args`` from the project's folder, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

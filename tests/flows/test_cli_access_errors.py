@@ -5,9 +5,7 @@ shows the traceback. Each case runs the real command in a process of its own."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,17 +17,11 @@ from prefect.client.schemas.sorting import FlowRunSort
 
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import parse_scenario
-from tests.conftest import ROOT, RunningSim
-from tests.support import cli_env, maintenance_scenario
+from tests.conftest import RunningSim
+from tests.support import cli_env, closed_port, maintenance_scenario, run_module
 
 CLUSTER = "aks-demo"
 REFUSED = "check the credentials and RBAC of the identity the flow runs as"
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +48,7 @@ def kubeconfig_like(sim: RunningSim, path: Path, server: str | None = None, toke
 
 
 def aksmaint(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "aksmaint_cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_module("aksmaint_cli", args, env, timeout=180)
 
 
 def lines(text: str) -> list[str]:

@@ -5,24 +5,14 @@ cluster. Each case is a process of its own, since Prefect keeps one temporary se
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
-from tests.support import maintenance_scenario
+from tests.support import closed_port, maintenance_scenario, run_module
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flows.node_maintenance", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_module("flows.node_maintenance", args, env, timeout)
 
 
 def cli_env(home: Path, **changes: str) -> dict[str, str]:
@@ -34,12 +24,6 @@ def cli_env(home: Path, **changes: str) -> dict[str, str]:
         **changes,
     )
     return env
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_one_error_line(done: subprocess.CompletedProcess, says: str) -> None:

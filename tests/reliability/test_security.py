@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import socket
 import time
 import uuid
 from datetime import UTC, datetime
@@ -30,15 +29,7 @@ from aksmaint_cli.commands import maintenance_main as flow_cli
 from flows.node_maintenance import node_maintenance
 from tests.conftest import fast_params
 from tests.reliability.support import assert_invariants, reliability_scenario
-from tests.support import needing_reboot, report_of
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from tests.support import closed_port, needing_reboot, report_of
 
 
 def everything_prefect_kept(since: datetime, flow_run_id: str, must_see_event: str) -> list[str]:
