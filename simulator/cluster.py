@@ -55,6 +55,7 @@ from simulator.controllers.workloads import WorkloadControllers
 from simulator.indexes import controller_of, is_ready, is_terminal, is_terminating
 from simulator.k8s.store import now_rfc3339
 from simulator.scenario import Scenario
+from simulator.service_accounts import ServiceAccountIssuer
 
 __all__ = [
     "check_preconditions",
@@ -98,16 +99,31 @@ __all__ = [
 
 
 class Cluster(Kubelet, WorkloadControllers, Scheduler, ChangeTracking):
-    """The simulated AKS cluster: its state, and its controllers run in the order a reconcile needs."""
+    """The simulated AKS cluster: its state, and its controllers run in the order a reconcile needs.
 
-    def __init__(self, scenario: Scenario, loop: asyncio.AbstractEventLoop | None = None):
+    ``base_url`` is where the API server is served; it is the service-account issuer unless the
+    scenario's ``oidc_issuer`` names another. ``service_accounts`` issues and checks those tokens.
+    """
+
+    def __init__(self, scenario: Scenario, loop: asyncio.AbstractEventLoop | None = None, base_url: str = ""):
         super().__init__(scenario, loop)
+        oidc = scenario.cluster.oidc_issuer
+        issuer = (oidc.issuer_url if oidc else None) or base_url
+        self.service_accounts = ServiceAccountIssuer(
+            issuer,
+            api_audiences=list(dict.fromkeys(a for a in (issuer, base_url) if a)),
+            node_uid=self._node_uid,
+        )
         self.store.add_listener(self._on_change)
         self.store.add_view(LEASES, self._lease_view)
         self._build()
         for name in self.hosts:
             self.host_changed(name)
         self.reconcile()
+
+    def _node_uid(self, name: str) -> str | None:
+        node = self.store.get(NODES, "", name)
+        return node["metadata"]["uid"] if node else None
 
     def reconcile(self) -> None:
         if self._reconciling:

@@ -23,7 +23,7 @@ import jwt
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from simulator.scenario import AadSpec
+from simulator.scenario_identity import AadSpec
 
 # the AKS server application: the audience of every token the Kubernetes API of an AKS cluster takes
 AKS_SERVER_APP = "6dae42f8-4368-4678-94ff-3960e28e3630"
@@ -141,10 +141,10 @@ class TokenService:
             "access_token": jwt.encode(claims, self._key, algorithm=ALGORITHM),
         }
 
-    def problem(self, token: str, audiences: list[str]) -> TokenProblem | None:
-        """None when the token is ours, unexpired and for one of ``audiences``; else why not."""
+    def verify(self, token: str, audiences: list[str]) -> dict | TokenProblem:
+        """The token's claims when it is ours, unexpired and for one of ``audiences``; else why not."""
         try:
-            jwt.decode(
+            return jwt.decode(
                 token,
                 self._key,
                 algorithms=[ALGORITHM],
@@ -158,7 +158,11 @@ class TokenService:
             return TokenProblem.audience
         except jwt.PyJWTError:
             return TokenProblem.invalid
-        return None
+
+    def problem(self, token: str, audiences: list[str]) -> TokenProblem | None:
+        """None when the token is ours, unexpired and for one of ``audiences``; else why not."""
+        claims = self.verify(token, audiences)
+        return None if isinstance(claims, dict) else claims
 
     def counts(self) -> dict:
         """Tokens issued per audience (the ``/_sim/tokens`` observation; never the tokens)."""

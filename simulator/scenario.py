@@ -15,6 +15,9 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from simulator.scenario_identity import AadSpec, OidcIssuerSpec
+from simulator.scenario_pods import WorkloadIdentitySpec
+
 Version = Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$")]
 
 
@@ -138,20 +141,6 @@ class OperationFailureSpec(_Strict):
     message: str = "The operation failed (injected by the simulator)."
 
 
-class AadSpec(_Strict):
-    """Entra ID (AAD) integration: a token service, and a Kubernetes API that takes its tokens.
-
-    ``token_lifetime_seconds`` is simulated time, like every duration here; a token's ``exp`` is in real
-    time (the clients compare it with their own clock).
-    """
-
-    enabled: bool = True
-    tenant_id: str = Field(pattern=r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-    token_lifetime_seconds: float = Field(default=3600, gt=0)
-    # AKS's disableLocalAccounts: the static (local) token no longer opens the Kubernetes API
-    disable_local_accounts: bool = False
-
-
 class ClusterSpec(_Strict):
     name: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$")
     subscription_id: str
@@ -167,6 +156,10 @@ class ClusterSpec(_Strict):
     # own unattended-upgrades, which set /var/run/reboot-required; SecurityPatch, NodeImage: AKS)
     node_os_upgrade_channel: Literal["None", "Unmanaged", "SecurityPatch", "NodeImage"] = "Unmanaged"
     aad: AadSpec | None = None
+    oidc_issuer: OidcIssuerSpec | None = None
+    # the management cluster, where the worker's Jobs run: containers with a command run as local processes
+    runs_pods: bool = False
+    workload_identity: WorkloadIdentitySpec | None = None
 
     @field_validator("available_versions", mode="before")
     @classmethod

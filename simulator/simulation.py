@@ -1,7 +1,8 @@
 """The state behind one simulated AKS server: the cluster, plus the request-level machinery the API
-server needs: bearer-token authentication (the static token and Entra ID tokens), the audit log,
-the injected faults, and the simulator's own observation endpoints under ``/_sim`` (timeline, audit,
-invariants, hosts, tokens, fault control and host changes)."""
+server needs: bearer-token authentication (the static token, Entra ID tokens and service-account
+tokens), the audit log with the user of each request, the injected faults, and the simulator's own
+observation endpoints under ``/_sim`` (timeline, audit, invariants, hosts, tokens, fault control and
+host changes)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,12 @@ from simulator.faults import FaultRule, Faults
 from simulator.k8s.errors import ApiError, bad_request, not_found
 from simulator.k8s.paths import MUTATING, Target
 from simulator.scenario import Scenario
+from simulator.service_accounts import SERVICE_ACCOUNT_PREFIX
 
 # an observation endpoint: the request and its ``since`` query parameter (0 when not given)
 ObservationHandler = Callable[[Request, int], Awaitable[Response]]
+# the user name of the static token, as in the clusterAdmin kubeconfig AKS hands out
+STATIC_TOKEN_USER = "clusterAdmin"
 # the host fields PATCH /_sim/hosts/<node> may change
 HOST_FIELDS = {
     "reboot_required",
@@ -41,7 +45,10 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 class Audit:
-    """Every API request: time, verb, path, status and user agent (what a real audit log keeps)."""
+    """Every API request: time, verb, path, status, user and user agent (what a real audit log keeps).
+
+    ``user`` is set once the request is authenticated: ``clusterAdmin`` for the static token, an Entra
+    ID token's ``oid``, a service account's ``system:serviceaccount:<ns>:<name>``; None when refused."""
 
     def __init__(self, started: float):
         self.entries: list[dict] = []
@@ -56,6 +63,7 @@ class Audit:
             "path": request.url.path,
             "query": request.url.query,
             "user_agent": request.headers.get("user-agent", ""),
+            "user": None,
             "resource": target.rt.plural if target else None,
             "group": target.rt.group if target else None,
             "subresource": target.subresource if target else None,
@@ -77,7 +85,7 @@ class Simulation:
     """Cluster state plus the request-level machinery the API server needs."""
 
     def __init__(self, scenario: Scenario, loop: asyncio.AbstractEventLoop, token: str, base_url: str = ""):
-        self.cluster = Cluster(scenario, loop)
+        self.cluster = Cluster(scenario, loop, base_url=base_url)
         self.token = token
         aad = scenario.cluster.aad
         self.entra = (
@@ -100,17 +108,28 @@ class Simulation:
             ("POST", "/_sim/faults"): self._post_faults,
         }
 
-    def authenticate(self, request: Request) -> None:
-        """The Kubernetes API's bearer tokens: the local (static) token unless local accounts are disabled,
-        and, on an Entra ID cluster, unexpired tokens for the AKS server application. The simulator's
-        own ``/_sim/`` endpoints take the static token either way."""
+    def authenticate(self, request: Request) -> str:
+        """The user a request's bearer token names, or a 401.
+
+        The Kubernetes API takes the local (static) token unless local accounts are disabled; on an
+        Entra ID cluster, unexpired tokens for the AKS server application; and unexpired service-account
+        tokens for the API server's audiences. The simulator's own ``/_sim/`` endpoints take the static
+        token either way."""
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if not token:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
         aad = self.cluster.scenario.cluster.aad
         local_accounts = request.url.path.startswith("/_sim/") or not (aad and aad.disable_local_accounts)
-        if token and token == self.token and local_accounts:
-            return
-        if token and self.entra is not None and self.entra.problem(token, [AKS_SERVER_APP]) is None:
-            return
+        if token == self.token and local_accounts:
+            return STATIC_TOKEN_USER
+        if self.entra is not None:
+            claims = self.entra.verify(token, [AKS_SERVER_APP])
+            if isinstance(claims, dict):
+                return str(claims.get("oid") or claims.get("appid"))
+        issuer = self.cluster.service_accounts
+        claims = issuer.verify(token, issuer.api_audiences)
+        if isinstance(claims, dict) and str(claims["sub"]).startswith(SERVICE_ACCOUNT_PREFIX):
+            return str(claims["sub"])
         raise ApiError(401, "Unauthorized", "Unauthorized")
 
     async def observation(self, request: Request) -> Response:

@@ -26,6 +26,7 @@ from simulator.arm.versions import kubernetes_versions
 from simulator.entra import TokenProblem, TokenService
 from simulator.k8s.errors import ApiError
 from simulator.scenario import OperationFailureSpec
+from simulator.simulation import STATIC_TOKEN_USER
 
 ASGIApp = Callable[..., Awaitable[None]]
 OPERATIONS_API_VERSION = "2016-03-30"  # the api-version AKS puts in its operation URLs
@@ -158,8 +159,9 @@ class ArmAPI:
         response = await self.handle(request)
         await response(scope, receive, send)
 
-    def _authenticate(self, request: Request) -> None:
-        """The simulator's own token, or an Entra ID token for ARM's audience (the endpoint's URL)."""
+    def _authenticate(self, request: Request) -> str:
+        """The user of the simulator's own token, or of an Entra ID token for ARM's audience (the
+        endpoint's URL): its ``oid``."""
         header = request.headers.get("authorization")
         if header is None:
             raise ArmError(
@@ -167,12 +169,13 @@ class ArmAPI:
             )
         token = header.removeprefix("Bearer ")
         if token == self.sim.token:
-            return
+            return STATIC_TOKEN_USER
         entra = self.sim.entra
         audiences = [self.arm.kube_api, self.arm.kube_api + "/"]  # ARM is served at the same URL
-        problem = entra.problem(token, audiences) if entra else TokenProblem.invalid
-        if problem is not None:
-            raise ArmError(401, *_ARM_TOKEN_ERRORS[problem])
+        claims = entra.verify(token, audiences) if entra else TokenProblem.invalid
+        if not isinstance(claims, dict):
+            raise ArmError(401, *_ARM_TOKEN_ERRORS[claims])
+        return str(claims.get("oid") or claims.get("appid"))
 
     def _match(self, request: Request) -> tuple[Route | None, dict, bool]:
         path = request.url.path
@@ -199,7 +202,7 @@ class ArmAPI:
             mutating=bool(route_ and route_.mutating),
         )
         try:
-            self._authenticate(request)
+            entry["user"] = self._authenticate(request)
             if path.startswith("/_sim/arm/"):
                 response = await self._observation(request)
             else:

@@ -1,7 +1,7 @@
 """The HTTP face of the simulated cluster: a Kubernetes API server subset as an ASGI app.
 
-Requests are authenticated with a bearer token, recorded in the audit log, subjected to the configured
-faults, and then dispatched: discovery documents (``discovery``), the read verbs (``read``), watches
+Requests are authenticated with a bearer token (all but the public OIDC issuer documents), recorded in
+the audit log, subjected to the configured faults, and then dispatched: discovery documents (``discovery``), the read verbs (``read``), watches
 (``watch``), the write verbs and the eviction subresource (``write``), and the simulator's own
 observation endpoints under ``/_sim``. What a URL names is read by ``paths``.
 """
@@ -26,6 +26,9 @@ from simulator.k8s.write import create_object, delete_collection, delete_object,
 
 if TYPE_CHECKING:
     from simulator.simulation import Simulation
+
+# the user of a request without credentials (the OIDC issuer documents need none)
+ANONYMOUS_USER = "system:anonymous"
 
 Verb = Callable[[Cluster, Request, Target], Awaitable[Response]]
 VERBS: dict[str, Verb] = {
@@ -61,8 +64,13 @@ class KubeAPI:
         watch = query.get("watch") in ("true", "1")
         verb = audit_verb(request.method, target, watch)
         entry = sim.audit.start(request, verb, target)
+        document = sim.cluster.service_accounts.document(path) if request.method == "GET" else None
+        if document is not None:  # the OIDC issuer documents are public, as an AKS OIDC issuer serves them
+            entry["user"] = ANONYMOUS_USER
+            sim.audit.finish(entry, 200)
+            return Response(document, media_type="application/json")
         try:
-            sim.authenticate(request)
+            entry["user"] = sim.authenticate(request)
             if path.startswith("/_sim/"):
                 response = await sim.observation(request)
             else:
