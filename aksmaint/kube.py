@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import random
 import threading
 import time
@@ -218,10 +219,22 @@ def node_gone(kube: Kube, name: str) -> bool:
     return False
 
 
+# the flow pod's variable that names the cluster it runs in (in_cluster), set in the pool's job template
+CLUSTER_NAME_VARIABLE = "AKSMAINT_CLUSTER_NAME"
+
+
 def connect(cluster: ClusterConnection) -> Kube:
     """Build a client for the cluster and check that it answers (before any mutating request)."""
     configuration = client.Configuration()
     tokens = None
+    given_name = cluster.name
+    if cluster.in_cluster and not given_name:
+        given_name = os.environ.get(CLUSTER_NAME_VARIABLE, "").strip()
+        if not given_name:
+            raise ClusterAccessError(
+                f"in_cluster: name the cluster for its reports: set cluster.name or the variable "
+                f"{CLUSTER_NAME_VARIABLE} in the pool's job template"
+            )
     if cluster.aks is not None:
         fetched = fetch_kubeconfig(cluster.aks)
         tokens = fetched.tokens
@@ -255,6 +268,7 @@ def connect(cluster: ClusterConnection) -> Kube:
             name = chosen["context"].get("cluster", chosen["name"])
     except ConfigException as exc:
         raise ClusterAccessError(f"cannot use {cluster.describe()}: {exc}") from exc
+    name = given_name or name
     # a kubeconfig's insecure-skip-tls-verify alone does not turn verification off: only the parameter does
     configuration.verify_ssl = not cluster.insecure_skip_tls_verify
     if cluster.insecure_skip_tls_verify:

@@ -27,6 +27,8 @@ class Phase(StrEnum):
     verifying = "verifying"
     failed = "failed"
     quarantined = "quarantined"
+    # the run's own pod runs on the node: cordoned, with its reboot slot, for a follow-up run on another node
+    handed_over = "handed-over"
 
 
 class NodeRecord(BaseModel):

@@ -86,6 +86,13 @@ class ClusterConnection(_Model):
     aks: AksCluster | None = Field(
         None, description="An AKS cluster by subscription, resource group and name."
     )
+    name: str | None = Field(
+        None,
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$",
+        description="The cluster's name in reports, events and notifications. Empty: the kubeconfig "
+        "context's cluster, or the AKS cluster's name. With in_cluster it is required, here or in the "
+        "flow pod's variable AKSMAINT_CLUSTER_NAME (set it in the pool's job template).",
+    )
     insecure_skip_tls_verify: bool = Field(
         False,
         description="Do not verify the Kubernetes API server's TLS certificate. Unsafe: anyone on the "

@@ -18,6 +18,8 @@ class Outcome(StrEnum):
     gone = "gone"  # deleted from the cluster during the run (scale-in, auto-repair, spot eviction)
     not_applicable = "not-applicable"  # a Windows node: a node image upgrade patches it, not a reboot
     planned = "planned"  # dry run: would be rebooted
+    # this run's own pod runs on it (in_cluster): cordoned and left to a follow-up run on another node
+    handed_over = "handed-over"
 
     @property
     def next_step(self) -> str:
@@ -32,6 +34,8 @@ NEXT_STEPS = {
     "fix what kept its pods from leaving (see the reason), then run again",
     Outcome.quarantined: "the node stays cordoned and labelled aksmaint.io/status=quarantined; "
     "fix what blocks its drain, then run with retry_quarantined (--retry-quarantined)",
+    Outcome.handed_over: "nothing: the follow-up run named in the reason drains and reboots it once this "
+    "run has ended; if that run never starts, start the deployment again (the node stays cordoned until then)",
     Outcome.failed: "the node stays cordoned and keeps its reboot slot, so no other node takes its place; "
     "look at it (kubectl describe node); once it is Ready again, the next run uncordons it and frees the slot",
 }

@@ -20,6 +20,7 @@ from aksmaint.hostexec import HostPodSettings, delete_stale_host_pods
 from aksmaint.kube import kube_for
 from aksmaint.params import ClusterConnection, MaintenanceParams, RolloutOrder, SentinelOptions
 from aksmaint.report import MaintenanceReport, NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
+from flows.hand_over import follow_up_starter
 from flows.node_runs import record_outcome, recorded, run_phase_recorded
 from flows.recording import ApiWatch, PrefectRecorder, Progress
 from flows.tasking import best_effort, maintenance_task
@@ -150,13 +151,13 @@ def os_upgrade_channel(cluster: ClusterConnection) -> OsUpgradeSettings:
 
 @maintenance_task(name="plan")
 def plan_rollout(
-    facts: list[NodeFacts], params: MaintenanceParams, hold: str | None = None
+    facts: list[NodeFacts], params: MaintenanceParams, hold: str | None = None, own_node: str = ""
 ) -> list[PlanEntry]:
     kube = kube_for(params.cluster)
     needing = {f.name for f in facts if f.reboot_required and not f.resume and not f.scan_error}
     by_pods = params.order == RolloutOrder.fewest_pods_first and needing and not hold
     moves = pods_to_move(kube, needing, params.drain) if by_pods else None
-    plan = make_plan(facts, moves, hold, params.retry_quarantined)
+    plan = make_plan(facts, moves, hold, params.retry_quarantined, own_node)
     best_effort(
         "the maintenance-plan artifact",
         create_markdown_artifact,
@@ -238,6 +239,7 @@ def execute_rollout(
     run_id: str,
     cluster: str,
     watch: ApiWatch | None,
+    own_node: str = "",
 ) -> RolloutResult:
     """The nodes through their lifecycle, at most ``concurrency`` at once, each recorded as a task run."""
     kube = kube_for(params.cluster)
@@ -246,7 +248,14 @@ def execute_rollout(
             set_pending_taint(kube, e.node, True)
     budgets = Budgets(params, list(by_name.values()))
     lifecycle = NodeLifecycle(
-        kube, params, run_id, PrefectRecorder(cluster), budgets=budgets, run_step=run_phase_recorded
+        kube,
+        params,
+        run_id,
+        PrefectRecorder(cluster),
+        budgets=budgets,
+        run_step=run_phase_recorded,
+        own_node=own_node,
+        hand_over=follow_up_starter() if own_node else None,
     )
     tolerance = params.orchestration_outage_seconds
     progress = Progress(cluster)
@@ -291,7 +300,7 @@ def execute_rollout(
 def compare_kernels(params: MaintenanceParams, facts: list[NodeFacts], report: MaintenanceReport) -> None:
     """The kernel-diff step: kernels before and after, and the nodes still needing a reboot."""
     needed = {f.name for f in facts if f.reboot_required}
-    left = (Outcome.held, Outcome.skipped, Outcome.failed)
+    left = (Outcome.held, Outcome.skipped, Outcome.failed, Outcome.handed_over)
     report.still_need_reboot = [n.node for n in report.nodes if n.outcome in left and n.node in needed]
     diff = kernel_diff_report(
         params.cluster, params.node_selector, facts, report.nodes, report.still_need_reboot

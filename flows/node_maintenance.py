@@ -43,6 +43,7 @@ from aksmaint.params import (
     SentinelOptions,
 )
 from aksmaint.report import MaintenanceReport, Outcome, PlanAction
+from flows.hand_over import find_own_node
 from flows.maintenance_tasks import (
     approved,
     check_updates,
@@ -59,6 +60,7 @@ from flows.maintenance_tasks import (
 )
 from flows.node_runs import record_outcome
 from flows.recording import ApiWatch
+from flows.result_storage import check_result_storage
 from tasks.cancellation import run_id_of
 from tasks.plan import dry_run_reports, node_report, unplanned_report
 
@@ -128,6 +130,7 @@ def node_maintenance(
     """
     # every parameter of the flow is a field of MaintenanceParams: validated together, before any request
     params = MaintenanceParams(**locals())
+    check_result_storage()  # before any request to the cluster: results must be storable
     return run_maintenance(params)
 
 
@@ -144,6 +147,7 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     cluster_name = connect_cluster(params.cluster)
     kube = kube_for(params.cluster)
+    own_node = find_own_node(params.cluster).node if params.cluster.in_cluster else ""
     settings = host_settings(params)
     facts = check_updates(params, settings)
     facts = scan_sentinels(params.cluster, facts, params.sentinel, settings, params.dry_run)
@@ -151,7 +155,7 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
     hold = os_upgrades.hold_reason() if params.respect_os_upgrade_channel else None
     if not params.respect_os_upgrade_channel and (patches := os_upgrades.aks_patches()):
         logger.warning("%s; rebooting anyway: respect_os_upgrade_channel is false", patches)
-    plan = plan_rollout(facts, params, hold)
+    plan = plan_rollout(facts, params, hold, own_node)
     by_name = {f.name: f for f in facts}
     report = MaintenanceReport(
         cluster=cluster_name,
@@ -177,7 +181,7 @@ def _run_maintenance(params: MaintenanceParams, watch: ApiWatch | None):
             }
         )
     elif todo:
-        result = execute_rollout(params, todo, by_name, run_id, cluster_name, watch)
+        result = execute_rollout(params, todo, by_name, run_id, cluster_name, watch, own_node)
         reports.update(result.reports)
         report.halted, report.halt_reason = bool(result.halted), result.halted
     report.nodes = [reports[e.node] for e in plan]

@@ -47,6 +47,7 @@ OUTCOME_STATES: dict[Outcome, tuple[StateType, str]] = {
     Outcome.held: (StateType.CANCELLED, "Held"),
     Outcome.skipped: (StateType.CANCELLED, "Skipped"),
     Outcome.gone: (StateType.CANCELLED, "Gone"),
+    Outcome.handed_over: (StateType.CANCELLED, "HandedOver"),
     Outcome.quarantined: (StateType.FAILED, "Quarantined"),
     Outcome.failed: (StateType.FAILED, "Failed"),
 }

@@ -34,7 +34,7 @@ from tasks.budgets import Budgets
 from tasks.drain import DrainResult, delete_pods, drain_node
 from tasks.gates import gate_reason, window_closed
 from tasks.health import check_node, wait_until_back
-from tasks.lock import RebootSlots, SlotRenewer, failed_holder
+from tasks.lock import RebootSlots, SlotRenewer, failed_holder, handed_over_holder
 from tasks.reboot import already_requested, reboot_pods, remove_reboot_pods, request_reboot
 from tasks.sentinel import recheck_node
 from tasks.taints import set_pending_taint
@@ -62,6 +62,7 @@ class Step(StrEnum):
     reboot = "reboot"
     verify = "verify"
     uncordon = "uncordon"
+    hand_over = "hand-over"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class NodeRun:
     boot_started: float = 0.0
     told: list[str] = field(default_factory=list)  # what the phase in progress said it did
     uncordoned: bool = False  # by the uncordon phase, after the reboot
+    handed_over: bool = False  # to a follow-up run: the slot stays with the node
 
     @property
     def node(self) -> str:
@@ -103,6 +105,12 @@ class NodeRun:
 
 
 Handler = Callable[["NodeLifecycle", NodeRun], "Step | Done"]
+# starts the follow-up run that reboots the run's own node from another node; returns how to name it
+HandOver = Callable[[str], str]
+OWN_NODE = "this run's own pod runs on it, so it is not drained from under the run"
+NO_FOLLOW_UP = (
+    "run the flow from a deployment (it then hands the node over to a follow-up run) or from another node"
+)
 
 
 class StepRunner(Protocol):
@@ -139,6 +147,8 @@ class NodeLifecycle:
         retry_delay: float = 1.0,
         budgets: Budgets | None = None,
         run_step: StepRunner = run_in_loop,
+        own_node: str = "",
+        hand_over: HandOver | None = None,
     ):
         self.kube = kube
         self.params = params
@@ -150,6 +160,10 @@ class NodeLifecycle:
         self.slots = RebootSlots(kube, params.lock)
         self.budgets = budgets or Budgets(params, [])
         self.run_step = run_step
+        # in_cluster: the node this run's pod is on, never drained from under it; ``hand_over`` starts
+        # the follow-up run that will reboot it (None: no follow-up can be started, the node is held)
+        self.own_node = own_node
+        self.hand_over = hand_over
         self.halt_reason = ""  # set when going on would no longer be safe; the rollout starts no new node
 
     # ---- the engine ------------------------------------------------------------------------------
@@ -256,9 +270,12 @@ class NodeLifecycle:
             for name in run.slots:
                 if run.keep_slot:
                     self.slots.keep_for_failed_node(name, run.holder, run.node)
+                elif run.handed_over:
+                    self.slots.keep_for_node(name, run.holder, handed_over_holder(run.node))
                 else:
                     self.slots.release(name, run.holder)
             kept = "kept for it, as it did not come back" if run.keep_slot else "released"
+            kept = "kept for it until the follow-up run takes it" if run.handed_over else kept
             back = "uncordoned; " if run.uncordoned else ""
             self.recorder.info("%s %sreboot slot %s %s", run.node, back, ", ".join(run.slots), kept)
         except Exception as exc:
@@ -296,6 +313,8 @@ class NodeLifecycle:
             if record is not None and record.phase == Phase.failed:
                 run.record = record
                 return Step.recover
+        if run.node == self.own_node and self.hand_over is None:
+            return Done(Outcome.held, f"{OWN_NODE}; {NO_FOLLOW_UP}")
         return Step.slot
 
     def recover(self, run: NodeRun) -> Step | Done:
@@ -317,6 +336,12 @@ class NodeLifecycle:
 
     def slot(self, run: NodeRun) -> Step | Done:
         waiting = time.monotonic()
+        # a node an earlier run handed over keeps its slots until this run takes them
+        if taken := self.slots.take_over(handed_over_holder(run.node), run.holder):
+            run.slots = taken
+            run.renewer = SlotRenewer(self.slots, run.slots, run.holder).__enter__()
+            self._tell(run, "took over reboot slot %s, kept for it since its hand-over", ", ".join(taken))
+            return Step.recheck
         try:
             run.slots = self.slots.acquire(
                 run.holder,
@@ -411,6 +436,8 @@ class NodeLifecycle:
             self.recorder.info("%s: resuming after the reboot requested by %s", run.node, run.earlier_run)
             run.boot_started = time.monotonic()
             return Step.verify
+        if run.node == self.own_node:
+            return Step.hand_over
         return Step.drain
 
     def drain(self, run: NodeRun) -> Step | Done:
@@ -584,6 +611,26 @@ class NodeLifecycle:
             f"back after {report.boot_seconds:.0f}s",
         )
 
+    def hand_over_node(self, run: NodeRun) -> Step | Done:
+        """The run's own node, cordoned: start the follow-up run, record it on the node, and keep the
+        node's slot for it. If no follow-up can be started, the node goes back in service, held."""
+        assert run.record is not None and self.hand_over is not None
+        try:
+            follow_up = self.hand_over(run.node)
+        except Exception as exc:  # Prefect could not start it: nothing is left half done on the node
+            self._uncordon(run, post_labels=False)
+            return Done(
+                Outcome.held,
+                f"{OWN_NODE}; the follow-up run could not be started ({exc}); put back in service",
+            )
+        reason = f"handed over to flow run {follow_up}: {OWN_NODE}"
+        run.record = run.record.model_copy(update={"phase": Phase.handed_over, "reason": reason})
+        cordon_ops.update_record(self.kube, run.node, run.record)
+        run.handed_over = True
+        self.recorder.event("node.handed_over", run.node, run=self.run_id, follow_up=follow_up)
+        self._tell(run, "handed over to flow run %s, which reboots it from another node", follow_up)
+        return Done(Outcome.handed_over, f"cordoned and {reason}")
+
 
 PHASES: dict[Step, PhaseSpec] = {
     spec.step: spec
@@ -646,6 +693,14 @@ PHASES: dict[Step, PhaseSpec] = {
             does="wait until Ready on a new boot id with a fresh heartbeat; else leave it failed with its slot",
             resumes="verifies against the boot id the record holds",
             on_cancel="the record stays; the next run verifies the node",
+        ),
+        PhaseSpec(
+            Step.hand_over,
+            NodeLifecycle.hand_over_node,
+            does="the run's own node (in_cluster), cordoned: start a follow-up run and keep the slot for it",
+            resumes="the follow-up takes over the handed-over/<node> slot and drains the node as usual",
+            on_cancel="the record (phase handed-over) stays for the follow-up run",
+            retries=1,
         ),
         PhaseSpec(
             Step.uncordon,

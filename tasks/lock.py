@@ -49,6 +49,19 @@ def failed_holder(node: str) -> str:
     return f"failed/{node}"
 
 
+def handed_over_holder(node: str) -> str:
+    """Who keeps the slots of a node cordoned and handed over to a follow-up run (``tasks.self_host``)."""
+    return f"handed-over/{node}"
+
+
+def kept_for(holder: str) -> str | None:
+    """The node a slot is kept for (failed, or handed over), or None for a run's own holder."""
+    for keeper in (failed_holder(""), handed_over_holder("")):
+        if holder.startswith(keeper):
+            return holder.removeprefix(keeper)
+    return None
+
+
 class SlotObserver:
     """Remembers when each slot's record last changed, in local monotonic time."""
 
@@ -143,12 +156,12 @@ class RebootSlots:
                 continue
             current = spec_of(lease).holder_identity or ""
             busy = False
-            if current.startswith(failed_holder("")):
-                node = current.removeprefix(failed_holder(""))
+            if (node := kept_for(current)) is not None:
                 if node_gone(self.kube, node):  # it no longer counts against the limit
                     self.release(name, current)
                 else:
-                    view.kept_by_failed.append(node)
+                    if current == failed_holder(node):
+                        view.kept_by_failed.append(node)
                     busy = True
             elif current and current != holder and not self.observer.expired(name, lease):
                 busy = True
@@ -306,17 +319,37 @@ class RebootSlots:
 
         self._replace_if_held(name, holder, freed, missing_ok=True)
 
-    def keep_for_failed_node(self, name: str, holder: str, node: str) -> None:
-        """Hand our slot to a node that did not come back: it stays disrupted, so it keeps counting
-        against the concurrency until a later run sees it healthy again (or an operator deletes the Lease)."""
+    def keep_for_node(self, name: str, holder: str, keeper: str) -> None:
+        """Hand our slot to ``keeper``: a node that did not come back (``failed_holder``) or one handed
+        over to a follow-up run (``handed_over_holder``). The node stays disrupted, so it keeps counting
+        against the concurrency until a later run takes it on (or an operator deletes the Lease)."""
 
         def kept(lease: V1Lease) -> dict:
             transitions = (spec_of(lease).lease_transitions or 0) + 1
-            body = self._body(name, failed_holder(node), transitions, meta(lease).resource_version)
+            body = self._body(name, keeper, transitions, meta(lease).resource_version)
             body["spec"]["leaseDurationSeconds"] = FAILED_HOLD_SECONDS
             return body
 
         self._replace_if_held(name, holder, kept)
+
+    def keep_for_failed_node(self, name: str, holder: str, node: str) -> None:
+        self.keep_for_node(name, holder, failed_holder(node))
+
+    def take_over(self, keeper: str, holder: str) -> list[str]:
+        """Take every slot ``keeper`` keeps for a node, under the resourceVersion read, so the node never
+        stops counting against the concurrency; the names taken (none if nothing was kept)."""
+        taken = []
+        for name, lease in self.existing():
+            if spec_of(lease).holder_identity != keeper:
+                continue
+            transitions = spec_of(lease).lease_transitions or 0
+
+            def ours(lease: V1Lease, name: str = name, transitions: int = transitions) -> dict:
+                return self._body(name, holder, transitions + 1, meta(lease).resource_version)
+
+            if self._replace_if_held(name, keeper, ours):
+                taken.append(name)
+        return taken
 
     def release_all_held_by(self, run_prefix: str) -> list[str]:
         """Free every slot whose holder starts with ``run_prefix`` (cleanup after a cancelled run)."""

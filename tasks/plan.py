@@ -23,6 +23,7 @@ def make_plan(
     pods_to_move: dict[str, int] | None = None,
     hold: str | None = None,
     retry_quarantined: bool = False,
+    own_node: str = "",
 ) -> list[PlanEntry]:
     """Order: nodes a previous run left mid-way first, then by pool and, within a pool, the nodes with the
     fewest pods a drain would evict first (``pods_to_move``), then by name. Emptier nodes go first so that
@@ -30,10 +31,19 @@ def make_plan(
     nodes still waiting, go there): each pod moves as few times as possible. With ``hold`` (why reboots do
     not belong on this cluster), nodes that need one are held with that reason; a node a previous run
     left mid-way is still finished, to put it back in service. A node an earlier run quarantined is left
-    alone, unless ``retry_quarantined``: then it is drained again like a node left mid-way."""
+    alone, unless ``retry_quarantined``: then it is drained again like a node left mid-way. The node the
+    run's own pod is on (``own_node``, in_cluster) goes last: it is handed over, not drained."""
     moves = pods_to_move or {}
-    ordered = sorted(facts, key=lambda f: (not f.resume, f.pool, moves.get(f.name, 0), f.name))
-    return [_entry(f, moves, hold, retry_quarantined) for f in ordered]
+    ordered = sorted(
+        facts, key=lambda f: (f.name == own_node, not f.resume, f.pool, moves.get(f.name, 0), f.name)
+    )
+    entries = [_entry(f, moves, hold, retry_quarantined) for f in ordered]
+    return [
+        e.model_copy(update={"reason": f"{e.reason}; this run's pod runs here: handed over last"})
+        if e.node == own_node and e.action.runs
+        else e
+        for e in entries
+    ]
 
 
 def _entry(f: NodeFacts, moves: dict[str, int], hold: str | None, retry_quarantined: bool) -> PlanEntry:

@@ -9,7 +9,8 @@ A worker takes the next node of the plan unless the rollout has stopped: too man
 (``max_failures``), a stop request (a cancelled run), or a reason from ``should_halt`` (the flow uses it to
 stop starting nodes when its record keeper, the Prefect API, has been unreachable for too long). A node
 already started always runs to its outcome, which leaves it at a safe point: back in service, or cordoned
-with its record.
+with its record. The run's own node (in_cluster) starts only once every other node has ended: its
+hand-over keeps a slot until a follow-up run takes it.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ class Rollout:
                     return self._pending.pop(0), [], f"not started: {halted}"
                 now, by_place = datetime.now(UTC), {}
                 for i, entry in enumerate(self._pending):
+                    if entry.node == self.lifecycle.own_node and (len(self._pending) > 1 or +self._in_use):
+                        continue  # the run's own node is handed over once every other node has ended
                     facts = self.facts[entry.node]
                     if (place := (facts.pool, facts.zone)) not in by_place:
                         by_place[place] = self.budgets.sets_for(facts, now)
