@@ -115,21 +115,20 @@ def make_credential(
 
     if kind == CredentialKind.static_token:
         return StaticTokenCredential()
+    # the authority is verified with the same CA bundle as ARM; a custom one is not looked up at Microsoft
+    options: dict = {"connection_verify": ca_bundle} if ca_bundle else {}
+    if _custom_authority():
+        options["disable_instance_discovery"] = True
     if kind == CredentialKind.workload_identity:
-        return (
-            identity.WorkloadIdentityCredential(client_id=client_id)
-            if client_id
-            else identity.WorkloadIdentityCredential()
+        # AKS's webhook sets AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE, AZURE_AUTHORITY_HOST
+        return identity.WorkloadIdentityCredential(
+            **({"client_id": client_id} if client_id else {}), **options
         )
     if kind == CredentialKind.managed_identity:
         return identity.ManagedIdentityCredential(client_id=client_id)
     if kind == CredentialKind.azure_cli:
         return identity.AzureCliCredential()
     if kind == CredentialKind.environment:
-        # the service principal's authority is verified with the same CA bundle as ARM
-        options: dict = {"connection_verify": ca_bundle} if ca_bundle else {}
-        if _custom_authority():
-            options["disable_instance_discovery"] = True
         return identity.EnvironmentCredential(**options)
     return identity.DefaultAzureCredential(managed_identity_client_id=client_id)
 
