@@ -1,8 +1,10 @@
 """An Entra ID-like token service for a simulated AKS with AAD integration.
 
-It serves what azure-identity's client-secret credential needs from a custom authority (the
-``AZURE_AUTHORITY_HOST`` of a sovereign cloud or Azure Stack): the tenant's OpenID metadata and the
-client-credentials grant. It knows one tenant and one service principal. Tokens are JWTs signed with a
+It serves what azure-identity's client-secret and workload-identity credentials need from a custom
+authority (the ``AZURE_AUTHORITY_HOST`` of a sovereign cloud or Azure Stack): the tenant's OpenID
+metadata and the client-credentials grant. It knows one tenant, one service principal with a secret,
+and the scenario's applications, which sign in with a client assertion their federated credentials
+trust (``simulator.federation``). Tokens are JWTs signed with a
 key of this simulator run, carrying the audience (the resource of the ``<resource>/.default`` scope
 asked for) and an expiry in real time, so they expire as real Entra tokens do while a run goes on.
 """
@@ -23,6 +25,7 @@ import jwt
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from simulator.federation import JWT_BEARER, GrantRefused, IssuerKeys, verify_assertion
 from simulator.scenario_identity import AadSpec
 
 # the AKS server application: the audience of every token the Kubernetes API of an AKS cluster takes
@@ -49,12 +52,23 @@ class TokenService:
     client_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     issued: Counter[str] = field(default_factory=Counter)  # tokens issued per audience
+    # the CA bundles trusted when fetching an external issuer's documents
+    ca_files: list[str] = field(default_factory=list)
     _key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __post_init__(self) -> None:
+        self._applications = {a.client_id.lower(): a for a in self.spec.applications}
+        self.issuer_keys = IssuerKeys(list(self.ca_files))
+
     @classmethod
-    def for_scenario(cls, spec: AadSpec, base_url: str, time_scale: float) -> TokenService:
-        return cls(spec, base_url, max(1, round(spec.token_lifetime_seconds * time_scale)))
+    def for_scenario(
+        cls, spec: AadSpec, base_url: str, time_scale: float, ca_files: list[str] | None = None
+    ) -> TokenService:
+        """The scenario's token service; it trusts ``ca_files`` (the simulator's CA) and the scenario's
+        ``trusted_ca_bundle`` when it fetches an issuer's documents."""
+        trusted = [*(ca_files or []), *([spec.trusted_ca_bundle] if spec.trusted_ca_bundle else [])]
+        return cls(spec, base_url, max(1, round(spec.token_lifetime_seconds * time_scale)), ca_files=trusted)
 
     @property
     def tenant_id(self) -> str:
@@ -74,59 +88,81 @@ class TokenService:
             "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
             "subject_types_supported": ["pairwise"],
             "id_token_signing_alg_values_supported": [ALGORITHM],
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic",
+            ],
             "tenant_region_scope": "EU",
         }
 
-    def grant(self, form: dict[str, str]) -> tuple[int, dict]:
+    async def grant(self, form: dict[str, str]) -> tuple[int, dict]:
         """The client-credentials grant: (HTTP status, body) as Entra ID answers it."""
+        try:
+            client_id, object_id, resource = await self._sign_in(form)
+        except GrantRefused as refused:
+            return refused.status, _error(refused.error, refused.code, refused.description)
+        return 200, self.issue(resource, client_id, object_id)
+
+    async def _sign_in(self, form: dict[str, str]) -> tuple[str, str, str]:
+        """The client id, object id and resource of a grant Entra ID accepts; else ``GrantRefused``.
+        The service principal signs in with its secret, an application with a client assertion
+        its federated credentials trust."""
         if form.get("grant_type") != "client_credentials":
-            return 400, _error(
+            raise GrantRefused(
+                400,
                 "unsupported_grant_type",
                 "AADSTS70003",
                 f"The app requested an unsupported grant type '{form.get('grant_type', '')}'.",
             )
         for name in ("client_id", "scope"):
             if not form.get(name):
-                return 400, _error(
+                raise GrantRefused(
+                    400,
                     "invalid_request",
                     "AADSTS900144",
                     f"The request body must contain the following parameter: '{name}'.",
                 )
-        if form["client_id"] != self.client_id:
-            return 400, _error(
+        client_id = form["client_id"]
+        application = self._applications.get(client_id.lower())
+        if client_id != self.client_id and application is None:
+            raise GrantRefused(
+                400,
                 "unauthorized_client",
                 "AADSTS700016",
-                f"Application with identifier '{form['client_id']}' was not found in the directory "
-                f"'{self.tenant_id}'.",
+                f"Application with identifier '{client_id}' was not found in the directory '{self.tenant_id}'.",
             )
-        if not secrets.compare_digest(form.get("client_secret", ""), self.client_secret):
-            return 401, _error(
+        if application is not None and (form.get("client_assertion") or form.get("client_assertion_type")):
+            if form.get("client_assertion_type") != JWT_BEARER or not form.get("client_assertion"):
+                raise _credential_missing()
+            await verify_assertion(application, form["client_assertion"], self.issuer_keys)
+            return application.client_id, application.object_id or application.client_id, _resource(form)
+        if application is not None and not form.get("client_secret"):
+            raise _credential_missing()
+        secret = self.client_secret if application is None else ""  # applications here have no secret
+        if not secret or not secrets.compare_digest(form.get("client_secret", ""), secret):
+            raise GrantRefused(
+                401,
                 "invalid_client",
                 "AADSTS7000215",
                 "Invalid client secret provided. Ensure the secret being sent in the request is the "
                 "client secret value, not the client secret ID.",
             )
-        resources = [s.removesuffix("/.default") for s in form["scope"].split() if s.endswith("/.default")]
-        if len(resources) != 1:
-            return 400, _error(
-                "invalid_scope",
-                "AADSTS1002012",
-                f"The provided value for scope {form['scope']} is not valid. Client credential flows "
-                "must have a scope value with /.default suffixed to the resource identifier.",
-            )
-        return 200, self.issue(resources[0])
+        return self.client_id, self.client_id, _resource(form)
 
-    def issue(self, audience: str) -> dict:
+    def issue(self, audience: str, client_id: str = "", object_id: str = "") -> dict:
+        """A token for ``audience`` (the service principal's unless another client is named)."""
+        client_id = client_id or self.client_id
+        object_id = object_id or client_id
         now = time.time()
         expires = round(now + self.lifetime_seconds)
         claims = {
             "aud": audience,
             "iss": self.issuer,
             "tid": self.tenant_id,
-            "appid": self.client_id,
-            "sub": self.client_id,
-            "oid": self.client_id,
+            "appid": client_id,
+            "sub": object_id,
+            "oid": object_id,
             "iat": int(now),
             "nbf": int(now),
             "exp": expires,
@@ -186,12 +222,35 @@ class TokenService:
             return JSONResponse(self.metadata())
         if request.method == "POST" and rest == "/oauth2/v2.0/token":
             form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
-            status, body = self.grant(form)
+            status, body = await self.grant(form)
             return JSONResponse(body, status_code=status)
         return JSONResponse(
             _error("invalid_request", "AADSTS900561", f"The endpoint {path} is not served here."),
             status_code=404,
         )
+
+
+def _resource(form: dict[str, str]) -> str:
+    """The one resource of a client-credentials scope (``<resource>/.default``)."""
+    resources = [s.removesuffix("/.default") for s in form["scope"].split() if s.endswith("/.default")]
+    if len(resources) != 1:
+        raise GrantRefused(
+            400,
+            "invalid_scope",
+            "AADSTS1002012",
+            f"The provided value for scope {form['scope']} is not valid. Client credential flows "
+            "must have a scope value with /.default suffixed to the resource identifier.",
+        )
+    return resources[0]
+
+
+def _credential_missing() -> GrantRefused:
+    return GrantRefused(
+        401,
+        "invalid_client",
+        "AADSTS7000218",
+        "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+    )
 
 
 def _error(error: str, code: str, description: str) -> dict:

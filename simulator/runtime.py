@@ -164,7 +164,8 @@ class SimulatedAKS:
         self.loop = loop
         try:
             url = f"https://127.0.0.1:{sock.getsockname()[1]}"
-            self.sim = Simulation(self.scenario, loop, self.token, base_url=url)
+            ca_bundle = str(self.state_dir / "ca.pem")
+            self.sim = Simulation(self.scenario, loop, self.token, base_url=url, ca_bundle=ca_bundle)
             # ARM paths (/subscriptions/...) go to the emulator, the tenant's paths to the token service,
             # everything else to the Kubernetes API
             self.arm = ArmEmulator(self.sim, url, (self.state_dir / "ca.pem").read_bytes())

@@ -31,10 +31,12 @@ class FederatedCredentialSpec(_Strict):
 
 
 class ApplicationSpec(_Strict):
-    """An app registration (or user-assigned managed identity) a workload signs in as."""
+    """An app registration (or user-assigned managed identity) a workload signs in as. Its tokens carry
+    ``object_id`` as ``oid`` (the client id when not given)."""
 
     client_id: Guid
     name: str = Field(min_length=1, max_length=120)
+    object_id: Guid | None = None
     federated_credentials: list[FederatedCredentialSpec] = Field(default_factory=list, max_length=20)
 
     @field_validator("federated_credentials")

@@ -84,12 +84,23 @@ class Audit:
 class Simulation:
     """Cluster state plus the request-level machinery the API server needs."""
 
-    def __init__(self, scenario: Scenario, loop: asyncio.AbstractEventLoop, token: str, base_url: str = ""):
+    def __init__(
+        self,
+        scenario: Scenario,
+        loop: asyncio.AbstractEventLoop,
+        token: str,
+        base_url: str = "",
+        ca_bundle: str = "",
+    ):
+        """``ca_bundle`` is the simulator's CA, which the token service trusts when it fetches an
+        OIDC issuer's documents (another simulated cluster's, or this one's)."""
         self.cluster = Cluster(scenario, loop, base_url=base_url)
         self.token = token
         aad = scenario.cluster.aad
         self.entra = (
-            TokenService.for_scenario(aad, base_url, scenario.time_scale) if aad and aad.enabled else None
+            TokenService.for_scenario(aad, base_url, scenario.time_scale, [ca_bundle] if ca_bundle else [])
+            if aad and aad.enabled
+            else None
         )
         self.audit = Audit(self.cluster.started_at)
         self.faults = Faults(

@@ -57,7 +57,7 @@ def test_the_audit_log_names_the_static_token_user(start_sim):
 def test_expired_or_foreign_tokens_get_401(start_sim):
     sim = start_sim("example")
     issuer = issuer_of(sim)
-    short = issuer.issue("shop", "web", [issuer.issuer], 1)
+    short = issuer.issue("shop", "web", [issuer.issuer], 2)  # whole seconds: valid for 1 to 2 s
     other_audience = issuer.issue("shop", "web", ["api://AzureADTokenExchange"], 600)
     foreign = ServiceAccountIssuer(issuer.issuer).issue("shop", "web", [issuer.issuer], 600)
     for token in (other_audience, foreign):
@@ -65,7 +65,7 @@ def test_expired_or_foreign_tokens_get_401(start_sim):
             core_with_token(sim, token).list_node()
         assert refused.value.status == 401
     assert core_with_token(sim, short).list_node().items
-    time.sleep(2.1)
+    time.sleep(2.05)
     with pytest.raises(ApiException) as expired:
         core_with_token(sim, short).list_node()
     assert expired.value.status == 401
