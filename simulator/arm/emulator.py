@@ -44,7 +44,10 @@ class ArmEmulator:
         scenario = self.cluster.scenario
         spec = scenario.cluster
         self.mc = ClusterState(
-            spec=spec, kubernetes_version=spec.kubernetes_version, current_version=spec.kubernetes_version
+            spec=spec,
+            kubernetes_version=spec.kubernetes_version,
+            current_version=spec.kubernetes_version,
+            issuer_url=self.cluster.service_accounts.issuer,
         )
         self.pools = {p.name: PoolState.from_spec(p) for p in scenario.pools}
         self.region = versions.Region(

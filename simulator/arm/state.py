@@ -179,6 +179,7 @@ class ClusterState:
     etag: str = field(default_factory=new_etag)
     operation: Operation | None = None
     resource_uid: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+    issuer_url: str = ""  # the cluster's service-account issuer, shown when its OIDC issuer is enabled
 
     @property
     def id(self) -> str:
@@ -208,6 +209,17 @@ class ClusterState:
             return {}
         return {"aadProfile": {"managed": True, "enableAzureRBAC": False, "tenantID": aad.tenant_id}}
 
+    def _identity_profiles(self) -> dict:
+        """``oidcIssuerProfile`` (AKS shows ``enabled: false`` when off) and, with workload identity on,
+        ``securityProfile.workloadIdentity``; the field names of azure-mgmt-containerservice's models."""
+        oidc = self.spec.oidc_issuer
+        profiles: dict = {"oidcIssuerProfile": {"enabled": False}}
+        if oidc is not None and oidc.enabled:
+            profiles["oidcIssuerProfile"] = {"enabled": True, "issuerURL": self.issuer_url}
+        if self.spec.workload_identity is not None:
+            profiles["securityProfile"] = {"workloadIdentity": {"enabled": True}}
+        return profiles
+
     def render(self, pools: list[PoolState]) -> dict:
         s = self.spec
         return {
@@ -233,6 +245,7 @@ class ClusterState:
                 "supportPlan": "KubernetesOfficial",
                 "disableLocalAccounts": bool(s.aad and s.aad.disable_local_accounts),
                 **self._aad_profile(),
+                **self._identity_profiles(),
                 "networkProfile": {
                     "networkPlugin": "azure",
                     "networkPluginMode": "overlay",

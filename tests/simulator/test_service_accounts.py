@@ -10,6 +10,8 @@ import time
 import httpx
 import jwt
 import pytest
+from azure.core.credentials import AccessToken
+from azure.mgmt.containerservice import ContainerServiceClient
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -133,3 +135,38 @@ def test_a_named_issuer_is_served_under_its_own_path(start_sim):
     # the API server's audiences are the issuer and its own URL
     for audience in (named, sim.endpoints.kube_api):
         assert core_with_token(sim, issuer.issue("a", "b", [audience], 60)).list_node().items
+
+
+class StaticToken:
+    """The simulator's own token as an Azure credential (ARM takes it too)."""
+
+    def __init__(self, token: str):
+        self.token = token
+
+    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+def managed_cluster(sim: RunningSim):
+    arm = ContainerServiceClient(
+        StaticToken(sim.endpoints.token),
+        "00000000-0000-0000-0000-000000000000",
+        base_url=sim.endpoints.arm,
+        connection_verify=sim.endpoints.ca_bundle,
+        retry_total=0,
+    )
+    return arm.managed_clusters.get("rg-demo", "aks-demo")
+
+
+def test_arm_shows_the_oidc_issuer_and_workload_identity_when_the_scenario_enables_them(start_sim):
+    plain = managed_cluster(start_sim("example"))
+    assert plain.oidc_issuer_profile.enabled is False and plain.oidc_issuer_profile.issuer_url is None
+    assert plain.security_profile is None
+    scenario = scenario_dict("example")
+    tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    scenario["cluster"] |= {"oidc_issuer": {"enabled": True}, "workload_identity": {"tenant_id": tenant}}
+    sim = start_sim(scenario)
+    cluster = managed_cluster(sim)
+    assert cluster.oidc_issuer_profile.enabled is True
+    assert cluster.oidc_issuer_profile.issuer_url == issuer_of(sim).issuer == sim.endpoints.kube_api
+    assert cluster.security_profile.workload_identity.enabled is True
