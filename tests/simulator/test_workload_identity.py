@@ -194,3 +194,17 @@ def test_the_scenario_checks_the_federated_credentials():
     ]
     with pytest.raises(ScenarioError, match=r"federated_credentials\.1\.audiences"):
         parse_scenario(scenario)
+
+
+def test_one_cluster_can_trust_its_own_issuer_without_blocking_its_loop(tmp_path):
+    port = closed_port()
+    own_issuer = f"https://127.0.0.1:{port}"
+    scenario = entra_trusting(own_issuer, "")
+    scenario["cluster"]["aad"].pop("trusted_ca_bundle")
+    with SimulatedAKS(parse_scenario(scenario), port=port, state_dir=tmp_path / "self") as sim:
+        one = RunningSim(sim)
+        started = time.monotonic()
+        token = credential(one, token_file(tmp_path, assertion(one))).get_token(
+            f"{one.endpoints.arm}/.default"
+        )
+        assert token.token and time.monotonic() - started < 5  # a blocking fetch would wait out its timeout
