@@ -23,6 +23,7 @@ from simulator.controllers.common import (
     DEPLOYMENTS,
     EVENTS,
     HEARTBEAT_SECONDS,
+    JOBS,
     LEASES,
     MICROTIME,
     NAMESPACES,
@@ -49,7 +50,8 @@ from simulator.controllers.common import (
     tolerates,
     windows_build,
 )
-from simulator.controllers.kubelet import Kubelet
+from simulator.controllers.jobs import JobController
+from simulator.controllers.processes import PodProcesses
 from simulator.controllers.scheduler import Scheduler
 from simulator.controllers.workloads import WorkloadControllers
 from simulator.indexes import controller_of, is_ready, is_terminal, is_terminating
@@ -73,6 +75,7 @@ __all__ = [
     "is_ready",
     "is_terminal",
     "is_terminating",
+    "JOBS",
     "LEASES",
     "MICROTIME",
     "microtime",
@@ -98,7 +101,7 @@ __all__ = [
 ]
 
 
-class Cluster(Kubelet, WorkloadControllers, Scheduler, ChangeTracking):
+class Cluster(PodProcesses, JobController, WorkloadControllers, Scheduler, ChangeTracking):
     """The simulated AKS cluster: its state, and its controllers run in the order a reconcile needs.
 
     ``base_url`` is where the API server is served; it is the service-account issuer unless the
@@ -139,6 +142,7 @@ class Cluster(Kubelet, WorkloadControllers, Scheduler, ChangeTracking):
                 self._reconcile_deployments()
                 self._reconcile_replicasets()
                 self._reconcile_daemonsets()
+                self._reconcile_jobs()
                 self._schedule_pods()
                 self._kubelet_start_pods()
                 self._reconcile_pdbs()

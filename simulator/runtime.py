@@ -98,8 +98,11 @@ class SimulatedAKS:
         state_dir: str | Path | None = None,
         kubeconfig: str | Path | None = None,
         token: str | None = None,
+        ca: trustme.CA | None = None,
     ):
         self.scenario = scenario
+        # a CA shared by several simulators lets one bundle trust them all; by default each has its own
+        self.ca = ca
         self.port = port
         self._tmp = None
         if state_dir is None:
@@ -118,7 +121,7 @@ class SimulatedAKS:
         self.endpoints: Endpoints | None = None
 
     def start(self, timeout: float = 60) -> Endpoints:
-        ca = trustme.CA(organization_name="simulated-aks")
+        ca = self.ca or trustme.CA(organization_name="simulated-aks")
         ca_path = self.state_dir / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_path))
         server_pem = self.state_dir / "server.pem"
@@ -169,6 +172,9 @@ class SimulatedAKS:
             # ARM paths (/subscriptions/...) go to the emulator, the tenant's paths to the token service,
             # everything else to the Kubernetes API
             self.arm = ArmEmulator(self.sim, url, (self.state_dir / "ca.pem").read_bytes())
+            self.sim.cluster.attach_runtime(
+                sock.getsockname()[1], (self.state_dir / "ca.pem").read_text(), self.state_dir
+            )
             app = route(ArmAPI(self.arm), KubeAPI(self.sim), self.sim.entra)
             config = uvicorn.Config(
                 app,
@@ -220,6 +226,10 @@ class SimulatedAKS:
         return self.call(lambda: [n["metadata"]["name"] for n in self.cluster.store.list(NODES)])
 
     def stop(self) -> None:
+        if self.sim is not None and self.loop is not None and not self.loop.is_closed():
+            # no process a pod ran outlives the simulator
+            with contextlib.suppress(RuntimeError, TimeoutError):
+                self.call(self.sim.cluster.stop_processes)
         if self._server is not None:
             self._server.should_exit = True
             if self.loop is not None:

@@ -126,7 +126,9 @@ class Simulation:
         Entra ID cluster, unexpired tokens for the AKS server application; and unexpired service-account
         tokens for the API server's audiences. The simulator's own ``/_sim/`` endpoints take the static
         token either way."""
-        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":  # the scheme is case-insensitive: the Python client sends "bearer"
+            token = ""
         if not token:
             raise ApiError(401, "Unauthorized", "Unauthorized")
         aad = self.cluster.scenario.cluster.aad

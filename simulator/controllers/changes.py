@@ -10,6 +10,8 @@ from __future__ import annotations
 from simulator.controllers.common import (
     DAEMONSETS,
     DEPLOYMENTS,
+    JOBS,
+    NAMESPACES,
     NODES,
     PDBS,
     PODS,
@@ -36,6 +38,10 @@ class ChangeTracking(ClusterState):
             self._pdb_changed(old, new)
         elif rt is NODES:
             self._node_changed(old, new)
+        elif rt is JOBS:
+            self._job_changed(old, new)
+        elif rt is NAMESPACES and old is None and new is not None:
+            self._namespace_added(new["metadata"]["name"])
         self._mark_dirty()
 
     def _pdb_changed(self, old: dict | None, new: dict | None) -> None:
@@ -108,6 +114,7 @@ class ChangeTracking(ClusterState):
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         if new is None:  # deleted: ``pod`` is the old version
             self._started.discard(pod["metadata"]["uid"])
+            self._pod_removed(pod["metadata"]["uid"])
             self._unbound.discard(key)
             self._to_start.discard(key)
         elif not new["spec"].get("nodeName"):
@@ -123,6 +130,8 @@ class ChangeTracking(ClusterState):
                 continue
             if owner.get("kind") == "ReplicaSet":
                 self._replicasets_dirty.add(owner["uid"])
+            elif owner.get("kind") == "Job":
+                self._jobs_dirty.add(owner["uid"])
             elif owner.get("kind") == "DaemonSet":
                 self._daemonsets_status_dirty.add(owner["uid"])
                 if version["spec"].get("nodeName"):  # a daemon pod gone from its node comes back

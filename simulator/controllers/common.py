@@ -28,6 +28,10 @@ REPLICASETS = by_kind("ReplicaSet")
 DAEMONSETS = by_kind("DaemonSet")
 PDBS = by_kind("PodDisruptionBudget")
 LEASES = by_kind("Lease")
+JOBS = by_kind("Job")
+SERVICEACCOUNTS = by_kind("ServiceAccount")
+SECRETS = by_kind("Secret")
+CONFIGMAPS = by_kind("ConfigMap")
 
 NODE_LEASE_NS = "kube-node-lease"
 HEARTBEAT_SECONDS = 10.0

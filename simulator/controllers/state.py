@@ -68,6 +68,12 @@ class ClusterState(ABC):
         self._npd_dirty: set[str] = set()  # nodes whose reboot-required condition may need an update
         self._pdb_namespaces_dirty: set[str] = set()
         self._heartbeat_from: dict[str, datetime] = {}
+        self._jobs_dirty: set[str] = set()  # uids of Jobs whose pods or spec changed
+        self._job_keys: dict[str, tuple[str, str]] = {}  # Job uid -> (namespace, name)
+        self._ttl_scheduled: set[str] = set()  # uids of finished Jobs waiting for their TTL
+        # where pods that run as processes reach the API server, and the CA that signed its certificate
+        self.api_port = 0
+        self.ca_pem = ""
         self._heartbeat_frozen: dict[str, datetime] = {}
         self.invariants: Invariants = {
             "max_unschedulable": 0,
@@ -85,6 +91,18 @@ class ClusterState(ABC):
     @abstractmethod
     def reconcile(self) -> None:
         """Run the controllers until the cluster settles; ``Cluster`` knows them and their order."""
+
+    @abstractmethod
+    def _job_changed(self, old: dict | None, new: dict | None) -> None:
+        """A Job was added, changed or deleted (the Job controller's hook)."""
+
+    @abstractmethod
+    def _namespace_added(self, namespace: str) -> None:
+        """A namespace was created (the hook that fills it with its default objects)."""
+
+    @abstractmethod
+    def _pod_removed(self, uid: str) -> None:
+        """A pod left the store (the hook that stops its process, if it runs one)."""
 
     def sim_now(self) -> float:
         """Simulated seconds since the simulator started."""

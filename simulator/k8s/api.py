@@ -61,7 +61,11 @@ class KubeAPI:
         path = request.url.path
         query = request.query_params
         target = parse_resource_path(path)
-        watch = query.get("watch") in ("true", "1")
+        watch = query.get("watch", "").lower() in (
+            "true",
+            "1",
+            "t",
+        )  # Go's ParseBool: Python clients send "True"
         verb = audit_verb(request.method, target, watch)
         entry = sim.audit.start(request, verb, target)
         document = sim.cluster.service_accounts.document(path) if request.method == "GET" else None

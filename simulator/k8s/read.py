@@ -9,7 +9,7 @@ import json
 from datetime import UTC, datetime
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
 from simulator.cluster import Cluster
 from simulator.k8s.common import (
@@ -21,6 +21,7 @@ from simulator.k8s.common import (
     wants_table,
 )
 from simulator.k8s.errors import bad_request
+from simulator.k8s.logs import pod_log
 from simulator.k8s.paths import Target, listed_namespace, namespace_of, object_name
 from simulator.k8s.store import key_text
 from simulator.k8s.tables import to_table
@@ -29,7 +30,7 @@ from simulator.k8s.tables import to_table
 async def get_object(cluster: Cluster, request: Request, target: Target) -> Response:
     obj = cluster.store.must_get(target.rt, namespace_of(target), object_name(target))
     if target.subresource == "log":
-        return PlainTextResponse(cluster.logs.get(obj["metadata"]["uid"], ""))
+        return await pod_log(cluster, request, obj)
     return respond_object(cluster, request, target.rt, obj)
 
 

@@ -135,6 +135,27 @@ RESOURCE_TYPES: list[ResourceType] = [
         subresources=[_STATUS],
     ),
     ResourceType("coordination.k8s.io", "v1", "leases", "lease", "Lease", True),
+    ResourceType(
+        "batch",
+        "v1",
+        "jobs",
+        "job",
+        "Job",
+        True,
+        subresources=[_STATUS],
+        field_selectors=frozenset({"metadata.name", "metadata.namespace", "status.successful"}),
+    ),
+    ResourceType("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", True, ["sa"]),
+    ResourceType(
+        "",
+        "v1",
+        "secrets",
+        "secret",
+        "Secret",
+        True,
+        field_selectors=frozenset({"metadata.name", "metadata.namespace", "type"}),
+    ),
+    ResourceType("", "v1", "configmaps", "configmap", "ConfigMap", True, ["cm"]),
 ]
 
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCE_TYPES}

@@ -87,7 +87,8 @@ class Store:
         self._listeners.append(listener)
 
     # ---- writing -------------------------------------------------------------------------
-    def create(self, rt: ResourceType, obj: dict) -> dict:
+    def create(self, rt: ResourceType, obj: dict, uid: str | None = None) -> dict:
+        """Store a new object; ``uid`` lets an admission step that already put it in labels choose it."""
         obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
         namespace = meta.get("namespace", "") if rt.namespaced else ""
@@ -107,7 +108,7 @@ class Store:
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
-        meta["uid"] = str(uuid.uuid4())
+        meta["uid"] = uid or str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
         meta["generation"] = 1
         meta.pop("deletionTimestamp", None)

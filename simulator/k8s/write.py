@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from simulator.cluster import NODES, PODS, Cluster, check_preconditions
+from simulator.cluster import JOBS, NODES, PODS, Cluster, check_preconditions
 from simulator.k8s.common import json_body, json_response, object_body, render, respond_object, selection
 from simulator.k8s.errors import ApiError, bad_request, invalid
 from simulator.k8s.patch import PatchError, json_merge_patch, json_patch, strategic_merge_patch
@@ -52,7 +52,12 @@ async def create_object(cluster: Cluster, request: Request, target: Target) -> R
         _utc_microtimes(body)
     if request.query_params.get("dryRun"):
         return json_response(body, 201)
-    obj = cluster.create_pod(body) if rt is PODS else cluster.store.create(rt, body)
+    if rt is PODS:
+        obj = cluster.create_pod(body)
+    elif rt is JOBS:
+        obj = cluster.create_job(body)
+    else:
+        obj = cluster.store.create(rt, body)
     cluster.reconcile()
     return respond_object(cluster, request, rt, obj, 201)
 
@@ -131,6 +136,8 @@ async def delete_object(cluster: Cluster, request: Request, target: Target) -> R
     grace, preconditions = await _delete_options(request)
     if rt is PODS:
         obj = cluster.delete_pod(namespace_of(target), name, grace, preconditions)
+    elif rt is JOBS:
+        obj = cluster.delete_job(namespace_of(target), name, await _propagation(request), preconditions)
     elif rt is NODES:  # the VM goes with it (scale-in, auto-repair, a spot eviction): its pods too
         obj = cluster.store.must_get(rt, "", name)
         check_preconditions(obj, preconditions, rt.plural)
@@ -188,6 +195,12 @@ async def _delete_options(request: Request) -> tuple[int | None, dict | None]:
     if request.query_params.get("gracePeriodSeconds") is not None:
         grace = int(request.query_params["gracePeriodSeconds"])
     return grace, body.get("preconditions")
+
+
+async def _propagation(request: Request) -> str | None:
+    """The propagationPolicy of a delete, from the query or the DeleteOptions body."""
+    body = await json_body(request) if await request.body() else {}
+    return request.query_params.get("propagationPolicy") or _object(body).get("propagationPolicy")
 
 
 def _object(body: dict | list) -> dict:

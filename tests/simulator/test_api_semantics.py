@@ -233,6 +233,7 @@ def test_discovery_lists_the_eviction_subresource_and_version(api: Api) -> None:
         "apps": "apps/v1",
         "policy": "policy/v1",
         "coordination.k8s.io": "coordination.k8s.io/v1",
+        "batch": "batch/v1",
     }
     assert "leases" in {
         r.name for r in client.CoordinationV1Api(api.api_client).get_api_resources().resources

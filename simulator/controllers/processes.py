@@ -1,0 +1,313 @@
+"""The kubelet part that runs containers as local processes, on a cluster whose scenario says
+``runs_pods`` (the management cluster, where the worker's Jobs run).
+
+``PodProcesses`` runs the first container of a pod that has a ``command`` (other pods stay simulated
+by ``Kubelet``): the pod gets its IP, its volumes are written under the simulator's state folder,
+the process starts in its own mount and UTS namespaces, and the pod's phase and container status
+follow it. ``restartPolicy`` decides what an exit means; restarts back off as kubelet's do (10 s
+doubling to 5 min, times ``time_scale``). A delete or an eviction sends SIGTERM to the process group
+and SIGKILL after ``terminationGracePeriodSeconds`` of real time (a real process shuts down in real
+time, whatever the scenario's time scale). A pod that leaves the store any other way (node reboot,
+node removed, forced delete) has its process killed at once, as a real reboot does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import shutil
+import signal
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from simulator.controllers.common import CONFIGMAPS, NAMESPACES, NODES, PODS, SECRETS, ContainerStart
+from simulator.controllers.kubelet import Kubelet
+from simulator.hosts import Host, split_host_command
+from simulator.k8s.store import now_rfc3339
+from simulator.podruntime.env import EnvError, container_env, expand
+from simulator.podruntime.logs import PodLogs
+from simulator.podruntime.process import ContainerProcess, Mount, isolation_problem
+from simulator.podruntime.volumes import Volumes, token_lifetime
+from simulator.scenario import Scenario
+
+if TYPE_CHECKING:
+    from simulator.service_accounts import ServiceAccountIssuer
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BACKOFF_SECONDS, BACKOFF_MAX_SECONDS = 10.0, 300.0
+
+
+@dataclass
+class PodRun:
+    """The process side of one started pod."""
+
+    start: ContainerStart
+    task: asyncio.Task | None = None
+    process: ContainerProcess | None = None
+    volumes: Volumes | None = None
+    refresh: asyncio.TimerHandle | None = None
+    on_exit: list[Callable[[], None]] = field(default_factory=list)
+
+
+class PodProcesses(Kubelet):
+    """Containers as local processes, for the pods of a cluster that runs them."""
+
+    service_accounts: ServiceAccountIssuer  # set by Cluster
+
+    def __init__(self, scenario: Scenario, loop: asyncio.AbstractEventLoop | None = None):
+        super().__init__(scenario, loop)
+        self.pod_logs = PodLogs()
+        self._runs: dict[str, PodRun] = {}  # pod uid -> its process side
+        self._isolation: str | None = None  # why processes cannot be isolated here, once checked
+        self._isolation_checked = False
+        self.pod_folder: Path | None = None
+
+    def attach_runtime(self, api_port: int, ca_pem: str, state_dir: Path) -> None:
+        """Where processes reach the API server, the CA that signed its certificate (published in every
+        namespace as ``kube-root-ca.crt``), and the folder pods' volumes are written under."""
+        self.api_port, self.ca_pem, self.pod_folder = api_port, ca_pem, state_dir / "pods"
+        for namespace in self.store.list(NAMESPACES):
+            self._publish_root_ca(namespace["metadata"]["name"])
+
+    def runs_as_process(self, pod: dict) -> bool:
+        container = pod["spec"]["containers"][0]
+        argv = list(container.get("command") or [])
+        return self.scenario.cluster.runs_pods and bool(argv) and split_host_command(argv) is None
+
+    def _start_pod(self, pod: dict, host: Host) -> None:
+        if not self.runs_as_process(pod):
+            super()._start_pod(pod, host)
+            return
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        run = PodRun(ContainerStart(key, pod["metadata"]["uid"], host, host.boots))
+        self._runs[run.start.uid] = run
+        run.task = self.loop.create_task(self._run_pod(run))
+
+    def stop_processes(self) -> None:
+        """Kill every process this cluster started (the simulator is stopping)."""
+        for run in self._runs.values():
+            if run.refresh is not None:
+                run.refresh.cancel()
+            if run.process is not None:
+                run.process.kill()
+
+    # ---- one pod's life ------------------------------------------------------------------
+    async def _run_pod(self, run: PodRun) -> None:
+        try:
+            await self._run_container(run)
+        finally:
+            if run.refresh is not None:
+                run.refresh.cancel()
+            for callback in run.on_exit:
+                callback()
+            if run.volumes is not None:
+                shutil.rmtree(run.volumes.root, ignore_errors=True)
+
+    async def _run_container(self, run: PodRun) -> None:
+        if not self._isolation_checked:
+            self._isolation = await asyncio.to_thread(isolation_problem)
+            if self.pod_folder is None:
+                self._isolation = "the simulator's runtime is not attached: no folder for pod volumes"
+            self._isolation_checked = True
+        pod = self._started_pod(run.start)
+        if pod is None:
+            return
+        if self._isolation:
+            self.emit_event(pod, "FailedCreatePodSandBox", self._isolation, "Warning")
+            self._write_process_status(pod, "Failed", {"waiting": {"reason": "ContainerCreating"}}, 0)
+            return
+        pod = self._write_process_status(pod, "Pending", {"waiting": {"reason": "ContainerCreating"}}, 0)
+        container = pod["spec"]["containers"][0]
+        try:
+            assert self.pod_folder is not None
+            run.volumes = Volumes(pod, self.pod_folder / run.start.uid, self._lookup, self._token_issuer(pod))
+            run.volumes.prepare()
+            env = container_env(pod, container, self._lookup, self.api_port)
+        except EnvError as exc:
+            self.emit_event(pod, "Failed", f"Error: {exc}", "Warning")
+            state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
+            self._write_process_status(pod, "Pending", state, 0)
+            return
+        self._schedule_refresh(run)
+        restarts, last = 0, dict[str, Any]()
+        while (pod := self._started_pod(run.start)) is not None:
+            code, started = await self._run_once(run, pod, container, env, restarts, last)
+            pod = self._started_pod(run.start)
+            if pod is None or code is None:
+                return
+            terminated = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": started,
+                "finishedAt": now_rfc3339(),
+            }
+            policy = pod["spec"].get("restartPolicy", "Always")
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                phase = "Succeeded" if code == 0 else "Failed"
+                self._write_process_status(pod, phase, {"terminated": terminated}, restarts)
+                return
+            delay = min(BACKOFF_SECONDS * 2**restarts, BACKOFF_MAX_SECONDS) * self.scale
+            waiting = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off restarting {container['name']}",
+                }
+            }
+            self._write_process_status(pod, "Running", waiting, restarts, {"terminated": terminated})
+            restarts, last = restarts + 1, {"terminated": terminated}
+            await asyncio.sleep(delay)
+
+    async def _run_once(
+        self, run: PodRun, pod: dict, container: dict, env: dict[str, str], restarts: int, last: dict
+    ) -> tuple[int | None, str]:
+        """Start the container once and wait for it; the exit code, or None when it could not start."""
+        argv = [
+            expand(a, env) for a in list(container.get("command") or []) + list(container.get("args") or [])
+        ]
+        assert run.volumes is not None
+        mounts = [
+            Mount(
+                run.volumes.folders[m["name"]] / m.get("subPath", ""), m["mountPath"], bool(m.get("readOnly"))
+            )
+            for m in container.get("volumeMounts") or []
+            if m["name"] in run.volumes.folders
+        ]
+        working_dir = container.get("workingDir") or ""
+        process = ContainerProcess(
+            argv,
+            env,
+            pod["metadata"]["name"],
+            mounts,
+            working_dir if working_dir and Path(working_dir).is_dir() else str(PROJECT_ROOT),
+            self.pod_logs.start(run.start.uid, container["name"]),
+        )
+        started = now_rfc3339()
+        try:
+            await process.start()
+        except OSError as exc:
+            self.emit_event(pod, "Failed", f"Error: failed to start container: {exc}", "Warning")
+            self._write_process_status(
+                pod, "Failed", {"waiting": {"reason": "StartError", "message": str(exc)}}, restarts
+            )
+            return None, started
+        run.process = process
+        self.record(
+            "container_started",
+            pod["spec"]["nodeName"],
+            pod=f"{run.start.key[0]}/{run.start.key[1]}",
+            pid=process.pid,
+        )
+        self._write_process_status(pod, "Running", {"running": {"startedAt": started}}, restarts, last)
+        code = await process.wait()
+        run.process = None
+        self.record(
+            "container_exited",
+            pod["spec"]["nodeName"],
+            pod=f"{run.start.key[0]}/{run.start.key[1]}",
+            exit_code=code,
+        )
+        return code, started
+
+    # ---- deletion and removal ------------------------------------------------------------
+    def _terminate_containers(self, pod: dict, grace: int, finish: Callable[[], None]) -> bool:
+        run = self._runs.get(pod["metadata"]["uid"])
+        if run is None or run.process is None:
+            return False
+        process = run.process
+        process.send(signal.SIGTERM)
+        killer = self.loop.call_later(grace, process.kill)
+        run.on_exit += [killer.cancel, finish]
+        return True
+
+    def _pod_removed(self, uid: str) -> None:
+        run = self._runs.pop(uid, None)
+        if run is not None and run.process is not None:
+            run.process.kill()
+        self.pod_logs.forget(uid)
+
+    # ---- volumes and tokens --------------------------------------------------------------
+    def _lookup(self, kind: str, namespace: str, name: str) -> dict | None:
+        rt = {"Secret": SECRETS, "ConfigMap": CONFIGMAPS}[kind]
+        return self.store.get(rt, namespace, name)
+
+    def _token_issuer(self, pod: dict) -> Callable[[str | None, int], tuple[str, float]]:
+        """Tokens for the pod's service account, bound to the pod and its node. ``expirationSeconds``
+        is simulated time, like every duration of the scenario."""
+        meta, spec = pod["metadata"], pod["spec"]
+
+        def issue(audience: str | None, expiration: int) -> tuple[str, float]:
+            audiences = [audience] if audience else list(self.service_accounts.api_audiences)
+            token = self.service_accounts.issue(
+                meta["namespace"],
+                spec.get("serviceAccountName") or "default",
+                audiences,
+                expiration * self.scale,
+                pod_name=meta["name"],
+                pod_uid=meta["uid"],
+                node_name=spec.get("nodeName"),
+            )
+            return token, token_lifetime(token)
+
+        return issue
+
+    def _schedule_refresh(self, run: PodRun) -> None:
+        """Rewrite the pod's volumes when its first token is due (80 % of its lifetime, at most 24 h)."""
+        volumes = run.volumes
+        if volumes is None or volumes.refresh_in is None:
+            return
+
+        def refresh() -> None:
+            if self._started_pod(run.start) is None:
+                return
+            with contextlib.suppress(EnvError):
+                volumes.prepare()
+            self._schedule_refresh(run)
+
+        run.refresh = self.loop.call_later(volumes.refresh_in, refresh)
+
+    # ---- status --------------------------------------------------------------------------
+    def _write_process_status(
+        self, pod: dict, phase: str, state: dict, restarts: int, last_state: dict | None = None
+    ) -> dict:
+        """The pod's status with its first container in ``state``; the pod IP is given on first write."""
+        stamp = now_rfc3339()
+        status: dict[str, Any] = dict(pod.get("status", {}))
+        if not status.get("podIP"):
+            self._ip_counter += 1
+            status["podIP"] = str(ipaddress.ip_address("10.244.128.0") + self._ip_counter)
+            status["podIPs"] = [{"ip": status["podIP"]}]
+            node = self.store.get(NODES, "", pod["spec"]["nodeName"])
+            status["hostIP"] = node["status"]["addresses"][0]["address"] if node else ""
+            status["hostIPs"] = [{"ip": status["hostIP"]}]
+            status["startTime"] = stamp
+        running = "running" in state
+        flag = "True" if running else "False"
+        status["phase"] = phase
+        status["conditions"] = [
+            {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": stamp},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": stamp},
+            {"type": "Ready", "status": flag, "lastTransitionTime": stamp},
+            {"type": "ContainersReady", "status": flag, "lastTransitionTime": stamp},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp},
+        ]
+        container = pod["spec"]["containers"][0]
+        previous = (status.get("containerStatuses") or [{}])[0]
+        container_id = previous.get("containerID") if not running else f"containerd://{uuid.uuid4().hex}"
+        entry = {
+            "name": container["name"],
+            "image": container.get("image", ""),
+            "imageID": "",
+            "ready": running,
+            "restartCount": restarts,
+            "started": running,
+            "state": state,
+            "lastState": last_state or {},
+        }
+        if container_id:
+            entry["containerID"] = container_id
+        status["containerStatuses"] = [entry]
+        return self.store.update_internal(PODS, {**pod, "status": status})
