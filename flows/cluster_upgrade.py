@@ -30,6 +30,7 @@ from aksmaint.errors import ClusterAccessError
 from aksmaint.kube import kube_for
 from aksmaint.params import ClusterConnection
 from flows.maintenance_tasks import kernel_diff_report
+from flows.result_storage import check_result_storage
 from flows.tasking import best_effort, maintenance_task
 from tasks.aks import (
     IN_PROGRESS_STATES,
@@ -410,6 +411,7 @@ def cluster_upgrade(
 ):
     """Upgrade an AKS cluster's node images or Kubernetes version, one safe step at a time."""
     logger = get_run_logger()
+    check_result_storage()  # before any request to Azure: results must be storable
     report = UpgradeReport(
         cluster=cluster.name,
         mode=mode,

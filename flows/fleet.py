@@ -76,6 +76,7 @@ from flows.fleet_plan import (
     summarise,
     summary_markdown,
 )
+from flows.result_storage import acheck_result_storage
 from flows.tasking import brief
 
 
@@ -348,6 +349,7 @@ async def fleet(
             resumed.
     """
     logger = get_run_logger()
+    await acheck_result_storage()  # the clusters' reports are read from there
     chosen, problems = stages_from_parameters(stages, deployments, tag, parallelism)
     planned, found = plan_update_run(chosen, await read_catalogue(), overrides) if chosen else ([], [])
     if problems or found:
