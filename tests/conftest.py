@@ -1,4 +1,5 @@
-"""Shared fixtures: a real kubectl, simulated clusters on 127.0.0.1 and their observers, a real Prometheus."""
+"""Shared fixtures: a real kubectl, simulated clusters on 127.0.0.1 and their observers, a real Prometheus,
+Azurite."""
 
 from __future__ import annotations
 
@@ -118,6 +119,20 @@ def prometheus(tmp_path_factory) -> Iterator[Prometheus]:
     """Debian's Prometheus on a free port of 127.0.0.1, its rules keeping ``ALERTS`` active (started once per
     module: about a second; fails, never skips, when it is not installed)."""
     server = Prometheus(tmp_path_factory.mktemp("prometheus"), ALERTS)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory):
+    """Azurite's blob service on a free port of 127.0.0.1, data in a temporary folder, one per module
+    (``tests.azurite_support.Azurite``: ``connection_string``, ``create_container``, ``blob_names``; it
+    starts in about a second and fails, never skips, when it is not installed)."""
+    from tests.azurite_support import Azurite
+
+    server = Azurite(tmp_path_factory.mktemp("azurite"))
     try:
         yield server.start()
     finally:
