@@ -1,7 +1,8 @@
 """The kubelet part that runs containers as local processes, on a cluster whose scenario says
 ``runs_pods`` (the management cluster, where the worker's Jobs run).
 
-``PodProcesses`` runs the first container of a pod that has a ``command`` (other pods stay simulated
+``PodProcesses`` runs the first container of a pod that has a ``command`` or, with none, ``args``, as an
+image whose entrypoint execs its arguments does (other pods stay simulated
 by ``Kubelet``): the pod gets its IP, its volumes are written under the simulator's state folder,
 the process starts in its own mount and UTS namespaces, and the pod's phase and container status
 follow it. ``restartPolicy`` decides what an exit means; restarts back off as kubelet's do (10 s
@@ -75,7 +76,8 @@ class PodProcesses(Kubelet):
 
     def runs_as_process(self, pod: dict) -> bool:
         container = pod["spec"]["containers"][0]
-        argv = list(container.get("command") or [])
+        # no command: the image's entrypoint runs the args (Prefect's images end theirs with exec "$@")
+        argv = list(container.get("command") or container.get("args") or [])
         return self.scenario.cluster.runs_pods and bool(argv) and split_host_command(argv) is None
 
     def _start_pod(self, pod: dict, host: Host) -> None:
