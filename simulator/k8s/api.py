@@ -1,9 +1,10 @@
 """The HTTP face of the simulated cluster: a Kubernetes API server subset as an ASGI app.
 
 Requests are authenticated with a bearer token (all but the public OIDC issuer documents), recorded in
-the audit log, subjected to the configured faults, and then dispatched: discovery documents (``discovery``), the read verbs (``read``), watches
-(``watch``), the write verbs and the eviction subresource (``write``), and the simulator's own
-observation endpoints under ``/_sim``. What a URL names is read by ``paths``.
+the audit log, subjected to the configured faults, and then dispatched: discovery documents
+(``discovery``), the OpenAPI v3 documents (``openapi``), the read verbs (``read``), watches (``watch``),
+the write verbs and the eviction subresource (``write``), and the simulator's own observation endpoints
+under ``/_sim``. What a URL names is read by ``paths``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from simulator.k8s import resources
 from simulator.k8s.common import json_response
 from simulator.k8s.discovery import discovery_document
 from simulator.k8s.errors import ApiError, not_found
+from simulator.k8s.openapi import openapi_response
 from simulator.k8s.paths import Target, allowed_verbs, audit_verb, method_not_allowed, parse_resource_path
 from simulator.k8s.read import get_object, list_objects
 from simulator.k8s.watch import watch_objects
@@ -93,6 +95,9 @@ class KubeAPI:
         cluster = self.sim.cluster
         path = request.url.path.rstrip("/")
         if request.method == "GET" and target is None:
+            openapi = openapi_response(request, cluster.scenario.cluster.kubernetes_version)
+            if openapi is not None:
+                return openapi
             doc = discovery_document(path, cluster.scenario.cluster.kubernetes_version)
             if doc is None:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")

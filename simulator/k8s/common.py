@@ -63,12 +63,18 @@ def render(cluster: Cluster, rt: ResourceType, obj: dict) -> dict:
 
 
 def respond_object(
-    cluster: Cluster, request: Request, rt: ResourceType, obj: dict, status: int = 200
+    cluster: Cluster,
+    request: Request,
+    rt: ResourceType,
+    obj: dict,
+    status: int = 200,
+    headers: dict | None = None,
 ) -> Response:
     obj = render(cluster, rt, obj)
     if wants_table(request):
-        return json_response(to_table(rt.plural, [obj], datetime.now(UTC), include_object(request)), status)
-    return json_response(obj, status)
+        table = to_table(rt.plural, [obj], datetime.now(UTC), include_object(request))
+        return json_response(table, status, headers)
+    return json_response(obj, status, headers)
 
 
 def selection(request: Request, rt: ResourceType) -> Callable[[dict], bool]:

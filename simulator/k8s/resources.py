@@ -29,6 +29,8 @@ class ResourceType:
     verbs: list[str] = field(default_factory=lambda: list(ALL_VERBS))
     subresources: list[Subresource] = field(default_factory=list)
     field_selectors: frozenset[str] = frozenset({"metadata.name", "metadata.namespace"})
+    # the top-level fields of the kind besides apiVersion, kind and metadata (for fieldValidation)
+    fields: frozenset[str] = frozenset({"spec", "status"})
 
     @property
     def group_version(self) -> str:
@@ -43,6 +45,27 @@ class ResourceType:
 
 
 _STATUS = Subresource("status", "", ["get", "patch", "update"])
+# Stored and served only: the simulator does not enforce RBAC (tests check the audit log against the roles).
+_RBAC = "rbac.authorization.k8s.io"
+_BINDING_FIELDS = frozenset({"roleRef", "subjects"})
+_EVENT_FIELDS = frozenset(
+    [
+        "action",
+        "count",
+        "eventTime",
+        "firstTimestamp",
+        "involvedObject",
+        "lastTimestamp",
+        "message",
+        "reason",
+        "related",
+        "reportingComponent",
+        "reportingInstance",
+        "series",
+        "source",
+        "type",
+    ]
+)
 
 RESOURCE_TYPES: list[ResourceType] = [
     ResourceType(
@@ -116,6 +139,7 @@ RESOURCE_TYPES: list[ResourceType] = [
                 "type",
             }
         ),
+        fields=_EVENT_FIELDS,
     ),
     ResourceType(
         "apps", "v1", "deployments", "deployment", "Deployment", True, ["deploy"], subresources=[_STATUS]
@@ -134,7 +158,7 @@ RESOURCE_TYPES: list[ResourceType] = [
         ["pdb"],
         subresources=[_STATUS],
     ),
-    ResourceType("coordination.k8s.io", "v1", "leases", "lease", "Lease", True),
+    ResourceType("coordination.k8s.io", "v1", "leases", "lease", "Lease", True, fields=frozenset({"spec"})),
     ResourceType(
         "batch",
         "v1",
@@ -145,7 +169,16 @@ RESOURCE_TYPES: list[ResourceType] = [
         subresources=[_STATUS],
         field_selectors=frozenset({"metadata.name", "metadata.namespace", "status.successful"}),
     ),
-    ResourceType("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", True, ["sa"]),
+    ResourceType(
+        "",
+        "v1",
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        True,
+        ["sa"],
+        fields=frozenset({"automountServiceAccountToken", "imagePullSecrets", "secrets"}),
+    ),
     ResourceType(
         "",
         "v1",
@@ -154,8 +187,38 @@ RESOURCE_TYPES: list[ResourceType] = [
         "Secret",
         True,
         field_selectors=frozenset({"metadata.name", "metadata.namespace", "type"}),
+        fields=frozenset({"data", "immutable", "stringData", "type"}),
     ),
-    ResourceType("", "v1", "configmaps", "configmap", "ConfigMap", True, ["cm"]),
+    ResourceType(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        True,
+        ["cm"],
+        fields=frozenset({"binaryData", "data", "immutable"}),
+    ),
+    ResourceType(
+        _RBAC,
+        "v1",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        False,
+        fields=frozenset({"aggregationRule", "rules"}),
+    ),
+    ResourceType(
+        _RBAC,
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        False,
+        fields=_BINDING_FIELDS,
+    ),
+    ResourceType(_RBAC, "v1", "roles", "role", "Role", True, fields=frozenset({"rules"})),
+    ResourceType(_RBAC, "v1", "rolebindings", "rolebinding", "RoleBinding", True, fields=_BINDING_FIELDS),
 ]
 
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCE_TYPES}

@@ -30,6 +30,7 @@ from simulator.k8s.tables_other import (
     pdb_row,
     replicaset_row,
 )
+from simulator.k8s.tables_rbac import BINDING_COLUMNS, ROLE_COLUMNS, binding_row, role_row
 
 # Values of the `includeObject` query parameter. The API server spells the
 # default "Metadata" and also takes ""; "PartialObjectMetadata" is an alias.
@@ -50,6 +51,10 @@ _PRINTERS: dict[str, tuple[list[dict[str, Any]], Callable[[Object, datetime.date
     "daemonsets": (DAEMONSET_COLUMNS, daemonset_row),
     "namespaces": (NAMESPACE_COLUMNS, namespace_row),
     "events": (EVENT_COLUMNS, event_row),
+    "roles": (ROLE_COLUMNS, role_row),
+    "clusterroles": (ROLE_COLUMNS, role_row),
+    "rolebindings": (BINDING_COLUMNS, binding_row),
+    "clusterrolebindings": (BINDING_COLUMNS, binding_row),
 }
 
 

@@ -1,7 +1,8 @@
 """The write verbs of the simulated Kubernetes API: create (and a pod's eviction), update (and the status
-subresource), patch (JSON, merge and strategic merge), delete and deletecollection. Pods and nodes go
-through the cluster's own lifecycle (admission, graceful deletion, a node's VM and pods going with it),
-leases through its lease checks; every write ends with a reconcile of the controllers."""
+subresource), patch (JSON, merge and strategic merge), delete and deletecollection. Unknown fields are
+dropped or refused as ``fieldValidation`` asks (``fields``). Pods and nodes go through the cluster's own
+lifecycle (admission, graceful deletion, a node's VM and pods going with it), leases through its lease
+checks; every write ends with a reconcile of the controllers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.responses import Response
 from simulator.cluster import JOBS, NODES, PODS, Cluster, check_preconditions
 from simulator.k8s.common import json_body, json_response, object_body, render, respond_object, selection
 from simulator.k8s.errors import ApiError, bad_request, invalid
+from simulator.k8s.fields import validate_fields
 from simulator.k8s.patch import PatchError, json_merge_patch, json_patch, strategic_merge_patch
 from simulator.k8s.paths import (
     Target,
@@ -47,11 +49,12 @@ async def create_object(cluster: Cluster, request: Request, target: Target) -> R
         meta["namespace"] = target.namespace
     if body.get("kind") and body["kind"] != rt.kind:
         raise bad_request(f"the kind of the provided object ({body['kind']}) does not match {rt.kind}")
+    warnings = validate_fields(_directive(request), "create", rt, body)
     if rt.plural == "leases":
         cluster.check_lease(body)
         _utc_microtimes(body)
     if request.query_params.get("dryRun"):
-        return json_response(body, 201)
+        return json_response(body, 201, warnings)
     if rt is PODS:
         obj = cluster.create_pod(body)
     elif rt is JOBS:
@@ -59,7 +62,7 @@ async def create_object(cluster: Cluster, request: Request, target: Target) -> R
     else:
         obj = cluster.store.create(rt, body)
     cluster.reconcile()
-    return respond_object(cluster, request, rt, obj, 201)
+    return respond_object(cluster, request, rt, obj, 201, warnings)
 
 
 async def update_object(cluster: Cluster, request: Request, target: Target) -> Response:
@@ -73,6 +76,7 @@ async def update_object(cluster: Cluster, request: Request, target: Target) -> R
         )
     if rt.namespaced:
         meta["namespace"] = target.namespace
+    warnings = validate_fields(_directive(request), "update", rt, body)
     rv = meta.get("resourceVersion")
     if not rv and rt.plural in UNCONDITIONAL_UPDATE_FORBIDDEN:
         raise invalid(
@@ -87,7 +91,7 @@ async def update_object(cluster: Cluster, request: Request, target: Target) -> R
         _utc_microtimes(body)
     obj = cluster.store.update(rt, body, expect_rv=rv, status_only=target.subresource == "status")
     cluster.reconcile()
-    return respond_object(cluster, request, rt, obj)
+    return respond_object(cluster, request, rt, obj, headers=warnings)
 
 
 async def patch_object(cluster: Cluster, request: Request, target: Target) -> Response:
@@ -119,6 +123,7 @@ async def patch_object(cluster: Cluster, request: Request, target: Target) -> Re
         _object(body).get("metadata", {}).get("resourceVersion") if isinstance(body, dict) else None
     )
     patched.setdefault("metadata", {})["name"] = name
+    warnings = validate_fields(_directive(request), "patch", rt, patched, body)
     if rt.plural == "leases":
         cluster.check_lease(patched)
         _utc_microtimes(patched)
@@ -127,7 +132,7 @@ async def patch_object(cluster: Cluster, request: Request, target: Target) -> Re
         rt, patched, expect_rv=requested_rv, status_only=target.subresource == "status"
     )
     cluster.reconcile()
-    return respond_object(cluster, request, rt, obj)
+    return respond_object(cluster, request, rt, obj, headers=warnings)
 
 
 async def delete_object(cluster: Cluster, request: Request, target: Target) -> Response:
@@ -201,6 +206,11 @@ async def _propagation(request: Request) -> str | None:
     """The propagationPolicy of a delete, from the query or the DeleteOptions body."""
     body = await json_body(request) if await request.body() else {}
     return request.query_params.get("propagationPolicy") or _object(body).get("propagationPolicy")
+
+
+def _directive(request: Request) -> str | None:
+    """The fieldValidation query parameter (kubectl sends Strict; unset means Warn)."""
+    return request.query_params.get("fieldValidation")
 
 
 def _object(body: dict | list) -> dict:

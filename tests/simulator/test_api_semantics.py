@@ -234,6 +234,7 @@ def test_discovery_lists_the_eviction_subresource_and_version(api: Api) -> None:
         "policy": "policy/v1",
         "coordination.k8s.io": "coordination.k8s.io/v1",
         "batch": "batch/v1",
+        "rbac.authorization.k8s.io": "rbac.authorization.k8s.io/v1",
     }
     assert "leases" in {
         r.name for r in client.CoordinationV1Api(api.api_client).get_api_resources().resources

@@ -552,3 +552,28 @@ def test_unknown_resources_get_name_and_age() -> None:
         "cm",
         "9s",
     ]
+
+
+def test_roles_show_when_they_were_created_and_bindings_their_role_and_subjects() -> None:
+    role = {"metadata": {"name": "reader", "creationTimestamp": _ago(days=3)}}
+    assert _columns("clusterroles") == (["NAME", "CREATED AT"], [])
+    assert _cells("roles", role) == {"Name": "reader", "Created At": _ago(days=3)}
+    binding = {
+        "metadata": {"name": "readers", "creationTimestamp": _ago(minutes=5)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": "flow", "namespace": "ops"},
+            {"kind": "User", "name": "alice"},
+            {"kind": "Group", "name": "admins"},
+            {"kind": "User", "name": "bob"},
+        ],
+    }
+    assert _columns("rolebindings") == (["NAME", "ROLE", "AGE"], ["USERS", "GROUPS", "SERVICEACCOUNTS"])
+    assert _cells("clusterrolebindings", binding) == {
+        "Name": "readers",
+        "Role": "ClusterRole/reader",
+        "Age": "5m",
+        "Users": "alice, bob",
+        "Groups": "admins",
+        "ServiceAccounts": "ops/flow",
+    }
