@@ -67,6 +67,11 @@ def manifests(*files: str) -> list[dict]:
 
 def flow_rules() -> list[Rule]:
     """The rules of every ClusterRole and Role that a binding gives to the flows' ServiceAccount."""
+    return rules_for(FLOW_SA)
+
+
+def rules_for(account: tuple[str, str]) -> list[Rule]:
+    """The rules of every ClusterRole and Role that a binding gives to ServiceAccount (namespace, name)."""
     docs = manifests()
     roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d for d in docs}
     rules = []
@@ -74,7 +79,7 @@ def flow_rules() -> list[Rule]:
         if b["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
             continue
         if not any(
-            s["kind"] == "ServiceAccount" and (s["namespace"], s["name"]) == FLOW_SA for s in b["subjects"]
+            s["kind"] == "ServiceAccount" and (s["namespace"], s["name"]) == account for s in b["subjects"]
         ):
             continue
         ref = b["roleRef"]
