@@ -20,16 +20,24 @@ import yaml
 from tests.conftest import ROOT
 from tests.deploy.test_docker import stages
 
-# what a flow-run Job does with the setting: load the collections, find the block type by its slug,
+# what a flow-run Job does with the setting: load the image's collections, find the block type by its slug,
 # and build a client for its container (which needs the blob-storage extra, imported lazily)
 LOAD_BLOCK = """
 import json, sys
 from importlib.metadata import packages_distributions
-import prefect.plugins
 from prefect.blocks.core import Block
 from prefect.filesystems import WritableFileSystem
+from importlib.metadata import entry_points
 before = set(sys.modules)
-prefect.plugins.load_prefect_collections()
+# what load_prefect_collections() does in the image, where only the image's distributions are installed
+# (this virtualenv also has dev-only collections, such as the kubernetes worker's)
+import prefect._internal.plugins.collections as collections
+in_image = set(sys.argv[2].split(","))
+collections._collections = {  # Prefect's own cache of loaded collections: it loads no others then
+    entry.name: entry.load()
+    for entry in entry_points(group="prefect.collections")
+    if entry.dist.name.lower().replace("_", "-") in in_image
+}
 block_class = Block.get_block_class_from_key(sys.argv[1])
 credentials_class = block_class.model_fields["credentials"].annotation
 credentials = credentials_class(connection_string=(
@@ -81,7 +89,7 @@ def image_requirements() -> set[str]:
 @pytest.fixture(scope="module")
 def loaded_block() -> dict:
     result = subprocess.run(
-        [sys.executable, "-c", LOAD_BLOCK, block_type_slug()],
+        [sys.executable, "-c", LOAD_BLOCK, block_type_slug(), ",".join(sorted(image_requirements()))],
         cwd=ROOT,
         capture_output=True,
         text=True,
