@@ -30,6 +30,7 @@ import pytest
 import trustme
 import yaml
 from kubernetes import client, config
+from playwright.sync_api import sync_playwright
 
 from simulator.observe import SimObserver
 from simulator.runtime import SimulatedAKS
@@ -37,6 +38,8 @@ from simulator.scenario import parse_scenario
 from tests.conftest import ROOT, scenario_dict
 from tests.deploy.test_rbac import Request, Rule, rules_for
 from tests.e2e.conftest import NEW_KERNEL, PREFECT, PrefectServer, free_port, prefect_yaml
+from tests.e2e.test_deployments import OUT
+from tests.e2e.test_run_pages import Browser, task_runs
 
 K8S_POOL = "aks-maintenance-k8s"
 NAMESPACE = "aks-maintenance"
@@ -376,6 +379,15 @@ def test_a_run_in_the_cluster_it_maintains_hands_its_own_node_to_a_follow_up(poo
     assert any(f"{own} handed over to flow run" in entry["message"] for entry in logs), logs[-5:]
     # and the results are blobs in the container the pool's block names
     assert len(pool.azurite.blob_names(RESULTS)) >= 2
+    # the UI: the own node's task run is grey, HandedOver, and names the follow-up run
+    node_run = task_runs(pool.server, first, done=1)[own]
+    assert (node_run["state"]["type"], node_run["state"]["name"]) == ("CANCELLED", "HandedOver")
+    with sync_playwright() as playwright:
+        browser = Browser(playwright, pool.workdir)
+        browser.open(f"{pool.server.url}/runs/task-run/{node_run['id']}", wait_for="handed over to flow run")
+        page = browser.text("handed-over-node-task-run")
+        browser.browser.close()
+    assert "HandedOver" in page and second["name"] in page, f"see {OUT / 'handed-over-node-task-run.png'}"
 
 
 # ---- workload identity: a second cluster, reached by its AKS id ---------------------------------------
