@@ -101,7 +101,9 @@ def test_the_own_node_is_handed_over_last_and_the_follow_up_reboots_it(start_sim
     assert any("took over reboot slot" in line for line in log.lines)
     assert started == [own], "the follow-up started no follow-up of its own"
     node = node_named(sim, own)
-    assert not node["spec"]["unschedulable"] and STATE_ANNOTATION not in (node["metadata"]["annotations"] or {})
+    assert not node["spec"]["unschedulable"] and STATE_ANNOTATION not in (
+        node["metadata"]["annotations"] or {}
+    )
     assert slots.holders() == []
     invariants = sim.observer.invariants()
     assert all(count == 1 for count in invariants["reboots"].values()) and len(invariants["reboots"]) == 4
@@ -131,6 +133,8 @@ def test_a_follow_up_that_cannot_start_puts_the_node_back(start_sim):
     assert report.outcome == Outcome.held
     assert "the follow-up run could not be started (the Prefect API answered 503)" in report.reason
     node = node_named(sim, own)
-    assert not node["spec"]["unschedulable"] and STATE_ANNOTATION not in (node["metadata"]["annotations"] or {})
+    assert not node["spec"]["unschedulable"] and STATE_ANNOTATION not in (
+        node["metadata"]["annotations"] or {}
+    )
     assert RebootSlots(kube, params.lock).holders() == []
     assert node["metadata"]["labels"]["kubernetes.azure.com/agentpool"] == POOL
