@@ -191,6 +191,12 @@ class SimulatedAKS:
         except BaseException as exc:  # reported to the starting thread
             self._error = exc
         finally:
+            # tasks still going (a pod's process being waited on, a watch) end here, not destroyed pending
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
