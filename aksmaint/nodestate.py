@@ -24,7 +24,6 @@ class Phase(StrEnum):
     cordoned = "cordoned"
     draining = "draining"
     rebooting = "rebooting"
-    verifying = "verifying"
     failed = "failed"
     quarantined = "quarantined"
     # the run's own pod runs on the node: cordoned, with its reboot slot, for a follow-up run on another node

@@ -48,7 +48,7 @@ def cordon(
             kernel_before=previous.kernel_before if previous else node_info(node).kernel_version,
             reboot_requested_at=previous.reboot_requested_at if previous else None,
         )
-        if previous and previous.phase in (Phase.rebooting, Phase.verifying):
+        if previous and previous.phase == Phase.rebooting:
             record = record.model_copy(update={"phase": previous.phase})
         result["record"] = record
         return {

@@ -432,7 +432,7 @@ class NodeLifecycle:
             if run.record.cordoned_by_us
             else "already cordoned by an operator; it stays cordoned after",
         )
-        if run.rebooted_already or run.record.phase in (Phase.rebooting, Phase.verifying):
+        if run.rebooted_already or run.record.phase == Phase.rebooting:
             self.recorder.info("%s: resuming after the reboot requested by %s", run.node, run.earlier_run)
             run.boot_started = time.monotonic()
             return Step.verify

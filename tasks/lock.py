@@ -38,10 +38,6 @@ def microtime(dt: datetime | None = None) -> datetime:
     return dt.replace(microsecond=1) if dt.microsecond == 0 else dt
 
 
-def slot_names(options: LockOptions, concurrency: int) -> list[str]:
-    return [f"{options.name_prefix}-{i}" for i in range(concurrency)]
-
-
 FAILED_HOLD_SECONDS = 365 * 24 * 3600
 
 
@@ -141,7 +137,7 @@ class RebootSlots:
             meta["resourceVersion"] = rv
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
 
-    def _ours(self) -> dict[str, V1Lease]:
+    def _slot_leases(self) -> dict[str, V1Lease]:
         """Every slot Lease of every set, from one LIST of the namespace's Leases."""
         leases = self.kube.call(self.kube.coordination.list_namespaced_lease, self.options.namespace).items
         named = ((meta(lease).name or "", lease) for lease in leases)
@@ -199,7 +195,7 @@ class RebootSlots:
         not stored, because one RebootSlots serves every rollout thread. A set with a busy slot above its
         limit counts as full until that slot is freed. Only then do distinct slots below the limit prove
         the limit, whatever order the runs write in."""
-        leases = self._ours()
+        leases = self._slot_leases()
         views = []
         for slots in sets:
             view = self._view(slots, leases, holder)
@@ -253,7 +249,7 @@ class RebootSlots:
 
     def existing(self) -> Iterator[tuple[str, V1Lease]]:
         """(slot name, Lease) for every slot Lease of every set that exists."""
-        yield from sorted(self._ours().items())
+        yield from sorted(self._slot_leases().items())
 
     def holders(self, key: str | None = None) -> list[str]:
         """``slot=holder`` for the held slots (of one set, given its key)."""
