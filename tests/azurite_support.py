@@ -19,7 +19,6 @@ account's key, and Azurite checks the signature (a wrong key gets 403 Authentica
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 from azure.storage.blob import BlobServiceClient
+
+from scripts.prefect_postgres import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BLOB = ROOT / ".cache" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
@@ -64,9 +65,7 @@ class Azurite:
     def start(self) -> Azurite:
         if not AZURITE_BLOB.exists():
             pytest.fail(f"Azurite is not installed ({AZURITE_BLOB} is missing): run `make azurite`")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         data = self.workdir / "data"
         data.mkdir(exist_ok=True)
         with self.log.open("wb") as log:

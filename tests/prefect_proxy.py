@@ -32,6 +32,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 from websockets.typing import Subprotocol
 
+from scripts.prefect_postgres import free_port
+
 Predicate = Callable[[str, str], bool]
 """Chooses requests by method and normalised path, e.g. ``("POST", "/api/flow_runs/{id}/set_state")``."""
 
@@ -66,14 +68,6 @@ def prefect_writes(method: str, path: str) -> bool:
     if method not in WRITE_METHODS or path.rstrip("/").endswith(READ_ENDPOINTS):
         return False
     return any(resource in path + "/" for resource in RECORDING_RESOURCES) or path.endswith("/set_state")
-
-
-def free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 class PrefectProxy:

@@ -5,7 +5,6 @@ pending, evaluated every second."""
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
+from scripts.prefect_postgres import free_port
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 START_TIMEOUT = 60  # seconds to ready and to the first evaluation, on a busy 2-core machine
@@ -64,9 +65,7 @@ class Prometheus:
                 {"global": {"evaluation_interval": "1s"}, "rule_files": [str(rules)], "scrape_configs": []}
             )
         )
-        with socket.socket() as sock:  # a free port: the package's default 9090 may be taken
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()  # the package's default 9090 may be taken
         self.url = f"http://127.0.0.1:{port}"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from scripts.prefect_postgres import LocalPostgres, PostgresPrefect, stop_process_group
+from scripts.prefect_postgres import LocalPostgres, PostgresPrefect, free_port, stop_process_group
 from simulator.observe import SimObserver
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import parse_scenario
@@ -34,12 +33,6 @@ POOL = "aks-maintenance"
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 SCALE = 0.05
 NEW_KERNEL = "5.15.0-1081-azure"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:

@@ -32,12 +32,13 @@ import yaml
 from kubernetes import client, config
 from playwright.sync_api import sync_playwright
 
+from scripts.prefect_postgres import free_port
 from simulator.observe import SimObserver
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import parse_scenario
 from tests.conftest import ROOT, scenario_dict
 from tests.deploy.test_rbac import Request, Rule, rules_for
-from tests.e2e.conftest import NEW_KERNEL, PREFECT, PrefectServer, free_port, prefect_yaml
+from tests.e2e.conftest import NEW_KERNEL, PREFECT, PrefectServer, prefect_yaml
 from tests.e2e.test_deployments import OUT
 from tests.e2e.test_run_pages import Browser, task_runs
 
