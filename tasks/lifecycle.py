@@ -336,8 +336,10 @@ class NodeLifecycle:
 
     def slot(self, run: NodeRun) -> Step | Done:
         waiting = time.monotonic()
-        # a node an earlier run handed over keeps its slots until this run takes them
-        if taken := self.slots.take_over(handed_over_holder(run.node), run.holder):
+        # a node an earlier run handed over (a node with a record: resumed) keeps its slots until this run
+        # takes them; other nodes skip that read of the slot Leases
+        resumed = run.entry.action == PlanAction.resume
+        if resumed and (taken := self.slots.take_over(handed_over_holder(run.node), run.holder)):
             run.slots = taken
             run.renewer = SlotRenewer(self.slots, run.slots, run.holder).__enter__()
             self._tell(run, "took over reboot slot %s, kept for it since its hand-over", ", ".join(taken))
