@@ -25,7 +25,7 @@ from aksmaint.report import MaintenanceReport, Outcome
 from aksmaint_cli.console import explained_errors_once
 from flows.cluster_upgrade import UpgradeMode, UpgradeReport, cluster_upgrade
 from flows.node_maintenance import FINISHED, node_maintenance
-from flows.prefect_api import PrefectUnavailable, check_health, ensure_prefect_api, quiet_outage_noise
+from tasks.prefect_api import PrefectUnavailable, check_health, ensure_prefect_api, quiet_outage_noise
 
 MAINTAIN_PROG = "python -m flows.node_maintenance"
 UPGRADE_PROG = "python -m flows.cluster_upgrade"

@@ -260,7 +260,7 @@ def run_once(
 def measure_slot_wait(audit: list[dict], dead: dict[str, str], rerun: Attempt) -> dict[str, float]:
     """How long the rerun waited for the slots the killed run held, from the simulator's audit log (real
     seconds). A slot whose holder is gone is taken over only once it has looked unchanged for a whole
-    lease duration, counted from the first time the new run read it (tasks/lock.py, client-go's rule).
+    lease duration, counted from the first time the new run read it (aksmaint/maintenance/lock.py, client-go's rule).
 
     - ``look``: the rerun's start (its first API request) to its first LIST of the Leases;
     - ``first``/``last``: that LIST to the first and to the last takeover of a dead run's slot;

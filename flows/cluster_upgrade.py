@@ -25,14 +25,7 @@ from prefect.runtime import flow_run as this_flow_run
 from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
 
-from aksmaint.azure import AksCluster, describe_azure_error, management_client
-from aksmaint.errors import ClusterAccessError
-from aksmaint.kube import kube_for
-from aksmaint.params import ClusterConnection
-from flows.maintenance_tasks import kernel_diff_report
-from flows.result_storage import check_result_storage
-from flows.tasking import best_effort, maintenance_task
-from tasks.aks import (
+from aksmaint.aks import (
     IN_PROGRESS_STATES,
     OperationResult,
     OperationStatus,
@@ -49,9 +42,16 @@ from tasks.aks import (
     upgrade_path,
     wait_for_idle,
 )
-from tasks.drain import blocking_budgets
-from tasks.update_check import POOL_LABEL, list_nodes, node_facts
-from tasks.upgrade_cancellation import RecordPhase, UpgradeRecord, abort_own_operation, begin_recorded
+from aksmaint.aks.cancellation import RecordPhase, UpgradeRecord, abort_own_operation, begin_recorded
+from aksmaint.azure import AksCluster, describe_azure_error, management_client
+from aksmaint.errors import ClusterAccessError
+from aksmaint.kube import kube_for
+from aksmaint.maintenance.drain import blocking_budgets
+from aksmaint.maintenance.update_check import POOL_LABEL, list_nodes, node_facts
+from aksmaint.params import ClusterConnection
+from tasks.maintenance import kernel_diff_report
+from tasks.result_storage import check_result_storage
+from tasks.tasking import best_effort, maintenance_task
 
 # the name of an operation's task run state, by how the operation ended (a failed one is Failed)
 STATE_NAMES = {OperationStatus.succeeded: "Upgraded", OperationStatus.already_current: "AlreadyCurrent"}
@@ -289,7 +289,7 @@ def execute_step(
     cluster: AksCluster, step: UpgradeStep, poll_interval: float, timeout: float, run_id: str
 ) -> State:
     """One AKS operation, waited for; a crashed run's operation in progress is waited for first. Never
-    retried: an operation is started once. Its record in the cluster (``tasks.upgrade_cancellation``)
+    retried: an operation is started once. Its record in the cluster (``aksmaint.aks.cancellation``)
     lets a cancelled run abort it."""
     logger = get_run_logger()
     client = management_client(cluster, polling_interval=poll_interval)

@@ -76,8 +76,8 @@ from flows.fleet_plan import (
     summarise,
     summary_markdown,
 )
-from flows.result_storage import acheck_result_storage
-from flows.tasking import brief
+from tasks.result_storage import acheck_result_storage
+from tasks.tasking import brief
 
 
 def final_state(report: FleetReport) -> State:

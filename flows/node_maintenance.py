@@ -2,15 +2,15 @@
 
 connect -> update check -> sentinel scan -> plan -> (approval) -> per node, in threads, each recorded as a
 Prefect task run: gates -> reboot slot -> re-check -> cordon -> drain -> reboot -> verify -> uncordon ->
-release (the phase table of ``tasks.lifecycle``) -> kernel diff.
+release (the phase table of ``aksmaint.maintenance.lifecycle``) -> kernel diff.
 
 Prefect is the record of the work, not a part of it: what decides a node's outcome happens on the cluster,
-and a Prefect API that fails or goes away only leaves gaps in the record (``flows.recording``). Past
+and a Prefect API that fails or goes away only leaves gaps in the record (``tasks.recording``). Past
 ``orchestration_outage_seconds`` without the API, the rollout starts no new node and ends once the nodes
 in progress are at a safe point.
 
 Run it from a deployment, the Prefect UI, or ``aksmaint maintain --kubeconfig PATH [--concurrency N|P%]``
-(or ``python -m flows.node_maintenance``). Its tasks are in ``flows.maintenance_tasks``, the steps in ``tasks/``.
+(or ``python -m flows.node_maintenance``). Its tasks are in ``tasks.maintenance``, the steps in ``aksmaint/maintenance/``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as current_run
 
 from aksmaint.kube import kube_for
+from aksmaint.maintenance.cancellation import run_id_of
+from aksmaint.maintenance.plan import dry_run_reports, node_report, unplanned_report
 from aksmaint.params import (
     ApprovalTimeout,
     Blockers,
@@ -43,8 +45,8 @@ from aksmaint.params import (
     SentinelOptions,
 )
 from aksmaint.report import MaintenanceReport, Outcome, PlanAction
-from flows.hand_over import find_own_node
-from flows.maintenance_tasks import (
+from tasks.hand_over import find_own_node
+from tasks.maintenance import (
     approved,
     check_updates,
     clean_up_leftovers,
@@ -58,11 +60,9 @@ from flows.maintenance_tasks import (
     release_after_cancel,
     scan_sentinels,
 )
-from flows.node_runs import record_outcome
-from flows.recording import ApiWatch
-from flows.result_storage import check_result_storage
-from tasks.cancellation import run_id_of
-from tasks.plan import dry_run_reports, node_report, unplanned_report
+from tasks.node_runs import record_outcome
+from tasks.recording import ApiWatch
+from tasks.result_storage import check_result_storage
 
 
 @flow(name="node-maintenance", log_prints=False, on_cancellation=[release_after_cancel])
@@ -135,7 +135,7 @@ def node_maintenance(
 
 
 def run_maintenance(params: MaintenanceParams):
-    """The runbook, under a watch of the Prefect API for the whole run (see ``flows.recording``)."""
+    """The runbook, under a watch of the Prefect API for the whole run (see ``tasks.recording``)."""
     watch = ApiWatch.for_current_run(interval=min(10.0, params.orchestration_outage_seconds / 5))
     with watch if watch is not None else contextlib.nullcontext():
         return _run_maintenance(params, watch)

@@ -37,7 +37,7 @@ from types import TracebackType
 
 import httpx
 
-from flows.prefect_api import server_environment
+from tasks.prefect_api import server_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = ROOT / ".cache" / "postgres"
@@ -262,7 +262,7 @@ class PostgresPrefect:
 
     def server_env(self) -> dict[str, str]:
         """The server's environment: the caller's, plus the database URL and the task-run recorder's
-        batching (``flows.prefect_api.SERVER_RECORDER_SETTINGS``)."""
+        batching (``tasks.prefect_api.SERVER_RECORDER_SETTINGS``)."""
         return {
             **server_environment(self.env),
             "PREFECT_API_DATABASE_CONNECTION_URL": self.postgres.url,

@@ -15,11 +15,11 @@ import yaml
 from kubernetes import client, config
 
 from aksmaint.kube import Kube
+from aksmaint.maintenance.budgets import ALL, SlotSet
+from aksmaint.maintenance.lock import RebootSlots
 from aksmaint.params import LockOptions
 from aksmaint.report import MaintenanceReport, Outcome
 from scripts.prefect_postgres import free_port
-from tasks.budgets import ALL, SlotSet
-from tasks.lock import RebootSlots
 from tests.conftest import ROOT, RunningSim, fast_params, scenario_dict
 
 POOL = "nodepool1"

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
+from aksmaint.aks import UpgradeMode
 from aksmaint.azure import AksCluster
+from aksmaint.maintenance.cancellation import clean_up_cancelled_run
 from flows.cluster_upgrade import cluster_upgrade
 from flows.node_maintenance import node_maintenance
-from tasks.aks import UpgradeMode
-from tasks.cancellation import clean_up_cancelled_run
 from tests.conftest import ROOT, RunningSim, fast_params, pinned_pod, scenario_dict
 
 MANIFESTS = ROOT / "deployments" / "kubernetes"

@@ -43,7 +43,7 @@ from prefect_azure.blob_storage import AzureBlobStorageContainer
 from aksmaint.report import MaintenanceReport
 from flows.fleet import fleet
 from flows.node_maintenance import node_maintenance
-from flows.result_storage import PROBE
+from tasks.result_storage import PROBE
 from tests.azurite_support import Azurite, connection_string
 from tests.conftest import ROOT, RunningSim, fast_params
 from tests.e2e.conftest import NEW_KERNEL, demo_scenario

@@ -29,6 +29,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType, TaskRun
 
+from aksmaint.aks import UpgradeError, UpgradeMode
 from aksmaint.azure import AksCluster
 from aksmaint.errors import ClusterAccessError
 from aksmaint.params import ClusterConnection
@@ -36,7 +37,6 @@ from aksmaint.report import MaintenanceReport
 from flows.cluster_upgrade import UpgradePlan, UpgradeReport, cluster_upgrade, verify_nodes
 from flows.node_maintenance import node_maintenance
 from simulator.cluster import node_name
-from tasks.aks import UpgradeError, UpgradeMode
 from tests.conftest import RunningSim, pinned_pod, scenario_dict
 from tests.support import events
 

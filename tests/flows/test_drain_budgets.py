@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from aksmaint.kube import connect
+from aksmaint.maintenance.drain import blocking_budgets, pods_on_node
 from aksmaint.params import ClusterConnection
-from tasks.drain import blocking_budgets, pods_on_node
 from tests.conftest import RunningSim
 from tests.support import maintenance_scenario
 

@@ -1,7 +1,7 @@
 """The run's own node (in_cluster) is never drained from under the run: it goes last, is cordoned with
 its reboot slot kept for it, and a follow-up run on another node reboots it.
 
-These cases drive the runbook (``tasks/``) against the simulated cluster, with the follow-up's start
+These cases drive the runbook (``aksmaint/maintenance/``) against the simulated cluster, with the follow-up's start
 given as a plain function; the Prefect side, a real worker and the run as a Job in the cluster it
 maintains are in tests/e2e/test_kubernetes_pool.py.
 """
@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 
 from aksmaint.kube import kube_for
+from aksmaint.maintenance.lifecycle import NodeLifecycle
+from aksmaint.maintenance.lock import RebootSlots, handed_over_holder
+from aksmaint.maintenance.plan import make_plan
+from aksmaint.maintenance.rollout import Rollout
+from aksmaint.maintenance.sentinel import scan_nodes
+from aksmaint.maintenance.update_check import update_check
 from aksmaint.nodestate import STATE_ANNOTATION, Phase
 from aksmaint.params import MaintenanceParams
 from aksmaint.report import Outcome
-from tasks.lifecycle import NodeLifecycle
-from tasks.lock import RebootSlots, handed_over_holder
-from tasks.plan import make_plan
-from tasks.rollout import Rollout
-from tasks.sentinel import scan_nodes
-from tasks.update_check import update_check
 from tests.conftest import fast_params
 from tests.support import POOL, core_api, maintenance_scenario
 

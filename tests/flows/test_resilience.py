@@ -32,14 +32,14 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import pause_flow_run, resume_flow_run
 
-import flows.maintenance_tasks as maintenance_module
-import tasks.lock as lock_module
+import aksmaint.maintenance.lock as lock_module
+import tasks.maintenance as maintenance_module
 from aksmaint.kube import Kube, connect
+from aksmaint.maintenance.lock import RebootSlots
 from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, Phase
 from aksmaint.params import ClusterConnection, LockOptions
 from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
-from tasks.lock import RebootSlots
 from tests.conftest import RunningSim, fast_params
 from tests.flows.test_maintenance import pinned_pod, release_budgets_when
 from tests.support import (

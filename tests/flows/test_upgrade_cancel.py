@@ -22,11 +22,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.states import Cancelling
 
-from aksmaint.azure import AksCluster
-from aksmaint.kube import kube_for
-from aksmaint.params import ClusterConnection
-from tasks.aks import StepKind, UpgradeStep
-from tasks.upgrade_cancellation import (
+from aksmaint.aks import StepKind, UpgradeStep
+from aksmaint.aks.cancellation import (
     RECORD_ANNOTATION,
     RECORD_LEASE,
     RECORD_NAMESPACE,
@@ -34,6 +31,9 @@ from tasks.upgrade_cancellation import (
     UpgradeRecord,
     abort_own_operation,
 )
+from aksmaint.azure import AksCluster
+from aksmaint.kube import kube_for
+from aksmaint.params import ClusterConnection
 from tests.conftest import ROOT, RunningSim
 from tests.flows.test_cluster_upgrade import (
     NAME,

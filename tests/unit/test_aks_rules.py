@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from azure.mgmt.containerservice.models import MaintenanceConfiguration
 
-from tasks.aks import UpgradeError, maintenance_window_open, resolve_target, skew_problem, upgrade_path
+from aksmaint.aks import UpgradeError, maintenance_window_open, resolve_target, skew_problem, upgrade_path
 
 REGION = ["1.29.9", "1.30.5", "1.30.7", "1.31.2", "1.31.4", "1.32.1"]
 

@@ -12,14 +12,14 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-import tasks.lifecycle as lifecycle_module
+import aksmaint.maintenance.lifecycle as lifecycle_module
 from aksmaint.errors import LockTimeout
+from aksmaint.maintenance.budgets import ALL, Budgets, SlotSet, resolve, set_key
+from aksmaint.maintenance.lifecycle import Done, NodeLifecycle, PhaseSpec, Step
+from aksmaint.maintenance.lock import RebootSlots, SlotAttempt
+from aksmaint.maintenance.rollout import Rollout
 from aksmaint.params import Budget, BudgetScope, LockOptions, MaintenanceParams
 from aksmaint.report import NodeFacts, Outcome, PlanEntry
-from tasks.budgets import ALL, Budgets, SlotSet, resolve, set_key
-from tasks.lifecycle import Done, NodeLifecycle, PhaseSpec, Step
-from tasks.lock import RebootSlots, SlotAttempt
-from tasks.rollout import Rollout
 from tests.unit.fake_api import FakeApi, fake_kube
 from tests.unit.test_cordon_and_slots import NS
 

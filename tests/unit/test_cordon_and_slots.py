@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-import tasks.lock as lock_module
+import aksmaint.maintenance.lock as lock_module
 from aksmaint.errors import NodeBusy
+from aksmaint.maintenance import cordon as cordon_ops
+from aksmaint.maintenance.lock import SlotAttempt, failed_holder
+from aksmaint.maintenance.taints import set_pending_taint
 from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION, NodeRecord, Phase, read_record
 from aksmaint.params import LockOptions
-from tasks import cordon as cordon_ops
-from tasks.lock import SlotAttempt, failed_holder
-from tasks.taints import set_pending_taint
 from tests.support import SingleSetSlots
 from tests.unit.fake_api import FakeApi, fake_kube
 

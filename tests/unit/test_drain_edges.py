@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-import tasks.drain as drain
+import aksmaint.maintenance.drain as drain
 from aksmaint.errors import ClusterAccessError
 from aksmaint.kube import Kube
 from aksmaint.params import DrainOptions

@@ -12,6 +12,7 @@ import pytest
 from prefect.client.schemas.objects import StateType
 from prefect.utilities.callables import parameter_schema
 
+from aksmaint.aks import OperationResult, OperationStatus, StepKind, UpgradeMode, UpgradeStep
 from aksmaint.report import MaintenanceReport, NodeReport, Outcome
 from flows.cluster_upgrade import UpgradePlan, UpgradeReport, cluster_upgrade
 from flows.fleet import UpdateRun, final_state, run_stage
@@ -37,7 +38,6 @@ from flows.fleet_plan import (
     summary_markdown,
 )
 from flows.node_maintenance import node_maintenance
-from tasks.aks import OperationResult, OperationStatus, StepKind, UpgradeMode, UpgradeStep
 
 MAINTENANCE_SCHEMA = parameter_schema(node_maintenance).model_dump_for_openapi()
 UPGRADE_SCHEMA = parameter_schema(cluster_upgrade).model_dump_for_openapi()

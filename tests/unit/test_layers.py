@@ -36,6 +36,17 @@ def module_level_imports(path: Path, among: set[str] = PROJECT) -> set[str]:
     return found & among
 
 
+def imported_anywhere(path: Path) -> set[str]:
+    """The top-level packages a module imports, at module level or in a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_each_package_imports_only_the_layers_below_it(package):
     wrong = {
@@ -46,16 +57,27 @@ def test_each_package_imports_only_the_layers_below_it(package):
     assert wrong == {}
 
 
-@pytest.mark.parametrize("package", ["aksmaint", "tasks"])
-def test_the_runbook_steps_and_the_core_do_not_import_prefect(package):
-    """Prefect is the record of the work: the steps run, and are tested, without it (its tasks are the
-    thin layer in flows/)."""
+def test_the_core_does_not_import_prefect():
+    """Prefect is the record of the work: the runbook steps in the core run, and are tested, without it
+    (its tasks are the thin layer in tasks/)."""
     importing = [
         str(path.relative_to(ROOT))
-        for path in sorted((ROOT / package).rglob("*.py"))
+        for path in sorted((ROOT / "aksmaint").rglob("*.py"))
         if module_level_imports(path, {"prefect"})
     ]
     assert importing == []
+
+
+def test_the_prefect_layers_hold_prefect_code_only():
+    """tasks/ and flows/ are where a Prefect user looks for the tasks and the flows: every module there
+    imports Prefect (a module of plain logic belongs in the core package)."""
+    plain = [
+        str(path.relative_to(ROOT))
+        for package in ("tasks", "flows")
+        for path in sorted((ROOT / package).glob("*.py"))
+        if path.name != "__init__.py" and "prefect" not in imported_anywhere(path)
+    ]
+    assert plain == []
 
 
 @pytest.mark.parametrize("module", ["flows.node_maintenance", "flows.cluster_upgrade"])

@@ -19,14 +19,19 @@ from pydantic import ValidationError
 
 from aksmaint.errors import HostPodGone
 from aksmaint.hostexec import MANAGED_BY, HostPodSettings, run_on_host
+from aksmaint.maintenance.drain import MIRROR_ANNOTATION, select_pods
+from aksmaint.maintenance.gates import (
+    KURED_LOCK_ANNOTATION,
+    active_alerts,
+    kured_lock_holder,
+    prometheus_blocks,
+)
+from aksmaint.maintenance.lock import microtime
+from aksmaint.maintenance.plan import make_plan
+from aksmaint.maintenance.sentinel import PROBE_SCRIPT, parse_probe, probe_facts, scan_with_host_pods
 from aksmaint.params import Blockers, DrainOptions, LockOptions, MaintenanceWindow
 from aksmaint.report import NodeFacts
 from simulator.hosts import Host, run_host_command
-from tasks.drain import MIRROR_ANNOTATION, select_pods
-from tasks.gates import KURED_LOCK_ANNOTATION, active_alerts, kured_lock_holder, prometheus_blocks
-from tasks.lock import microtime
-from tasks.plan import make_plan
-from tasks.sentinel import PROBE_SCRIPT, parse_probe, probe_facts, scan_with_host_pods
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -113,7 +118,7 @@ def test_window_validation_names_the_field(fields, field):
         MaintenanceWindow(**fields)
 
 
-# ---- tasks.drain.select_pods -------------------------------------------------------------------
+# ---- aksmaint.maintenance.drain.select_pods -------------------------------------------------------------------
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 
 
@@ -229,7 +234,7 @@ def test_select_pods_terminating_and_finished_pods():
     assert names(select_pods([pod("old", deleted_seconds_ago=10_000)], DrainOptions(), NOW).evict) == ["old"]
 
 
-# ---- tasks.sentinel.parse_probe / probe_facts --------------------------------------------------
+# ---- aksmaint.maintenance.sentinel.parse_probe / probe_facts --------------------------------------------------
 def facts(**fields) -> NodeFacts:
     return NodeFacts(**{"name": "aks-nodepool1-0", "kernel": "5.15.0-1079-azure", "ready": True, **fields})
 
@@ -300,7 +305,7 @@ def test_probe_facts_keeps_the_known_kernel_when_the_probe_has_none():
     assert (result.kernel, result.reboot_required) == ("5.15.0-1079-azure", False)
 
 
-# ---- tasks.gates.active_alerts / prometheus_blocks ---------------------------------------------
+# ---- aksmaint.maintenance.gates.active_alerts / prometheus_blocks ---------------------------------------------
 ALERTS = [
     {"labels": {"alertname": "Watchdog"}, "state": "firing"},
     {"labels": {"alertname": "KubeNodeNotReady", "node": "a"}, "state": "firing"},
@@ -392,7 +397,7 @@ def test_prometheus_blocks_on_alerts_and_on_any_failure(prometheus_answers):
     assert prometheus_blocks(Blockers()) is None
 
 
-# ---- tasks.gates.kured_lock_holder -------------------------------------------------------------
+# ---- aksmaint.maintenance.gates.kured_lock_holder -------------------------------------------------------------
 class FakeApps:
     def __init__(self, annotations: dict | None = None, status: int | None = None):
         self.annotations, self.status, self.read = annotations, status, []
@@ -504,7 +509,7 @@ def test_make_plan_of_nothing():
     assert make_plan([]) == []
 
 
-# ---- tasks.lock.microtime ----------------------------------------------------------------------
+# ---- aksmaint.maintenance.lock.microtime ----------------------------------------------------------------------
 SIX_DIGITS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|\+00:00)$")
 
 

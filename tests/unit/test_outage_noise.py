@@ -7,7 +7,7 @@ import sys
 
 import httpx
 
-from flows.prefect_api import OutageNoise
+from tasks.prefect_api import OutageNoise
 
 API = "http://127.0.0.1:4200/api"
 

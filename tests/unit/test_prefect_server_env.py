@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.prefect_api import SERVER_RECORDER_SETTINGS, server_environment
 from scripts.prefect_postgres import PostgresPrefect
+from tasks.prefect_api import SERVER_RECORDER_SETTINGS, server_environment
 
 BATCH = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"
 

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 
-import tasks.lifecycle as lifecycle_module
+import aksmaint.maintenance.lifecycle as lifecycle_module
 from aksmaint.errors import TransientApiError
+from aksmaint.maintenance.lifecycle import Done, NodeLifecycle, PhaseSpec, Step
+from aksmaint.maintenance.rollout import Rollout
 from aksmaint.params import MaintenanceParams
 from aksmaint.report import NodeFacts, Outcome, PlanEntry
-from tasks.lifecycle import Done, NodeLifecycle, PhaseSpec, Step
-from tasks.rollout import Rollout
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import threading
 
 from aksmaint.errors import LockTimeout
+from aksmaint.maintenance.budgets import SlotSet
+from aksmaint.maintenance.lock import RebootSlots
 from aksmaint.params import LockOptions
-from tasks.budgets import SlotSet
-from tasks.lock import RebootSlots
 from tests.unit.fake_api import FakeApi, fake_kube
 
 NODE = "aks-nodepool1-08642115-vmss000003"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from aksmaint.errors import TransientApiError
-from tasks.attempts import StepAttempts
+from aksmaint.maintenance.attempts import StepAttempts
 
 
 class Body:

@@ -72,7 +72,7 @@ CALLABLES = sorted(prefect_callables(), key=lambda item: item[0])
 
 def test_the_project_has_prefect_tasks_and_flows_to_check():
     names = {name for name, _ in CALLABLES}
-    assert {"flows.node_maintenance.node_maintenance", "flows.maintenance_tasks.scan_sentinels"} <= names
+    assert {"flows.node_maintenance.node_maintenance", "tasks.maintenance.scan_sentinels"} <= names
     assert len(CALLABLES) >= 10
 
 

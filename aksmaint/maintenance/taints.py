@@ -2,7 +2,7 @@
 evicted from one node land on nodes already done and move only once.
 
 Set on every node of the plan before the rollout, removed from each as it is done (by the uncordon in
-``tasks.cordon``, or here for a node that turns out to need nothing) and by the clean-up after a
+``aksmaint.maintenance.cordon``, or here for a node that turns out to need nothing) and by the clean-up after a
 cancelled or killed run. Every write carries the node's resourceVersion (``aksmaint.kube.patch_node``).
 """
 

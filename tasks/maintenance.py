@@ -1,4 +1,4 @@
-"""The node-maintenance flow's Prefect layer: a thin layer over the runbook steps in ``tasks/``.
+"""The node-maintenance flow's Prefect layer: a thin layer over the runbook steps in ``aksmaint/maintenance/``.
 
 Each task does one step of the runbook (reach the cluster, read AKS's node OS upgrade channel, plan, clean
 up what a killed run left) and records it in Prefect; the work itself is in the step modules. Also here:
@@ -15,25 +15,25 @@ from prefect.input import RunInput
 from prefect.logging.loggers import flow_run_logger
 from prefect.states import Completed, Failed
 
+from aksmaint.aks import OsUpgradeSettings, read_os_upgrade_settings
 from aksmaint.azure import management_client
 from aksmaint.hostexec import HostPodSettings, delete_stale_host_pods
 from aksmaint.kube import kube_for
+from aksmaint.maintenance.budgets import Budgets
+from aksmaint.maintenance.cancellation import clean_up_cancelled_run
+from aksmaint.maintenance.kernel_diff import kernel_diff, render_markdown
+from aksmaint.maintenance.lifecycle import NodeLifecycle
+from aksmaint.maintenance.plan import WINDOWS_REASON, make_plan, plan_markdown, pods_to_move
+from aksmaint.maintenance.rollout import Rollout, RolloutResult
+from aksmaint.maintenance.sentinel import scan_nodes
+from aksmaint.maintenance.taints import has_pending_taint, set_pending_taint
+from aksmaint.maintenance.update_check import list_nodes, update_check
 from aksmaint.params import ClusterConnection, MaintenanceParams, RolloutOrder, SentinelOptions
 from aksmaint.report import MaintenanceReport, NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
-from flows.hand_over import follow_up_starter
-from flows.node_runs import record_outcome, recorded, run_phase_recorded
-from flows.recording import ApiWatch, PrefectRecorder, Progress
-from flows.tasking import best_effort, maintenance_task
-from tasks.aks import OsUpgradeSettings, read_os_upgrade_settings
-from tasks.budgets import Budgets
-from tasks.cancellation import clean_up_cancelled_run
-from tasks.kernel_diff import kernel_diff, render_markdown
-from tasks.lifecycle import NodeLifecycle
-from tasks.plan import WINDOWS_REASON, make_plan, plan_markdown, pods_to_move
-from tasks.rollout import Rollout, RolloutResult
-from tasks.sentinel import scan_nodes
-from tasks.taints import has_pending_taint, set_pending_taint
-from tasks.update_check import list_nodes, update_check
+from tasks.hand_over import follow_up_starter
+from tasks.node_runs import record_outcome, recorded, run_phase_recorded
+from tasks.recording import ApiWatch, PrefectRecorder, Progress
+from tasks.tasking import best_effort, maintenance_task
 
 INSECURE_WARNING = (
     "TLS verification of the Kubernetes API of %s is OFF (cluster.insecure_skip_tls_verify): "
@@ -81,7 +81,7 @@ def scan_sentinels(
     settings: HostPodSettings,
     dry_run: bool,
 ) -> list[NodeFacts]:
-    """Find the nodes that need a reboot (``tasks.sentinel``) and say what was found."""
+    """Find the nodes that need a reboot (``aksmaint.maintenance.sentinel``) and say what was found."""
     logger = get_run_logger()
     scanned = scan_nodes(kube_for(cluster), facts, options, settings, dry_run)
     if scanned is None:
@@ -113,7 +113,7 @@ def kernel_diff_report(
     reports: list[NodeReport],
     need_reboot: list[str],
 ) -> dict:
-    """Compare kernels before and after (``tasks.kernel_diff``); publish the diff and the fleet summary."""
+    """Compare kernels before and after (``aksmaint.maintenance.kernel_diff``); publish the diff and the fleet summary."""
     kube = kube_for(cluster)
     diff = kernel_diff(kube, node_selector, before, reports, need_reboot)
     best_effort(

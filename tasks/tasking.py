@@ -57,7 +57,7 @@ def brief(exc: BaseException) -> str:
 
 
 class PrefectHealth:
-    """Whether the Prefect API is known not to answer, as a watch of it (``flows.recording.ApiWatch``)
+    """Whether the Prefect API is known not to answer, as a watch of it (``tasks.recording.ApiWatch``)
     last saw. While it does not, best-effort writes are not even tried: each would hold up the work for
     the minute of retries Prefect's client makes."""
 

@@ -24,20 +24,20 @@ from typing import Protocol
 from aksmaint.errors import LockTimeout, MaintenanceError, NodeBusy
 from aksmaint.hostexec import HostPodSettings
 from aksmaint.kube import Kube, node_gone, node_info
+from aksmaint.maintenance import cordon as cordon_ops
+from aksmaint.maintenance import notify
+from aksmaint.maintenance.attempts import StepAttempts
+from aksmaint.maintenance.budgets import Budgets
+from aksmaint.maintenance.drain import DrainResult, delete_pods, drain_node
+from aksmaint.maintenance.gates import gate_reason, window_closed
+from aksmaint.maintenance.health import check_node, wait_until_back
+from aksmaint.maintenance.lock import RebootSlots, SlotRenewer, failed_holder, handed_over_holder
+from aksmaint.maintenance.reboot import already_requested, reboot_pods, remove_reboot_pods, request_reboot
+from aksmaint.maintenance.sentinel import recheck_node
+from aksmaint.maintenance.taints import set_pending_taint
 from aksmaint.nodestate import NodeRecord, Phase, now_iso, read_record
 from aksmaint.params import MaintenanceParams, OnDrainTimeout
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
-from tasks import cordon as cordon_ops
-from tasks import notify
-from tasks.attempts import StepAttempts
-from tasks.budgets import Budgets
-from tasks.drain import DrainResult, delete_pods, drain_node
-from tasks.gates import gate_reason, window_closed
-from tasks.health import check_node, wait_until_back
-from tasks.lock import RebootSlots, SlotRenewer, failed_holder, handed_over_holder
-from tasks.reboot import already_requested, reboot_pods, remove_reboot_pods, request_reboot
-from tasks.sentinel import recheck_node
-from tasks.taints import set_pending_taint
 
 
 class Recorder(Protocol):

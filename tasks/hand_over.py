@@ -1,4 +1,4 @@
-"""The Prefect side of a run inside the cluster it maintains (``tasks.self_host``).
+"""The Prefect side of a run inside the cluster it maintains (``aksmaint.maintenance.self_host``).
 
 The run's own node is handed over to a follow-up run of the same deployment, with the same parameters.
 The deployment's concurrency limit (``prefect.yaml``: 1, ENQUEUE) holds the follow-up until this run has
@@ -16,10 +16,10 @@ from prefect.deployments import run_deployment
 from prefect.runtime import deployment, flow_run
 
 from aksmaint.kube import kube_for
+from aksmaint.maintenance.lifecycle import HandOver
+from aksmaint.maintenance.self_host import OwnPod, own_pod
 from aksmaint.params import ClusterConnection
-from flows.tasking import maintenance_task
-from tasks.lifecycle import HandOver
-from tasks.self_host import OwnPod, own_pod
+from tasks.tasking import maintenance_task
 
 FOLLOW_UP_TAG = "aksmaint:follow-up"
 

@@ -8,7 +8,7 @@ Prefect is the record here, never a part of the work:
   handed to the task run by a ticket (task parameters stay plain data). If the task run cannot be set up,
   the work runs without it, and the gap is logged. If Prefect fails after the work ran, the result stands.
 - A phase is retried after a transient API error as a Prefect retry (run count above 1, a Retrying state),
-  but the attempts are counted by ``tasks.attempts.StepAttempts``: if Prefect stops retrying, the attempts
+  but the attempts are counted by ``aksmaint.maintenance.attempts.StepAttempts``: if Prefect stops retrying, the attempts
   left run without it.
 - Phase runs commit their own transaction at once. A node's task run that ends Failed would otherwise roll
   its nested runs back, and Prefect would show a cordon that really happened as "RolledBack".
@@ -31,10 +31,10 @@ from prefect.client.schemas.objects import State, StateType
 from prefect.states import Cancelled, Completed, Failed
 from prefect.transactions import CommitMode, transaction
 
+from aksmaint.maintenance.attempts import StepAttempts
+from aksmaint.maintenance.lifecycle import Done, NodeRun, Step
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanEntry
-from flows.tasking import brief, run_logger
-from tasks.attempts import StepAttempts
-from tasks.lifecycle import Done, NodeRun, Step
+from tasks.tasking import brief, run_logger
 
 # The state type says whether an operator has something to do: green (Completed) is fine, grey
 # (Cancelled) is not done in this run but nothing is broken, red (Failed) needs a person. The name says
@@ -190,7 +190,7 @@ def _phase_task(step: Step, retries: int) -> Task[..., State]:
 
 
 def run_phase_recorded(run: NodeRun, step: Step, attempts: StepAttempts[Step | Done]) -> Step | Done:
-    """``tasks.lifecycle.StepRunner``: the phase's attempts in a task run nested under the node's."""
+    """``aksmaint.maintenance.lifecycle.StepRunner``: the phase's attempts in a task run nested under the node's."""
     if step not in STEP_TITLES:
         return attempts.finish()
     ticket = uuid.uuid4().hex

@@ -12,6 +12,7 @@ from kubernetes.client import V1Node
 
 from aksmaint.errors import NodeBusy
 from aksmaint.kube import Kube, meta, node_info, patch_node, spec_of
+from aksmaint.maintenance.taints import has_pending_taint, taints_without_pending
 from aksmaint.nodestate import (
     QUARANTINED,
     STATE_ANNOTATION,
@@ -21,7 +22,6 @@ from aksmaint.nodestate import (
     now_iso,
     read_record,
 )
-from tasks.taints import has_pending_taint, taints_without_pending
 
 
 def cordon(

@@ -9,9 +9,9 @@ from kubernetes.client import V1Node
 from aksmaint.errors import HostPodGone, MaintenanceError
 from aksmaint.hostexec import HostPodSettings, run_on_host
 from aksmaint.kube import Kube, is_transient, meta, status_of
+from aksmaint.maintenance.update_check import node_facts
 from aksmaint.params import SentinelMode, SentinelOptions
 from aksmaint.report import NodeFacts
-from tasks.update_check import node_facts
 
 SENTINEL = "/var/run/reboot-required"
 # Plain POSIX shell, so it reads the same on a real node as anywhere else.

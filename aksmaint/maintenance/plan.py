@@ -1,6 +1,6 @@
 """The plan: which node gets what, in which order, and the report of the nodes the plan does not touch.
 
-No Prefect here: the flow's ``plan`` task (``flows.maintenance_tasks``) runs this and publishes the
+No Prefect here: the flow's ``plan`` task (``tasks.maintenance``) runs this and publishes the
 result as the ``maintenance-plan`` artifact.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aksmaint.kube import Kube
+from aksmaint.maintenance.budgets import Budgets
+from aksmaint.maintenance.drain import select_pods
+from aksmaint.maintenance.gates import gate_reason
 from aksmaint.params import DrainOptions, MaintenanceParams
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
-from tasks.budgets import Budgets
-from tasks.drain import select_pods
-from tasks.gates import gate_reason
 
 WINDOWS_REASON = "Windows nodes are patched by a node image upgrade"
 

@@ -5,7 +5,7 @@ is a 409, so two runs can never both win). A slot whose holder stopped renewing 
 after it has looked unchanged, from here, for a whole lease duration: client-go's rule, which needs no
 trust in anyone's clock but our own.
 
-Each slot set (``tasks.budgets``: all nodes, a pool, a zone) has its own Leases, found with one LIST. A
+Each slot set (``aksmaint.maintenance.budgets``: all nodes, a pool, a zone) has its own Leases, found with one LIST. A
 holder takes slot i of a set only when i is below the set's limit now and fewer than the limit are busy,
 counting every Lease of the set: a slot above the limit, taken while a schedule allowed more, still
 counts until it is freed. A node takes a slot in each of its sets, or none (what it took is given back).
@@ -26,8 +26,8 @@ from kubernetes.client.exceptions import ApiException
 
 from aksmaint.errors import LockTimeout
 from aksmaint.kube import Kube, meta, node_gone, spec_of
+from aksmaint.maintenance.budgets import ALL, SlotSet, closed_reason
 from aksmaint.params import LockOptions
-from tasks.budgets import ALL, SlotSet, closed_reason
 
 
 def microtime(dt: datetime | None = None) -> datetime:
@@ -46,7 +46,7 @@ def failed_holder(node: str) -> str:
 
 
 def handed_over_holder(node: str) -> str:
-    """Who keeps the slots of a node cordoned and handed over to a follow-up run (``tasks.self_host``)."""
+    """Who keeps the slots of a node cordoned and handed over to a follow-up run (``aksmaint.maintenance.self_host``)."""
     return f"handed-over/{node}"
 
 
@@ -98,7 +98,7 @@ class SlotAttempt:
 
 
 class RebootSlots:
-    """The slot Leases of every slot set (``tasks.budgets``): ``<prefix>-<i>`` for the set of all nodes,
+    """The slot Leases of every slot set (``aksmaint.maintenance.budgets``): ``<prefix>-<i>`` for the set of all nodes,
     ``<prefix>-<set key>-<i>`` for a pool's or a zone's. A node holds one slot in each of its sets."""
 
     def __init__(self, kube: Kube, options: LockOptions):

@@ -1,7 +1,7 @@
 """Reboot: the configured command, run in the node's host namespaces by a pinned privileged pod.
 
 The pod does not report back: the node going away and returning with a new boot id is the answer
-(``tasks.health.wait_until_back``). A reboot is requested at most once per record: a retry, or a run
+(``aksmaint.maintenance.health.wait_until_back``). A reboot is requested at most once per record: a retry, or a run
 resuming another's work, finds the boot id changed or the reboot pod still there and does not reboot again.
 """
 

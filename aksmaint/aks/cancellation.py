@@ -20,10 +20,7 @@ from azure.mgmt.containerservice import ContainerServiceClient
 from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ValidationError
 
-from aksmaint.azure import AksCluster, describe_azure_error, management_client
-from aksmaint.kube import Kube, kube_for, meta
-from aksmaint.params import ClusterConnection
-from tasks.aks import (
+from aksmaint.aks import (
     IN_PROGRESS_STATES,
     AlreadyDone,
     Poller,
@@ -32,7 +29,10 @@ from tasks.aks import (
     begin_step,
     check_pool_nodes,
 )
-from tasks.update_check import list_nodes, node_facts
+from aksmaint.azure import AksCluster, describe_azure_error, management_client
+from aksmaint.kube import Kube, kube_for, meta
+from aksmaint.maintenance.update_check import list_nodes, node_facts
+from aksmaint.params import ClusterConnection
 
 RECORD_LEASE = "aksmaint-upgrade"
 RECORD_NAMESPACE = "kube-system"

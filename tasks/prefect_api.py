@@ -25,7 +25,7 @@ import httpx
 LOCAL_SERVER_TIMEOUT = 300.0
 HEALTH_TIMEOUT = 15.0
 
-# A run records a task run per node and one per phase of it (flows/node_runs.py): about 24 task-run
+# A run records a task run per node and one per phase of it (tasks/node_runs.py): about 24 task-run
 # state events per rebooted node. Prefect's server writes them one transaction each by default; in
 # batches it needs half the CPU (measured at 300 nodes, 30 at once). A state then shows up to a second
 # later in the UI. The project's servers (the temporary local one here, scripts/prefect_postgres.py)

@@ -1,6 +1,6 @@
 """The rollout: up to ``concurrency`` nodes through their lifecycle at once, in plain threads.
 
-A worker takes the first node of the plan whose budgets (``tasks.budgets``: all nodes, its pool, its zone)
+A worker takes the first node of the plan whose budgets (``aksmaint.maintenance.budgets``: all nodes, its pool, its zone)
 have room in this run, so that no more workers wait on the slot Leases than the budgets let through; the
 Leases then hold the limits across runs. A node under a limit of 0 now (a budget outside its schedule) is
 held without waiting.
@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from aksmaint.maintenance.budgets import SlotSet, blocked_by, closed_reason
+from aksmaint.maintenance.lifecycle import NodeLifecycle
+from aksmaint.maintenance.plan import node_report
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanEntry
-from tasks.budgets import SlotSet, blocked_by, closed_reason
-from tasks.lifecycle import NodeLifecycle
-from tasks.plan import node_report
 
 RunNode = Callable[[PlanEntry, NodeFacts], NodeReport]
 ReportNode = Callable[[PlanEntry, NodeReport], NodeReport]

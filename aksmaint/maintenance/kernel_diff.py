@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections import Counter
 
 from aksmaint.kube import Kube
+from aksmaint.maintenance.update_check import list_nodes, node_facts
 from aksmaint.report import NodeFacts, NodeReport
-from tasks.update_check import list_nodes, node_facts
 
 
 def nodes_table(rows: list[NodeFacts]) -> str:

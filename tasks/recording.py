@@ -6,9 +6,9 @@ can decide a node's outcome:
 - ``PrefectRecorder``: a node's events and log lines (in the node's task run). Events travel through Prefect's background events
   client (which buffers and resends after a reconnect) and logs through its batched log handler; a failure
   of either is logged, never raised, and neither waits for the API.
-- ``flows.node_runs``: a node's lifecycle inside a Prefect task run named after the node, each phase a task
+- ``tasks.node_runs``: a node's lifecycle inside a Prefect task run named after the node, each phase a task
   run nested under it. The work runs exactly once whatever Prefect does (see there).
-- ``best_effort`` (``flows.tasking``): artifacts (plan, kernel report) are HTTP writes; one that fails
+- ``best_effort`` (``tasks.tasking``): artifacts (plan, kernel report) are HTTP writes; one that fails
   is logged, and none is tried while the API is known down. ``Progress`` writes the progress artifact from
   a thread of its own, so a node's worker never waits on it.
 - ``ApiWatch``: looks at the Prefect API's health in the background (``PrefectHealth``), so the rollout
@@ -25,8 +25,8 @@ import httpx
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.events import emit_event
 
-from flows.node_runs import node_logger
-from flows.tasking import PrefectHealth, best_effort, brief
+from tasks.node_runs import node_logger
+from tasks.tasking import PrefectHealth, best_effort, brief
 
 log = logging.getLogger("aksmaint.recording")
 

@@ -7,7 +7,7 @@ may start only with a free slot in each of its sets, so the strictest limit in f
 worked out again each time a node asks, because a scheduled budget is 0 outside its schedule.
 
 Percentages are of the nodes in the run's scope that belong to the limit's scope, rounded down, and at
-least 1 (a percentage of 0 allows none). No Kubernetes or Prefect here: the Leases are ``tasks.lock``.
+least 1 (a percentage of 0 allows none). No Kubernetes or Prefect here: the Leases are ``aksmaint.maintenance.lock``.
 """
 
 from __future__ import annotations

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aksmaint.kube import kube_for
+from aksmaint.maintenance import cordon as cordon_ops
+from aksmaint.maintenance.lock import RebootSlots
+from aksmaint.maintenance.taints import has_pending_taint, set_pending_taint
+from aksmaint.maintenance.update_check import list_nodes
 from aksmaint.nodestate import Phase, read_record
 from aksmaint.params import MaintenanceParams
-from tasks import cordon as cordon_ops
-from tasks.lock import RebootSlots
-from tasks.taints import has_pending_taint, set_pending_taint
-from tasks.update_check import list_nodes
 
 INTERRUPTIBLE = (Phase.cordoned, Phase.draining)
 
