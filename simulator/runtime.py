@@ -26,7 +26,8 @@ import uvicorn
 import yaml
 
 from simulator.arm import ArmAPI, ArmEmulator, route
-from simulator.cluster import NODES, Cluster
+from simulator.cluster import Cluster
+from simulator.controllers.common import NODES
 from simulator.k8s.api import KubeAPI
 from simulator.scenario import Scenario
 from simulator.simulation import Simulation

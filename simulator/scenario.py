@@ -313,7 +313,7 @@ class SchedulerSpec(_Strict):
     ``spread`` (the default) stands for kube-scheduler's default profile: after PreferNoSchedule
     taints it prefers the node with the fewest pods of the pod's own controller, then the fewest pods.
     ``bin-pack`` stands for a profile whose NodeResourcesFit plugin scores with MostAllocated: after
-    PreferNoSchedule taints it prefers the fullest node. See ``Cluster._pick_node``.
+    PreferNoSchedule taints it prefers the fullest node. See ``Scheduler._pick_node``.
     """
 
     scoring: Literal["spread", "bin-pack"] = "spread"

@@ -427,10 +427,7 @@ class ArmEmulator:
 
     def _set_control_plane(self, version: str) -> None:
         """The API server now runs ``version``: ``/version`` of the Kubernetes API says so."""
-        scenario = self.cluster.scenario
-        self.cluster.scenario = scenario.model_copy(
-            update={"cluster": scenario.cluster.model_copy(update={"kubernetes_version": version})}
-        )
+        self.cluster.kubernetes_version = version
         self.mc.current_version = version
         self.mc.etag = new_etag()
         self.cluster.record("control_plane_upgraded", None, kubernetes_version=version)

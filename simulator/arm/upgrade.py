@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 from simulator.arm.errors import OperationError
 from simulator.arm.state import PoolState
-from simulator.cluster import NODES, PODS, Cluster, controller_of, is_terminating
+from simulator.cluster import Cluster
+from simulator.controllers.common import NODES, PODS
+from simulator.indexes import controller_of, is_terminating
 from simulator.k8s.errors import ApiError
 
 EVICTION_RETRY_SECONDS = 5.0  # kubectl's pause before evicting a pod again after a 429

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 
 from simulator.controllers.common import CONFIGMAPS, SERVICEACCOUNTS, name_suffix
-from simulator.controllers.disruption import DisruptionBudgets
+from simulator.controllers.state import ClusterState
 from simulator.k8s.errors import ApiError
 
 SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -38,18 +38,23 @@ WI_AUDIENCE = "api://AzureADTokenExchange"
 WI_TOKEN_SECONDS = 3600
 
 
-class Admission(DisruptionBudgets):
+class Admission:
     """Pod admission (service account, workload identity) and the objects every namespace holds."""
 
-    def _namespace_added(self, namespace: str) -> None:
-        """The service-account controller's ``default`` account and the root CA publisher's ConfigMap."""
-        if self.store.get(SERVICEACCOUNTS, namespace, "default") is None:
-            self.store.create(SERVICEACCOUNTS, {"metadata": {"name": "default", "namespace": namespace}})
-        self._publish_root_ca(namespace)
+    def __init__(self, state: ClusterState):
+        self.state = state
 
-    def _publish_root_ca(self, namespace: str) -> None:
+    def namespace_added(self, namespace: str) -> None:
+        """The service-account controller's ``default`` account and the root CA publisher's ConfigMap."""
+        if self.state.store.get(SERVICEACCOUNTS, namespace, "default") is None:
+            self.state.store.create(
+                SERVICEACCOUNTS, {"metadata": {"name": "default", "namespace": namespace}}
+            )
+        self.publish_root_ca(namespace)
+
+    def publish_root_ca(self, namespace: str) -> None:
         """``kube-root-ca.crt`` with the CA that signed the API server's certificate, once it is known."""
-        if not self.ca_pem:
+        if not self.state.ca_pem:
             return
         body = {
             "metadata": {
@@ -57,20 +62,20 @@ class Admission(DisruptionBudgets):
                 "namespace": namespace,
                 "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION},
             },
-            "data": {"ca.crt": self.ca_pem},
+            "data": {"ca.crt": self.state.ca_pem},
         }
-        current = self.store.get(CONFIGMAPS, namespace, ROOT_CA_CONFIGMAP)
+        current = self.state.store.get(CONFIGMAPS, namespace, ROOT_CA_CONFIGMAP)
         if current is None:
-            self.store.create(CONFIGMAPS, body)
+            self.state.store.create(CONFIGMAPS, body)
         else:
-            self.store.update_internal(CONFIGMAPS, {**current, "data": body["data"]})
+            self.state.store.update_internal(CONFIGMAPS, {**current, "data": body["data"]})
 
     def admit_pod(self, pod: dict) -> dict:
         """The pod as the admission chain leaves it: ServiceAccount plugin first, then the webhook."""
         pod = copy.deepcopy(pod)
         meta, spec = pod["metadata"], pod["spec"]
         account_name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
-        account = self.store.get(SERVICEACCOUNTS, meta.get("namespace", ""), account_name)
+        account = self.state.store.get(SERVICEACCOUNTS, meta.get("namespace", ""), account_name)
         if account is None:
             raise ApiError(
                 403,
@@ -91,7 +96,7 @@ class Admission(DisruptionBudgets):
         return pod
 
     def _mount_api_access(self, spec: dict) -> None:
-        volume = f"kube-api-access-{name_suffix(self.rng)}"
+        volume = f"kube-api-access-{name_suffix(self.state.rng)}"
         spec.setdefault("volumes", []).append(
             {
                 "name": volume,
@@ -133,7 +138,7 @@ class Admission(DisruptionBudgets):
         annotations = meta.get("annotations") or {}
         account_annotations = account["metadata"].get("annotations") or {}
         client_id = annotations.get(WI_CLIENT_ID) or account_annotations.get(WI_CLIENT_ID)
-        settings = self.scenario.cluster.workload_identity
+        settings = self.state.scenario.cluster.workload_identity
         if not client_id or settings is None:
             return
         tenant_id = account_annotations.get(WI_TENANT_ID) or settings.tenant_id

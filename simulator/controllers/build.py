@@ -28,20 +28,25 @@ from simulator.controllers.common import (
     windows_build,
 )
 from simulator.controllers.pods import PodLifecycle
+from simulator.controllers.state import ClusterState
 from simulator.hosts import Host
 from simulator.k8s.store import now_rfc3339
 from simulator.scenario import NodeSpec, PoolSpec, WorkloadSpec
 
 
-class ScenarioBuilder(PodLifecycle):
-    """Creates the scenario's namespaces, nodes and workloads in the store."""
+class ScenarioBuilder:
+    """Creates the scenario's namespaces, nodes and workloads in the store; ``pod_lifecycle`` creates its bare pods."""
 
-    def _build(self) -> None:
-        sc = self.scenario
+    def __init__(self, state: ClusterState, pod_lifecycle: PodLifecycle):
+        self.state = state
+        self.pod_lifecycle = pod_lifecycle
+
+    def build(self) -> None:
+        sc = self.state.scenario
         namespaces = {"default", "kube-system", "kube-public", NODE_LEASE_NS}
         namespaces |= {w.namespace for w in sc.workloads}
         for ns in sorted(namespaces):
-            self.store.create(
+            self.state.store.create(
                 NAMESPACES,
                 {
                     "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
@@ -52,17 +57,17 @@ class ScenarioBuilder(PodLifecycle):
         overrides = {(n.pool, n.index): n for n in sc.nodes}
         for pool in sc.pools:
             for index in range(pool.count):
-                self._add_node(pool, index, overrides.get((pool.name, index)))
+                self.add_node(pool, index, overrides.get((pool.name, index)))
         for w in sc.workloads:
             self._add_workload(w)
 
     def _node_name(self, pool: str, index: int) -> str:
-        spec = next(p for p in self.scenario.pools if p.name == pool)
-        return node_name(self.scenario.cluster.name, pool, index, windows=spec.windows)
+        spec = next(p for p in self.state.scenario.pools if p.name == pool)
+        return node_name(self.state.scenario.cluster.name, pool, index, windows=spec.windows)
 
-    def _add_node(self, pool: PoolSpec, index: int, spec: NodeSpec | None) -> None:
+    def add_node(self, pool: PoolSpec, index: int, spec: NodeSpec | None) -> None:
         """A node of ``pool`` at VMSS ``index``: its host, its Node object and its heartbeat Lease."""
-        name = node_name(self.scenario.cluster.name, pool.name, index, windows=pool.windows)
+        name = node_name(self.state.scenario.cluster.name, pool.name, index, windows=pool.windows)
         host = self._add_host(pool, name, spec)
         node = self._node_object(pool, index, host, self._node_labels(pool, index, name, spec))
         if spec is not None and spec.cordoned:
@@ -70,7 +75,7 @@ class ScenarioBuilder(PodLifecycle):
             node["spec"]["taints"] = [
                 {"key": UNSCHEDULABLE_TAINT_KEY, "effect": "NoSchedule", "timeAdded": now_rfc3339()}
             ]
-        node = self.store.create(NODES, node)
+        node = self.state.store.create(NODES, node)
         self._add_node_lease(name, node["metadata"]["uid"])
 
     def _add_host(self, pool: PoolSpec, name: str, spec: NodeSpec | None) -> Host:
@@ -89,13 +94,13 @@ class ScenarioBuilder(PodLifecycle):
             host.upgradable_packages = spec.upgradable_packages
             host.available_kernel = spec.available_kernel
             host.fail_after_reboot = spec.fail_after_reboot
-        self.hosts[name] = host
-        self.pool_of[name] = pool
+        self.state.hosts[name] = host
+        self.state.pool_of[name] = pool
         return host
 
     def _node_labels(self, pool: PoolSpec, index: int, name: str, spec: NodeSpec | None) -> dict[str, str]:
         """The labels AKS puts on a node of ``pool``, plus the scenario's own for this node."""
-        sc = self.scenario
+        sc = self.state.scenario
         zone = pool.zones[index % len(pool.zones)] if pool.zones else "0"
         region_zone = f"{sc.cluster.location}-{zone}" if pool.zones else "0"
         os = "windows" if pool.windows else "linux"
@@ -129,9 +134,9 @@ class ScenarioBuilder(PodLifecycle):
 
     def _node_object(self, pool: PoolSpec, index: int, host: Host, labels: dict[str, str]) -> dict[str, Any]:
         """The Node object of a new host; its address and pod CIDR follow the host count."""
-        sc = self.scenario
+        sc = self.state.scenario
         name = host.node_name
-        ip = str(ipaddress.ip_address("10.224.0.4") + len(self.hosts) - 1)
+        ip = str(ipaddress.ip_address("10.224.0.4") + len(self.state.hosts) - 1)
         node_rg = f"MC_{sc.cluster.resource_group}_{sc.cluster.name}_{sc.cluster.location}"
         vmss = name[:-6] if pool.windows else name.rsplit("vmss", 1)[0] + "vmss"
         return {
@@ -144,7 +149,7 @@ class ScenarioBuilder(PodLifecycle):
                 },
             },
             "spec": {
-                "podCIDR": f"10.244.{len(self.hosts) - 1}.0/24",
+                "podCIDR": f"10.244.{len(self.state.hosts) - 1}.0/24",
                 "providerID": f"azure:///subscriptions/{sc.cluster.subscription_id}/resourceGroups/"
                 f"{node_rg.lower()}/providers/Microsoft.Compute/virtualMachineScaleSets/"
                 f"{vmss}/virtualMachines/{index}",
@@ -168,7 +173,7 @@ class ScenarioBuilder(PodLifecycle):
                 "pods": str(pool.max_pods),
                 "ephemeral-storage": "119703055367",
             },
-            "conditions": self._conditions(ready="True"),
+            "conditions": node_conditions(ready="True"),
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {
@@ -188,8 +193,8 @@ class ScenarioBuilder(PodLifecycle):
     def _add_node_lease(self, name: str, node_uid: str) -> None:
         """The node's heartbeat Lease in kube-node-lease, owned by the Node; it is renewed from now on."""
         now = datetime.now(UTC)
-        self._heartbeat_from[name] = now
-        self.store.create(
+        self.state.heartbeat_from[name] = now
+        self.state.store.create(
             LEASES,
             {
                 "metadata": {
@@ -204,39 +209,6 @@ class ScenarioBuilder(PodLifecycle):
                 },
             },
         )
-
-    def _conditions(
-        self, ready: str, reason: str = "KubeletReady", message: str = "kubelet is posting ready status"
-    ) -> list[dict]:
-        stamp = now_rfc3339()
-        conds = []
-        for ctype, creason, cmsg in (
-            ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        ):
-            status = "Unknown" if ready == "Unknown" else "False"
-            conds.append(
-                {
-                    "type": ctype,
-                    "status": status,
-                    "reason": creason,
-                    "message": cmsg,
-                    "lastHeartbeatTime": stamp,
-                    "lastTransitionTime": stamp,
-                }
-            )
-        conds.append(
-            {
-                "type": "Ready",
-                "status": ready,
-                "reason": reason,
-                "message": message,
-                "lastHeartbeatTime": stamp,
-                "lastTransitionTime": stamp,
-            }
-        )
-        return conds
 
     def _pod_template(self, w: WorkloadSpec) -> dict:
         container: dict[str, Any] = {
@@ -269,7 +241,7 @@ class ScenarioBuilder(PodLifecycle):
         selector = {"matchLabels": dict(w.labels)}
         meta = {"name": w.name, "namespace": w.namespace, "labels": dict(w.labels)}
         if w.kind == "Deployment":
-            self.store.create(
+            self.state.store.create(
                 DEPLOYMENTS,
                 {
                     "metadata": meta,
@@ -286,7 +258,7 @@ class ScenarioBuilder(PodLifecycle):
                 },
             )
         elif w.kind == "DaemonSet":
-            self.store.create(
+            self.state.store.create(
                 DAEMONSETS,
                 {
                     "metadata": meta,
@@ -302,7 +274,7 @@ class ScenarioBuilder(PodLifecycle):
             pod = {"metadata": meta, "spec": template["spec"]}
             if w.node is not None:
                 pod["spec"]["nodeName"] = self._node_name(w.node.pool, w.node.index)
-            self.create_pod(pod)
+            self.pod_lifecycle.create_pod(pod)
         if w.pdb is not None:
             spec: dict = {"selector": selector}
             if w.pdb.min_available is not None:
@@ -311,6 +283,40 @@ class ScenarioBuilder(PodLifecycle):
                 spec["maxUnavailable"] = w.pdb.max_unavailable
             if w.pdb.unhealthy_pod_eviction_policy:
                 spec["unhealthyPodEvictionPolicy"] = w.pdb.unhealthy_pod_eviction_policy
-            self.store.create(
+            self.state.store.create(
                 PDBS, {"metadata": {"name": w.name, "namespace": w.namespace}, "spec": spec, "status": {}}
             )
+
+
+def node_conditions(
+    ready: str, reason: str = "KubeletReady", message: str = "kubelet is posting ready status"
+) -> list[dict]:
+    stamp = now_rfc3339()
+    conds = []
+    for ctype, creason, cmsg in (
+        ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+    ):
+        status = "Unknown" if ready == "Unknown" else "False"
+        conds.append(
+            {
+                "type": ctype,
+                "status": status,
+                "reason": creason,
+                "message": cmsg,
+                "lastHeartbeatTime": stamp,
+                "lastTransitionTime": stamp,
+            }
+        )
+    conds.append(
+        {
+            "type": "Ready",
+            "status": ready,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": stamp,
+            "lastTransitionTime": stamp,
+        }
+    )
+    return conds

@@ -3,10 +3,12 @@
 Every change to a pod, workload object, budget or node lands here first. ``ChangeTracking`` keeps the
 indexes up to date, marks what each controller must look at again in the next reconcile, records
 cordons, and follows the unschedulable and not-Ready node sets with their peaks in the invariants.
+Changes to Jobs, new namespaces and pods gone are handed to the controller that owns them.
 """
 
 from __future__ import annotations
 
+from simulator.controllers.admission import Admission
 from simulator.controllers.common import (
     DAEMONSETS,
     DEPLOYMENTS,
@@ -16,7 +18,10 @@ from simulator.controllers.common import (
     PDBS,
     PODS,
     REPLICASETS,
+    node_ready,
 )
+from simulator.controllers.jobs import JobController
+from simulator.controllers.processes import PodProcesses
 from simulator.controllers.state import ClusterState
 from simulator.indexes import (
     changed_object,
@@ -25,10 +30,18 @@ from simulator.indexes import (
 from simulator.k8s.resources import ResourceType
 
 
-class ChangeTracking(ClusterState):
+class ChangeTracking:
     """The store's listener: routes each change to the controllers it concerns."""
 
-    def _on_change(self, rt: ResourceType, kind: str, old: dict | None, new: dict | None) -> None:
+    def __init__(
+        self, state: ClusterState, jobs: JobController, admission: Admission, processes: PodProcesses
+    ):
+        self.state = state
+        self.jobs = jobs
+        self.admission = admission
+        self.processes = processes
+
+    def on_change(self, rt: ResourceType, kind: str, old: dict | None, new: dict | None) -> None:
         """The store's listener: the controllers a change concerns will look again at the next reconcile."""
         if rt is PODS:
             self._pod_changed(old, new)
@@ -39,18 +52,18 @@ class ChangeTracking(ClusterState):
         elif rt is NODES:
             self._node_changed(old, new)
         elif rt is JOBS:
-            self._job_changed(old, new)
+            self.jobs.job_changed(old, new)
         elif rt is NAMESPACES and old is None and new is not None:
-            self._namespace_added(new["metadata"]["name"])
-        self._mark_dirty()
+            self.admission.namespace_added(new["metadata"]["name"])
+        self.state.mark_dirty()
 
     def _pdb_changed(self, old: dict | None, new: dict | None) -> None:
         """A budget changed: its members are matched again when its spec did, its namespace's status
         is computed again either way."""
         namespace = changed_object(old, new)["metadata"]["namespace"]
         if old is None or new is None or old["spec"] != new["spec"]:
-            self.pdb_members.set_pdb(old, new, self.store.list(PODS, namespace))
-        self._pdb_namespaces_dirty.add(namespace)
+            self.state.pdb_members.set_pdb(old, new, self.state.store.list(PODS, namespace))
+        self.state.pdb_namespaces_dirty.add(namespace)
 
     def _node_changed(self, old: dict | None, new: dict | None) -> None:
         """A node changed: cordons are recorded, the scheduler and the DaemonSet controller look at the
@@ -59,21 +72,21 @@ class ChangeTracking(ClusterState):
         was = bool(old and old.get("spec", {}).get("unschedulable"))
         now = bool(new and new.get("spec", {}).get("unschedulable"))
         if now != was and new is not None:  # a deleted node is gone, not uncordoned
-            self.record("cordoned" if now else "uncordoned", name)
+            self.state.record("cordoned" if now else "uncordoned", name)
         if new is not None:
-            self._nodes_dirty.add(name)
-        self._daemonset_nodes_dirty.add(name)
-        for entry in self._feasible.values():
+            self.state.nodes_dirty.add(name)
+        self.state.daemonset_nodes_dirty.add(name)
+        for entry in self.state.feasible.values():
             entry.stale.add(name)
         if now:
-            self._unschedulable.add(name)
+            self.state.unschedulable.add(name)
         else:
-            self._unschedulable.discard(name)
+            self.state.unschedulable.discard(name)
         self._node_readiness_changed(name, new)
-        inv = self.invariants
-        inv["max_unschedulable"] = max(inv["max_unschedulable"], len(self._unschedulable))
-        inv["max_not_ready"] = max(inv["max_not_ready"], len(self._not_ready))
-        disrupted = self._unschedulable | self._not_ready
+        inv = self.state.invariants
+        inv["max_unschedulable"] = max(inv["max_unschedulable"], len(self.state.unschedulable))
+        inv["max_not_ready"] = max(inv["max_not_ready"], len(self.state.not_ready))
+        disrupted = self.state.unschedulable | self.state.not_ready
         inv["max_disrupted"] = max(inv["max_disrupted"], len(disrupted))
         self._peaks_by_place(name, new, disrupted)
 
@@ -81,13 +94,13 @@ class ChangeTracking(ClusterState):
         """The peaks of disrupted nodes within the changed node's zone and within its pool."""
         if new is not None:
             labels = new["metadata"].get("labels") or {}
-            self._place_of[name] = (
+            self.state.place_of[name] = (
                 labels.get("topology.kubernetes.io/zone", ""),
                 labels.get("kubernetes.azure.com/agentpool", ""),
             )
-        zone, pool = self._place_of.get(name, ("", ""))
-        places = [self._place_of.get(n, ("", "")) for n in disrupted]
-        inv = self.invariants
+        zone, pool = self.state.place_of.get(name, ("", ""))
+        places = [self.state.place_of.get(n, ("", "")) for n in disrupted]
+        inv = self.state.invariants
         for peaks, value, index in (
             (inv["max_disrupted_per_zone"], zone, 0),
             (inv["max_disrupted_per_pool"], pool, 1),
@@ -97,45 +110,45 @@ class ChangeTracking(ClusterState):
 
     def _node_readiness_changed(self, name: str, new: dict | None) -> None:
         """Track the not-Ready nodes; a node Ready again has the kubelet start the pods bound to it."""
-        ready = new is not None and self._node_ready(new)
-        if ready and name in self._not_ready:
-            self._to_start |= self.pods.by_node.get(name, set())
+        ready = new is not None and node_ready(new)
+        if ready and name in self.state.not_ready:
+            self.state.to_start |= self.state.pods.by_node.get(name, set())
         if ready:
-            self._not_ready.discard(name)
+            self.state.not_ready.discard(name)
         elif new is not None:
-            self._not_ready.add(name)
+            self.state.not_ready.add(name)
         else:
-            self._not_ready.discard(name)
+            self.state.not_ready.discard(name)
 
     def _pod_changed(self, old: dict | None, new: dict | None) -> None:
-        self.pods.change(old, new)
-        self.pdb_members.pod_changed(old, new)
+        self.state.pods.change(old, new)
+        self.state.pdb_members.pod_changed(old, new)
         pod = changed_object(old, new)
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         if new is None:  # deleted: ``pod`` is the old version
-            self._started.discard(pod["metadata"]["uid"])
-            self._pod_removed(pod["metadata"]["uid"])
-            self._unbound.discard(key)
-            self._to_start.discard(key)
+            self.state.started.discard(pod["metadata"]["uid"])
+            self.processes.pod_removed(pod["metadata"]["uid"])
+            self.state.unbound.discard(key)
+            self.state.to_start.discard(key)
         elif not new["spec"].get("nodeName"):
-            self._unbound.add(key)
+            self.state.unbound.add(key)
         else:
-            self._unbound.discard(key)
-            if new["metadata"]["uid"] not in self._started:
-                self._to_start.add(key)
-        self._pdb_namespaces_dirty.add(key[0])
+            self.state.unbound.discard(key)
+            if new["metadata"]["uid"] not in self.state.started:
+                self.state.to_start.add(key)
+        self.state.pdb_namespaces_dirty.add(key[0])
         for version in [v for v in (old, new) if v is not None]:
             owner = controller_of(version)
             if owner is None:
                 continue
             if owner.get("kind") == "ReplicaSet":
-                self._replicasets_dirty.add(owner["uid"])
+                self.state.replicasets_dirty.add(owner["uid"])
             elif owner.get("kind") == "Job":
-                self._jobs_dirty.add(owner["uid"])
+                self.state.jobs_dirty.add(owner["uid"])
             elif owner.get("kind") == "DaemonSet":
-                self._daemonsets_status_dirty.add(owner["uid"])
+                self.state.daemonsets_status_dirty.add(owner["uid"])
                 if version["spec"].get("nodeName"):  # a daemon pod gone from its node comes back
-                    self._daemonset_nodes_dirty.add(version["spec"]["nodeName"])
+                    self.state.daemonset_nodes_dirty.add(version["spec"]["nodeName"])
 
     def _owner_changed(self, rt: ResourceType, old: dict | None, new: dict | None) -> None:
         """A workload controller's object changed: its controller looks at it again, and so does the
@@ -144,20 +157,20 @@ class ChangeTracking(ClusterState):
         meta = obj["metadata"]
         uid = meta["uid"]
         if new is None:
-            self._owners.pop(uid, None)
+            self.state.owners.pop(uid, None)
         else:
-            self._owners[uid] = (rt, meta["namespace"], meta["name"])
+            self.state.owners[uid] = (rt, meta["namespace"], meta["name"])
         spec_changed = old is None or new is None or old.get("spec") != new.get("spec")
         if rt is DEPLOYMENTS and spec_changed:
-            self._deployments_dirty.add(uid)
+            self.state.deployments_dirty.add(uid)
         elif rt is REPLICASETS:
             if spec_changed:
-                self._replicasets_dirty.add(uid)
+                self.state.replicasets_dirty.add(uid)
             parent = controller_of(obj)
             if parent is not None:
-                self._deployments_dirty.add(parent["uid"])
+                self.state.deployments_dirty.add(parent["uid"])
         elif rt is DAEMONSETS:
             if spec_changed:
-                self._daemonsets_full.add(uid)
+                self.state.daemonsets_full.add(uid)
             # the budget's expected pods follow the DaemonSet's desired count
-            self._pdb_namespaces_dirty.add(meta["namespace"])
+            self.state.pdb_namespaces_dirty.add(meta["namespace"])

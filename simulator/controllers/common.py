@@ -1,8 +1,6 @@
 """Shared vocabulary of the simulated cluster's controllers: the resource types and constants they
 use, small pure helpers (node names, tolerations, scaling of budget percentages), and the records they
 keep (invariants, the scheduler's node filter, a kubelet container start). No controller lives here.
-
-``simulator.cluster`` re-exports these names; other packages and the tests import them from there.
 """
 
 from __future__ import annotations
@@ -95,6 +93,14 @@ def runs_on(spec: dict, labels: dict) -> bool:
 def name_suffix(rng: random.Random, length: int = 5) -> str:
     """Random name suffix from the alphabet Kubernetes uses for generated names."""
     return "".join(rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(length))
+
+
+def node_ready(node: dict) -> bool:
+    """Whether the node's Ready condition is True."""
+    for cond in node.get("status", {}).get("conditions", []):
+        if cond["type"] == "Ready":
+            return cond["status"] == "True"
+    return False
 
 
 def tolerates(tolerations: list[dict], taint: dict) -> bool:

@@ -24,12 +24,17 @@ from simulator.k8s.selectors import selector_from_dict
 from simulator.k8s.store import now_rfc3339
 
 
-class DisruptionBudgets(ClusterState):
+class DisruptionBudgets:
     """PodDisruptionBudget status and the violations the simulator counts."""
+
+    def __init__(self, state: ClusterState):
+        self.state = state
 
     def pdb_status(self, pdb: dict) -> dict:
         """The status the disruption controller computes for a PDB, from the current pods."""
-        members = self.pdb_members.members[pdb["metadata"]["uid"]]  # every caller passes a stored budget
+        members = self.state.pdb_members.members[
+            pdb["metadata"]["uid"]
+        ]  # every caller passes a stored budget
         healthy = sum(1 for m in members.values() if m.healthy)
         spec = pdb["spec"]
         if isinstance(spec.get("minAvailable"), int):
@@ -78,11 +83,11 @@ class DisruptionBudgets(ClusterState):
     def _find_owner(self, namespace: str, ref: dict) -> dict | None:
         kinds = {"ReplicaSet": REPLICASETS, "DaemonSet": DAEMONSETS, "Deployment": DEPLOYMENTS}
         rt = kinds.get(ref.get("kind", ""))
-        return self.store.get(rt, namespace, ref["name"]) if rt else None
+        return self.state.store.get(rt, namespace, ref["name"]) if rt else None
 
-    def _reconcile_pdbs(self) -> None:
-        namespaces, self._pdb_namespaces_dirty = self._pdb_namespaces_dirty, set()
-        for pdb in [p for ns in sorted(namespaces) for p in self.store.list(PDBS, ns)]:
+    def reconcile(self) -> None:
+        namespaces, self.state.pdb_namespaces_dirty = self.state.pdb_namespaces_dirty, set()
+        for pdb in [p for ns in sorted(namespaces) for p in self.state.store.list(PDBS, ns)]:
             status = self.pdb_status(pdb)
             old = pdb.get("status", {})
             if {k: v for k, v in old.items() if k != "conditions"} != {
@@ -91,12 +96,12 @@ class DisruptionBudgets(ClusterState):
                 stamp = now_rfc3339()
                 for cond in status["conditions"]:
                     cond["lastTransitionTime"] = stamp
-                self.store.update_internal(PDBS, {**pdb, "status": status})
+                self.state.store.update_internal(PDBS, {**pdb, "status": status})
 
     def pdbs_for(self, pod: dict, for_eviction: bool) -> list[dict]:
         labels = pod["metadata"].get("labels") or {}
         out = []
-        for pdb in self.store.list(PDBS, pod["metadata"]["namespace"]):
+        for pdb in self.state.store.list(PDBS, pod["metadata"]["namespace"]):
             selector = selector_from_dict(pdb["spec"].get("selector"))
             if for_eviction and selector.empty:
                 continue
@@ -104,13 +109,13 @@ class DisruptionBudgets(ClusterState):
                 out.append(pdb)
         return out
 
-    def _count_violation_if_covered(self, pod: dict, cause: str) -> None:
+    def count_violation_if_covered(self, pod: dict, cause: str) -> None:
         if not is_ready(pod) or is_terminating(pod) or is_terminal(pod):
             return
         for pdb in self.pdbs_for(pod, for_eviction=True):
             if self.pdb_status(pdb)["disruptionsAllowed"] <= 0:
-                self.invariants["pdb_violations"] += 1
-                self.record(
+                self.state.invariants["pdb_violations"] += 1
+                self.state.record(
                     "pdb_violation",
                     pod["spec"].get("nodeName"),
                     pod=f"{pod['metadata']['namespace']}/{pod['metadata']['name']}",
@@ -120,8 +125,8 @@ class DisruptionBudgets(ClusterState):
 
     def invariants_report(self) -> dict:
         return {
-            **self.invariants,
-            "reboots": dict(self.invariants["reboots"]),
-            "unschedulable_now": sorted(self._unschedulable),
-            "not_ready_now": sorted(self._not_ready),
+            **self.state.invariants,
+            "reboots": dict(self.state.invariants["reboots"]),
+            "unschedulable_now": sorted(self.state.unschedulable),
+            "not_ready_now": sorted(self.state.not_ready),
         }

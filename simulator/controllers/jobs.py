@@ -14,6 +14,7 @@ import uuid
 
 from simulator.controllers.common import JOBS, PODS, check_preconditions, name_suffix
 from simulator.controllers.pods import PodLifecycle
+from simulator.controllers.state import ClusterState
 from simulator.indexes import controller_of, is_ready, is_terminal, is_terminating
 from simulator.k8s.errors import ApiError, invalid
 from simulator.k8s.store import now_rfc3339
@@ -37,15 +38,22 @@ def job_finished(job: dict) -> bool:
     )
 
 
-class JobController(PodLifecycle):
-    """The Job controller and the Job API's creation and deletion rules."""
+class JobController:
+    """The Job controller and the Job API's creation and deletion rules; ``pod_lifecycle`` creates and deletes
+    the Jobs' pods."""
+
+    def __init__(self, state: ClusterState, pod_lifecycle: PodLifecycle):
+        self.state = state
+        self.pod_lifecycle = pod_lifecycle
+        self._job_keys: dict[str, tuple[str, str]] = {}  # Job uid -> (namespace, name)
+        self._ttl_scheduled: set[str] = set()  # uids of finished Jobs waiting for their TTL
 
     def create_job(self, body: dict) -> dict:
         """A Job as the API server stores it: its defaults, selector and the pod labels it implies."""
         job = copy.deepcopy(body)
         meta, spec = job["metadata"], job.setdefault("spec", {})
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + name_suffix(self.rng)
+            meta["name"] = meta["generateName"] + name_suffix(self.state.rng)
         name = meta.get("name", "")
         template = spec.get("template") or {}
         pod_spec = template.get("spec") or {}
@@ -76,25 +84,25 @@ class JobController(PodLifecycle):
         ):
             spec.setdefault(key, value)
         job["status"] = {}
-        return self.store.create(JOBS, job, uid=uid)
+        return self.state.store.create(JOBS, job, uid=uid)
 
     def delete_job(
         self, namespace: str, name: str, propagation: str | None, preconditions: dict | None
     ) -> dict:
         """Delete a Job. Foreground and Background delete its pods (gracefully); the batch/v1 default,
         Orphan, leaves them without an owner."""
-        job = self.store.must_get(JOBS, namespace, name)
+        job = self.state.store.must_get(JOBS, namespace, name)
         check_preconditions(job, preconditions, "jobs")
         for pod in self._job_pods(job):
             if propagation in ("Foreground", "Background"):
                 if not is_terminating(pod):
-                    self._start_graceful_delete(pod, None)
+                    self.pod_lifecycle.start_graceful_delete(pod, None)
             else:
                 meta = {**pod["metadata"], "ownerReferences": []}
-                self.store.update_internal(PODS, {**pod, "metadata": meta})
-        return self.store.remove(JOBS, namespace, name)
+                self.state.store.update_internal(PODS, {**pod, "metadata": meta})
+        return self.state.store.remove(JOBS, namespace, name)
 
-    def _job_changed(self, old: dict | None, new: dict | None) -> None:
+    def job_changed(self, old: dict | None, new: dict | None) -> None:
         job = new or old
         assert job is not None
         uid = job["metadata"]["uid"]
@@ -102,21 +110,21 @@ class JobController(PodLifecycle):
             self._job_keys.pop(uid, None)
             return
         self._job_keys[uid] = (job["metadata"]["namespace"], job["metadata"]["name"])
-        self._jobs_dirty.add(uid)
+        self.state.jobs_dirty.add(uid)
 
     def _job_pods(self, job: dict) -> list[dict]:
         uid = job["metadata"]["uid"]
         return [
             p
-            for p in self.store.list(PODS, job["metadata"]["namespace"])
+            for p in self.state.store.list(PODS, job["metadata"]["namespace"])
             if (controller_of(p) or {}).get("uid") == uid
         ]
 
-    def _reconcile_jobs(self) -> None:
-        uids, self._jobs_dirty = self._jobs_dirty, set()
+    def reconcile(self) -> None:
+        uids, self.state.jobs_dirty = self.state.jobs_dirty, set()
         for uid in sorted(uids):
             key = self._job_keys.get(uid)
-            job = self.store.get(JOBS, *key) if key else None
+            job = self.state.store.get(JOBS, *key) if key else None
             if job is not None and job["metadata"]["uid"] == uid:
                 self._reconcile_job(job)
 
@@ -139,8 +147,8 @@ class JobController(PodLifecycle):
         if outcome is not None:
             # the outcome is known: the pods still running go, and the terminal condition waits for them
             for pod in running:
-                self._start_graceful_delete(pod, None)
-            terminating += [p for p in running if self.store.get(PODS, *_key(p)) is not None]
+                self.pod_lifecycle.start_graceful_delete(pod, None)
+            terminating += [p for p in running if self.state.store.get(PODS, *_key(p)) is not None]
             running = []
             _add_condition(conditions, outcome[0], outcome[2], outcome[3])
             if not terminating:
@@ -178,10 +186,10 @@ class JobController(PodLifecycle):
             new_status["completionTime"] = now_rfc3339()
         if new_status == status:
             return
-        job = self.store.update_internal(JOBS, {**job, "status": new_status})
+        job = self.state.store.update_internal(JOBS, {**job, "status": new_status})
         if job_finished(job):
             where = f"{job['metadata']['namespace']}/{job['metadata']['name']}"
-            self.record("job_finished", None, job=where, condition=conditions[-1]["type"])
+            self.state.record("job_finished", None, job=where, condition=conditions[-1]["type"])
             self._expire_after_ttl(job)
 
     def _create_job_pod(self, job: dict) -> dict | None:
@@ -191,7 +199,7 @@ class JobController(PodLifecycle):
         name = job["metadata"]["name"]
         pod = {
             "metadata": {
-                "name": f"{name}-{name_suffix(self.rng)}",
+                "name": f"{name}-{name_suffix(self.state.rng)}",
                 "generateName": f"{name}-",
                 "namespace": job["metadata"]["namespace"],
                 "labels": meta.get("labels", {}),
@@ -201,13 +209,13 @@ class JobController(PodLifecycle):
             "spec": template["spec"],
         }
         try:
-            created = self.create_pod(pod)
+            created = self.pod_lifecycle.create_pod(pod)
         except ApiError as exc:
-            self.emit_event(
+            self.state.emit_event(
                 job, "FailedCreate", f"Error creating: {exc.message}", "Warning", "job-controller"
             )
             return None
-        self.emit_event(
+        self.state.emit_event(
             job, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component="job-controller"
         )
         return created
@@ -223,12 +231,12 @@ class JobController(PodLifecycle):
 
         def expire() -> None:
             self._ttl_scheduled.discard(uid)
-            current = self.store.get(JOBS, namespace, name)
+            current = self.state.store.get(JOBS, namespace, name)
             if current is not None and current["metadata"]["uid"] == uid:
                 self.delete_job(namespace, name, "Foreground", None)
-                self.record("job_expired", None, job=f"{namespace}/{name}")
+                self.state.record("job_expired", None, job=f"{namespace}/{name}")
 
-        self.after(ttl, expire)
+        self.state.after(ttl, expire)
 
 
 def _key(pod: dict) -> tuple[str, str]:

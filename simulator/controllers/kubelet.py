@@ -2,12 +2,12 @@
 
 ``Kubelet`` owns starting the container of each bound pod when its node is up, host commands run
 through nsenter, readiness after a probe's delay, a pod's exit (or the reboot its command asks for),
-image pulls that fail on Windows, and the pod status it writes.
+image pulls that fail on Windows, and the pod status it writes. A pod that runs as a local process is
+handed to ``PodProcesses``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from typing import Any
 
@@ -19,7 +19,11 @@ from simulator.controllers.common import (
     ContainerStart,
     runs_on,
 )
-from simulator.controllers.nodes import NodeLifecycle
+from simulator.controllers.nodes import NodeController
+from simulator.controllers.pod_status import container_entry, pod_conditions, running_pod, status_with_ip
+from simulator.controllers.problem_detector import ProblemDetector
+from simulator.controllers.processes import PodProcesses
+from simulator.controllers.state import ClusterState
 from simulator.hosts import CommandResult, Host, run_host_command, split_host_command
 from simulator.indexes import (
     is_terminal,
@@ -28,33 +32,48 @@ from simulator.indexes import (
 from simulator.k8s.store import now_rfc3339
 
 
-class Kubelet(NodeLifecycle):
-    """The kubelet of every node: pod start, container status, host commands."""
+class Kubelet:
+    """The kubelet of every node: pod start, container status, host commands.
 
-    def _kubelet_start_pods(self) -> None:
-        for key in sorted(self._to_start):
-            pod = self.store.get(PODS, *key)
+    ``nodes`` reboots a node whose pod asks for it; ``detector`` looks again at a host a command
+    changed; ``processes`` runs the pods that run as local processes."""
+
+    def __init__(
+        self, state: ClusterState, nodes: NodeController, detector: ProblemDetector, processes: PodProcesses
+    ):
+        self.state = state
+        self.nodes = nodes
+        self.detector = detector
+        self.processes = processes
+
+    def reconcile(self) -> None:
+        """Start the containers of the pods bound to a node that is up."""
+        for key in sorted(self.state.to_start):
+            pod = self.state.store.get(PODS, *key)
             if pod is None:
-                self._to_start.discard(key)
+                self.state.to_start.discard(key)
                 continue
-            host = self.hosts.get(pod["spec"]["nodeName"])
-            if host is None and self.store.get(NODES, "", pod["spec"]["nodeName"]) is None:
+            host = self.state.hosts.get(pod["spec"]["nodeName"])
+            if host is None and self.state.store.get(NODES, "", pod["spec"]["nodeName"]) is None:
                 # the pod garbage collector's part: a pod bound to a node that does not exist goes
-                self._to_start.discard(key)
-                self.store.remove(PODS, *key)
+                self.state.to_start.discard(key)
+                self.state.store.remove(PODS, *key)
                 continue
             if host is None or host.state != "up":
                 continue  # started when the node is Ready again
-            self._to_start.discard(key)
+            self.state.to_start.discard(key)
             uid = pod["metadata"]["uid"]
-            if uid in self._started or is_terminating(pod) or is_terminal(pod):
+            if uid in self.state.started or is_terminating(pod) or is_terminal(pod):
                 continue
-            self._started.add(uid)
+            self.state.started.add(uid)
             self._start_pod(pod, host)
 
     def _start_pod(self, pod: dict, host: Host) -> None:
         """The kubelet starts the pod's container: it runs after CONTAINER_START_SECONDS; an nsenter host
         command runs on the host at once and the pod finishes when the command's simulated time is up."""
+        if self.processes.runs_as_process(pod):
+            self.processes.start_pod(pod, host)
+            return
         container = pod["spec"]["containers"][0]
         argv = list(container.get("command", [])) + list(container.get("args", []))
         host_command = split_host_command(argv)
@@ -62,12 +81,12 @@ class Kubelet(NodeLifecycle):
         uid = pod["metadata"]["uid"]
         start = ContainerStart(key, uid, host, host.boots)
         if host.windows and not runs_on(pod["spec"], {OS_LABEL: "windows"}):
-            self.after(CONTAINER_START_SECONDS, lambda: self._image_pull_failed(key, uid))
+            self.state.after(CONTAINER_START_SECONDS, lambda: self._image_pull_failed(key, uid))
             return
         result = None if host_command is None else self._nsenter(pod, host, host_command)
-        self.after(CONTAINER_START_SECONDS, lambda: self._container_running(start, container))
+        self.state.after(CONTAINER_START_SECONDS, lambda: self._container_running(start, container))
         if result is not None:
-            self.after(
+            self.state.after(
                 CONTAINER_START_SECONDS + result.seconds, lambda: self._container_exited(start, result)
             )
 
@@ -82,47 +101,38 @@ class Kubelet(NodeLifecycle):
             )
         return run_host_command(host, command)
 
-    def _started_pod(self, start: ContainerStart) -> dict | None:
-        """The pod of ``start`` while its container still runs: the same pod, not terminating, on a host that
-        is up and has not rebooted since; None otherwise."""
-        current = self.store.get(PODS, *start.key)
-        if current is None or current["metadata"]["uid"] != start.uid or is_terminating(current):
-            return None
-        host = start.host
-        return current if host.boots == start.boot and host.state == "up" else None
-
     def _container_running(self, start: ContainerStart, container: dict) -> None:
         """The container runs: the pod is Running, and Ready now or, with a readiness probe, after its delay."""
-        current = self._started_pod(start)
+        current = running_pod(self.state.store, start)
         if current is None:
             return
         probe = container.get("readinessProbe")
         self._write_pod_status(current, "Running", ready=not probe)
         if probe:
-            self.after(probe.get("initialDelaySeconds", 0), lambda: self._container_ready(start))
+            self.state.after(probe.get("initialDelaySeconds", 0), lambda: self._container_ready(start))
 
     def _container_ready(self, start: ContainerStart) -> None:
-        current = self._started_pod(start)
+        current = running_pod(self.state.store, start)
         if current is not None:
             self._write_pod_status(current, "Running", ready=True)
 
     def _container_exited(self, start: ContainerStart, result: CommandResult) -> None:
         """The host command is done: its output is the pod's log, and the pod Succeeded or Failed by its exit
         code, unless the command asked for a reboot: then the node reboots instead."""
-        current = self._started_pod(start)
+        current = running_pod(self.state.store, start)
         if current is None:
             return
-        self.logs[start.uid] = result.output
-        self.host_changed(start.host.node_name)
+        self.state.logs[start.uid] = result.output
+        self.detector.host_changed(start.host.node_name)
         if result.reboot:
-            self.reboot_node(start.host.node_name, requested_by=f"pod {start.key[0]}/{start.key[1]}")
+            self.nodes.reboot_node(start.host.node_name, requested_by=f"pod {start.key[0]}/{start.key[1]}")
             return
         code = result.exit_code
         self._write_pod_status(current, "Succeeded" if code == 0 else "Failed", ready=False, exit_code=code)
 
     def _image_pull_failed(self, key: tuple[str, str], uid: str) -> None:
         """A Linux image on a Windows node: the pod stays Pending, its container waiting on the pull."""
-        pod = self.store.get(PODS, *key)
+        pod = self.state.store.get(PODS, *key)
         if pod is None or pod["metadata"]["uid"] != uid:
             return
         container = pod["spec"]["containers"][0]
@@ -147,25 +157,13 @@ class Kubelet(NodeLifecycle):
                 }
             ],
         }
-        self.store.update_internal(PODS, {**pod, "status": status})
+        self.state.store.update_internal(PODS, {**pod, "status": status})
 
     def _write_pod_status(self, pod: dict, phase: str, ready: bool, exit_code: int | None = None) -> None:
         stamp = now_rfc3339()
-        status = dict(pod.get("status", {}))
-        if not status.get("podIP"):
-            self._ip_counter += 1
-            status["podIP"] = str(ipaddress.ip_address("10.244.128.0") + self._ip_counter)
-            status["podIPs"] = [{"ip": status["podIP"]}]
-            node = self.store.get(NODES, "", pod["spec"]["nodeName"])
-            status["hostIP"] = node["status"]["addresses"][0]["address"] if node else ""
-            status["startTime"] = stamp
+        status = status_with_ip(self.state, pod, stamp)
         status["phase"] = phase
-        status["conditions"] = [
-            {"type": "Initialized", "status": "True", "lastTransitionTime": stamp},
-            {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": stamp},
-            {"type": "ContainersReady", "status": "True" if ready else "False", "lastTransitionTime": stamp},
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp},
-        ]
+        status["conditions"] = pod_conditions(ready, stamp)
         container = pod["spec"]["containers"][0]
         state: dict[str, dict[str, Any]]
         if exit_code is None:
@@ -179,16 +177,6 @@ class Kubelet(NodeLifecycle):
                     "finishedAt": stamp,
                 }
             }
-        status["containerStatuses"] = [
-            {
-                "name": container["name"],
-                "image": container.get("image", ""),
-                "imageID": "",
-                "ready": ready,
-                "restartCount": 0,
-                "started": True,
-                "state": state,
-                "containerID": f"containerd://{uuid.uuid4().hex}",
-            }
-        ]
-        self.store.update_internal(PODS, {**pod, "status": status})
+        entry = container_entry(container, ready, 0, True, state)
+        status["containerStatuses"] = [{**entry, "containerID": f"containerd://{uuid.uuid4().hex}"}]
+        self.state.store.update_internal(PODS, {**pod, "status": status})

@@ -7,7 +7,6 @@ checks it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from simulator.controllers.admission import Admission
@@ -15,6 +14,9 @@ from simulator.controllers.common import (
     PODS,
     check_preconditions,
 )
+from simulator.controllers.disruption import DisruptionBudgets
+from simulator.controllers.processes import PodProcesses
+from simulator.controllers.state import ClusterState
 from simulator.indexes import (
     is_ready,
     is_terminal,
@@ -23,8 +25,19 @@ from simulator.indexes import (
 from simulator.k8s.errors import ApiError, bad_request, invalid
 
 
-class PodLifecycle(Admission):
-    """Pod creation, graceful deletion and the eviction subresource."""
+class PodLifecycle:
+    """Pod creation, graceful deletion and the eviction subresource.
+
+    A pod created goes through ``admission``; a deletion or eviction is checked against ``budgets``;
+    a pod that runs as a local process is stopped by ``processes``."""
+
+    def __init__(
+        self, state: ClusterState, admission: Admission, budgets: DisruptionBudgets, processes: PodProcesses
+    ):
+        self.state = state
+        self.admission = admission
+        self.budgets = budgets
+        self.processes = processes
 
     def create_pod(self, pod: dict) -> dict:
         # the store keeps a deep copy; here only the top level and spec are changed
@@ -32,7 +45,7 @@ class PodLifecycle(Admission):
         pod = {**pod, "spec": spec}
         if not spec.get("containers"):
             raise invalid("Pod", pod["metadata"].get("name", ""), "spec.containers", "Required value")
-        pod = self.admit_pod(pod)
+        pod = self.admission.admit_pod(pod)
         spec = pod["spec"]
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("terminationGracePeriodSeconds", 30)
@@ -49,7 +62,7 @@ class PodLifecycle(Admission):
                 )
         spec["tolerations"] = tolerations
         pod["status"] = {"phase": "Pending", "qosClass": "Burstable"}
-        return self.store.create(PODS, pod)
+        return self.state.store.create(PODS, pod)
 
     def delete_pod(
         self,
@@ -59,22 +72,22 @@ class PodLifecycle(Admission):
         preconditions: dict | None,
         through_eviction: bool = False,
     ) -> dict:
-        pod = self.store.must_get(PODS, namespace, name)
+        pod = self.state.store.must_get(PODS, namespace, name)
         check_preconditions(pod, preconditions, "pods")
         if not through_eviction and not is_terminating(pod):
-            self._count_violation_if_covered(pod, cause="pod deleted directly")
+            self.budgets.count_violation_if_covered(pod, cause="pod deleted directly")
         if through_eviction:
-            self.record("pod_evicted", pod["spec"].get("nodeName"), pod=f"{namespace}/{name}")
+            self.state.record("pod_evicted", pod["spec"].get("nodeName"), pod=f"{namespace}/{name}")
         else:
-            self.record("pod_deleted", pod["spec"].get("nodeName"), pod=f"{namespace}/{name}")
-        return self._start_graceful_delete(pod, grace)
+            self.state.record("pod_deleted", pod["spec"].get("nodeName"), pod=f"{namespace}/{name}")
+        return self.start_graceful_delete(pod, grace)
 
-    def _start_graceful_delete(self, pod: dict, grace: int | None) -> dict:
+    def start_graceful_delete(self, pod: dict, grace: int | None) -> dict:
         if grace is None:
             grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
         meta = pod["metadata"]
         node = pod["spec"].get("nodeName")
-        host = self.hosts.get(node) if node else None
+        host = self.state.hosts.get(node) if node else None
         running = (
             host is not None
             and host.state == "up"
@@ -82,11 +95,11 @@ class PodLifecycle(Admission):
             and pod.get("status", {}).get("phase") != "Pending"
         )
         if grace <= 0 or not running:
-            return self.store.remove(PODS, meta["namespace"], meta["name"])
+            return self.state.store.remove(PODS, meta["namespace"], meta["name"])
         if is_terminating(pod):
             return pod
-        stamp = datetime.now(UTC) + timedelta(seconds=grace * self.scale)
-        pod = self.store.update_internal(
+        stamp = datetime.now(UTC) + timedelta(seconds=grace * self.state.scale)
+        pod = self.state.store.update_internal(
             PODS,
             {
                 **pod,
@@ -100,33 +113,28 @@ class PodLifecycle(Admission):
         uid = meta["uid"]
 
         def finish() -> None:
-            current = self.store.get(PODS, meta["namespace"], meta["name"])
+            current = self.state.store.get(PODS, meta["namespace"], meta["name"])
             if current is not None and current["metadata"]["uid"] == uid:
-                self.store.remove(PODS, meta["namespace"], meta["name"])
+                self.state.store.remove(PODS, meta["namespace"], meta["name"])
 
-        if not self._terminate_containers(pod, grace, finish):
+        if not self.processes.terminate(pod, grace, finish):
             # the kubelet sends SIGTERM; a well-behaved container exits within a fraction of its grace period
-            self.after(min(grace, max(1.0, grace / 2)), finish)
+            self.state.after(min(grace, max(1.0, grace / 2)), finish)
         return pod
-
-    def _terminate_containers(self, pod: dict, grace: int, finish: Callable[[], None]) -> bool:
-        """Stop a pod's real processes (SIGTERM, SIGKILL after ``grace``), calling ``finish`` when they
-        are gone; False when the pod runs none (its end is then simulated)."""
-        return False
 
     def evict(self, namespace: str, name: str, body: dict) -> None:
         """The eviction subresource, checked in the order the real API server checks it."""
         body_name = (body.get("metadata") or {}).get("name")
         if body_name != name:
             raise bad_request(f"name in URL does not match name in Eviction object: {body_name}/{name}")
-        pod = self.store.must_get(PODS, namespace, name)
+        pod = self.state.store.must_get(PODS, namespace, name)
         options = body.get("deleteOptions") or {}
         grace = options.get("gracePeriodSeconds")
         preconditions = options.get("preconditions")
         if is_terminal(pod) or pod.get("status", {}).get("phase") == "Pending" or is_terminating(pod):
             self.delete_pod(namespace, name, grace, preconditions, through_eviction=True)
             return
-        pdbs = self.pdbs_for(pod, for_eviction=True)
+        pdbs = self.budgets.pdbs_for(pod, for_eviction=True)
         if len(pdbs) > 1:
             raise ApiError(
                 500,
@@ -136,7 +144,7 @@ class PodLifecycle(Admission):
             )
         if pdbs:
             pdb = pdbs[0]
-            status = self.pdb_status(pdb)
+            status = self.budgets.pdb_status(pdb)
             policy = pdb["spec"].get("unhealthyPodEvictionPolicy", "IfHealthyBudget")
             unhealthy = not is_ready(pod)
             if unhealthy and (

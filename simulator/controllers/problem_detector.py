@@ -13,27 +13,30 @@ from simulator.controllers.state import ClusterState
 from simulator.k8s.store import now_rfc3339
 
 
-class ProblemDetector(ClusterState):
+class ProblemDetector:
     """node-problem-detector's custom plugin for the reboot-required sentinel."""
+
+    def __init__(self, state: ClusterState):
+        self.state = state
 
     def host_changed(self, name: str) -> None:
         """Host state changed (sentinel, kernel): node-problem-detector, when modelled, reports it."""
-        if self.scenario.node_problem_detector is not None:
-            self._npd_dirty.add(name)
-            self._mark_dirty()
+        if self.state.scenario.node_problem_detector is not None:
+            self.state.npd_dirty.add(name)
+            self.state.mark_dirty()
 
-    def _reconcile_problem_detector(self) -> None:
+    def reconcile(self) -> None:
         """node-problem-detector's custom plugin: a node condition mirroring /var/run/reboot-required."""
-        npd = self.scenario.node_problem_detector
-        names, self._npd_dirty = self._npd_dirty, set()
+        npd = self.state.scenario.node_problem_detector
+        names, self.state.npd_dirty = self.state.npd_dirty, set()
         if npd is None:
             return
         for name in sorted(names):
-            node, host = self.store.get(NODES, "", name), self.hosts.get(name)
+            node, host = self.state.store.get(NODES, "", name), self.state.hosts.get(name)
             if node is None or host is None:
                 continue
             if host.state != "up":
-                self._npd_dirty.add(name)  # it runs on the node: nothing changes until the node is back
+                self.state.npd_dirty.add(name)  # it runs on the node: nothing changes until the node is back
                 continue
             status = "True" if host.reboot_required else "False"
             conds = node["status"].get("conditions", [])
@@ -52,6 +55,6 @@ class ProblemDetector(ClusterState):
                 "lastTransitionTime": stamp,
             }
             others = [c for c in conds if c["type"] != npd.condition_type]
-            self.store.update_internal(
+            self.state.store.update_internal(
                 NODES, {**node, "status": {**node["status"], "conditions": others + [cond]}}
             )

@@ -2,8 +2,8 @@
 ``runs_pods`` (the management cluster, where the worker's Jobs run).
 
 ``PodProcesses`` runs the first container of a pod that has a ``command`` or, with none, ``args``, as an
-image whose entrypoint execs its arguments does (other pods stay simulated
-by ``Kubelet``): the pod gets its IP, its volumes are written under the simulator's state folder,
+image whose entrypoint execs its arguments does (``Kubelet`` hands it those pods; other pods stay
+simulated there): the pod gets its IP, its volumes are written under the simulator's state folder,
 the process starts in its own mount and UTS namespaces, and the pod's phase and container status
 follow it. ``restartPolicy`` decides what an exit means; restarts back off as kubelet's do (10 s
 doubling to 5 min, times ``time_scale``). A delete or an eviction sends SIGTERM to the process group
@@ -16,27 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import shutil
 import signal
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from simulator.controllers.common import CONFIGMAPS, NAMESPACES, NODES, PODS, SECRETS, ContainerStart
-from simulator.controllers.kubelet import Kubelet
+from simulator.controllers.admission import Admission
+from simulator.controllers.common import CONFIGMAPS, NAMESPACES, PODS, SECRETS, ContainerStart
+from simulator.controllers.pod_status import container_entry, pod_conditions, running_pod, status_with_ip
+from simulator.controllers.state import ClusterState
 from simulator.hosts import Host, split_host_command
 from simulator.k8s.store import now_rfc3339
 from simulator.podruntime.env import EnvError, container_env, expand
 from simulator.podruntime.logs import PodLogs
 from simulator.podruntime.process import ContainerProcess, Mount, isolation_problem
 from simulator.podruntime.volumes import Volumes, token_lifetime
-from simulator.scenario import Scenario
-
-if TYPE_CHECKING:
-    from simulator.service_accounts import ServiceAccountIssuer
+from simulator.service_accounts import ServiceAccountIssuer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BACKOFF_SECONDS, BACKOFF_MAX_SECONDS = 10.0, 300.0
@@ -54,13 +52,16 @@ class PodRun:
     on_exit: list[Callable[[], None]] = field(default_factory=list)
 
 
-class PodProcesses(Kubelet):
-    """Containers as local processes, for the pods of a cluster that runs them."""
+class PodProcesses:
+    """Containers as local processes, for the pods of a cluster that runs them.
 
-    service_accounts: ServiceAccountIssuer  # set by Cluster
+    ``admission`` publishes the root CA once the runtime is attached; ``service_accounts`` issues the
+    tokens of the pods' projected volumes."""
 
-    def __init__(self, scenario: Scenario, loop: asyncio.AbstractEventLoop | None = None):
-        super().__init__(scenario, loop)
+    def __init__(self, state: ClusterState, admission: Admission, service_accounts: ServiceAccountIssuer):
+        self.state = state
+        self.admission = admission
+        self.service_accounts = service_accounts
         self.pod_logs = PodLogs()
         self._runs: dict[str, PodRun] = {}  # pod uid -> its process side
         self._isolation: str | None = None  # why processes cannot be isolated here, once checked
@@ -70,24 +71,22 @@ class PodProcesses(Kubelet):
     def attach_runtime(self, api_port: int, ca_pem: str, state_dir: Path) -> None:
         """Where processes reach the API server, the CA that signed its certificate (published in every
         namespace as ``kube-root-ca.crt``), and the folder pods' volumes are written under."""
-        self.api_port, self.ca_pem, self.pod_folder = api_port, ca_pem, state_dir / "pods"
-        for namespace in self.store.list(NAMESPACES):
-            self._publish_root_ca(namespace["metadata"]["name"])
+        self.state.api_port, self.state.ca_pem, self.pod_folder = api_port, ca_pem, state_dir / "pods"
+        for namespace in self.state.store.list(NAMESPACES):
+            self.admission.publish_root_ca(namespace["metadata"]["name"])
 
     def runs_as_process(self, pod: dict) -> bool:
         container = pod["spec"]["containers"][0]
         # no command: the image's entrypoint runs the args (Prefect's images end theirs with exec "$@")
         argv = list(container.get("command") or container.get("args") or [])
-        return self.scenario.cluster.runs_pods and bool(argv) and split_host_command(argv) is None
+        return self.state.scenario.cluster.runs_pods and bool(argv) and split_host_command(argv) is None
 
-    def _start_pod(self, pod: dict, host: Host) -> None:
-        if not self.runs_as_process(pod):
-            super()._start_pod(pod, host)
-            return
+    def start_pod(self, pod: dict, host: Host) -> None:
+        """Start the pod's process (``runs_as_process`` says it has one)."""
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         run = PodRun(ContainerStart(key, pod["metadata"]["uid"], host, host.boots))
         self._runs[run.start.uid] = run
-        run.task = self.loop.create_task(self._run_pod(run))
+        run.task = self.state.loop.create_task(self._run_pod(run))
 
     def stop_processes(self) -> None:
         """Kill every process this cluster started (the simulator is stopping)."""
@@ -115,11 +114,11 @@ class PodProcesses(Kubelet):
             if self.pod_folder is None:
                 self._isolation = "the simulator's runtime is not attached: no folder for pod volumes"
             self._isolation_checked = True
-        pod = self._started_pod(run.start)
+        pod = running_pod(self.state.store, run.start)
         if pod is None:
             return
         if self._isolation:
-            self.emit_event(pod, "FailedCreatePodSandBox", self._isolation, "Warning")
+            self.state.emit_event(pod, "FailedCreatePodSandBox", self._isolation, "Warning")
             self._write_process_status(pod, "Failed", {"waiting": {"reason": "ContainerCreating"}}, 0)
             return
         pod = self._write_process_status(pod, "Pending", {"waiting": {"reason": "ContainerCreating"}}, 0)
@@ -128,17 +127,17 @@ class PodProcesses(Kubelet):
             assert self.pod_folder is not None
             run.volumes = Volumes(pod, self.pod_folder / run.start.uid, self._lookup, self._token_issuer(pod))
             run.volumes.prepare()
-            env = container_env(pod, container, self._lookup, self.api_port)
+            env = container_env(pod, container, self._lookup, self.state.api_port)
         except EnvError as exc:
-            self.emit_event(pod, "Failed", f"Error: {exc}", "Warning")
+            self.state.emit_event(pod, "Failed", f"Error: {exc}", "Warning")
             state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
             self._write_process_status(pod, "Pending", state, 0)
             return
         self._schedule_refresh(run)
         restarts, last = 0, dict[str, Any]()
-        while (pod := self._started_pod(run.start)) is not None:
+        while (pod := running_pod(self.state.store, run.start)) is not None:
             code, started = await self._run_once(run, pod, container, env, restarts, last)
-            pod = self._started_pod(run.start)
+            pod = running_pod(self.state.store, run.start)
             if pod is None or code is None:
                 return
             terminated = {
@@ -152,7 +151,7 @@ class PodProcesses(Kubelet):
                 phase = "Succeeded" if code == 0 else "Failed"
                 self._write_process_status(pod, phase, {"terminated": terminated}, restarts)
                 return
-            delay = min(BACKOFF_SECONDS * 2**restarts, BACKOFF_MAX_SECONDS) * self.scale
+            delay = min(BACKOFF_SECONDS * 2**restarts, BACKOFF_MAX_SECONDS) * self.state.scale
             waiting = {
                 "waiting": {
                     "reason": "CrashLoopBackOff",
@@ -191,13 +190,13 @@ class PodProcesses(Kubelet):
         try:
             await process.start()
         except OSError as exc:
-            self.emit_event(pod, "Failed", f"Error: failed to start container: {exc}", "Warning")
+            self.state.emit_event(pod, "Failed", f"Error: failed to start container: {exc}", "Warning")
             self._write_process_status(
                 pod, "Failed", {"waiting": {"reason": "StartError", "message": str(exc)}}, restarts
             )
             return None, started
         run.process = process
-        self.record(
+        self.state.record(
             "container_started",
             pod["spec"]["nodeName"],
             pod=f"{run.start.key[0]}/{run.start.key[1]}",
@@ -206,7 +205,7 @@ class PodProcesses(Kubelet):
         self._write_process_status(pod, "Running", {"running": {"startedAt": started}}, restarts, last)
         code = await process.wait()
         run.process = None
-        self.record(
+        self.state.record(
             "container_exited",
             pod["spec"]["nodeName"],
             pod=f"{run.start.key[0]}/{run.start.key[1]}",
@@ -215,17 +214,19 @@ class PodProcesses(Kubelet):
         return code, started
 
     # ---- deletion and removal ------------------------------------------------------------
-    def _terminate_containers(self, pod: dict, grace: int, finish: Callable[[], None]) -> bool:
+    def terminate(self, pod: dict, grace: int, finish: Callable[[], None]) -> bool:
+        """Stop a pod's process (SIGTERM, SIGKILL after ``grace``), calling ``finish`` when it is gone;
+        False when the pod runs none (its end is then simulated)."""
         run = self._runs.get(pod["metadata"]["uid"])
         if run is None or run.process is None:
             return False
         process = run.process
         process.send(signal.SIGTERM)
-        killer = self.loop.call_later(grace, process.kill)
+        killer = self.state.loop.call_later(grace, process.kill)
         run.on_exit += [killer.cancel, finish]
         return True
 
-    def _pod_removed(self, uid: str) -> None:
+    def pod_removed(self, uid: str) -> None:
         run = self._runs.pop(uid, None)
         if run is not None and run.process is not None:
             run.process.kill()
@@ -234,7 +235,7 @@ class PodProcesses(Kubelet):
     # ---- volumes and tokens --------------------------------------------------------------
     def _lookup(self, kind: str, namespace: str, name: str) -> dict | None:
         rt = {"Secret": SECRETS, "ConfigMap": CONFIGMAPS}[kind]
-        return self.store.get(rt, namespace, name)
+        return self.state.store.get(rt, namespace, name)
 
     def _token_issuer(self, pod: dict) -> Callable[[str | None, int], tuple[str, float]]:
         """Tokens for the pod's service account, bound to the pod and its node. ``expirationSeconds``
@@ -247,7 +248,7 @@ class PodProcesses(Kubelet):
                 meta["namespace"],
                 spec.get("serviceAccountName") or "default",
                 audiences,
-                expiration * self.scale,
+                expiration * self.state.scale,
                 pod_name=meta["name"],
                 pod_uid=meta["uid"],
                 node_name=spec.get("nodeName"),
@@ -263,13 +264,13 @@ class PodProcesses(Kubelet):
             return
 
         def refresh() -> None:
-            if self._started_pod(run.start) is None:
+            if running_pod(self.state.store, run.start) is None:
                 return
             with contextlib.suppress(EnvError):
                 volumes.prepare()
             self._schedule_refresh(run)
 
-        run.refresh = self.loop.call_later(volumes.refresh_in, refresh)
+        run.refresh = self.state.loop.call_later(volumes.refresh_in, refresh)
 
     # ---- status --------------------------------------------------------------------------
     def _write_process_status(
@@ -277,39 +278,18 @@ class PodProcesses(Kubelet):
     ) -> dict:
         """The pod's status with its first container in ``state``; the pod IP is given on first write."""
         stamp = now_rfc3339()
-        status: dict[str, Any] = dict(pod.get("status", {}))
-        if not status.get("podIP"):
-            self._ip_counter += 1
-            status["podIP"] = str(ipaddress.ip_address("10.244.128.0") + self._ip_counter)
-            status["podIPs"] = [{"ip": status["podIP"]}]
-            node = self.store.get(NODES, "", pod["spec"]["nodeName"])
-            status["hostIP"] = node["status"]["addresses"][0]["address"] if node else ""
-            status["hostIPs"] = [{"ip": status["hostIP"]}]
-            status["startTime"] = stamp
+        status = status_with_ip(self.state, pod, stamp, host_ips=True)
         running = "running" in state
-        flag = "True" if running else "False"
         status["phase"] = phase
-        status["conditions"] = [
-            {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": stamp},
-            {"type": "Initialized", "status": "True", "lastTransitionTime": stamp},
-            {"type": "Ready", "status": flag, "lastTransitionTime": stamp},
-            {"type": "ContainersReady", "status": flag, "lastTransitionTime": stamp},
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp},
-        ]
+        status["conditions"] = pod_conditions(running, stamp, sandbox=True)
         container = pod["spec"]["containers"][0]
         previous = (status.get("containerStatuses") or [{}])[0]
         container_id = previous.get("containerID") if not running else f"containerd://{uuid.uuid4().hex}"
         entry = {
-            "name": container["name"],
-            "image": container.get("image", ""),
-            "imageID": "",
-            "ready": running,
-            "restartCount": restarts,
-            "started": running,
-            "state": state,
+            **container_entry(container, running, restarts, running, state),
             "lastState": last_state or {},
         }
         if container_id:
             entry["containerID"] = container_id
         status["containerStatuses"] = [entry]
-        return self.store.update_internal(PODS, {**pod, "status": status})
+        return self.state.store.update_internal(PODS, {**pod, "status": status})

@@ -15,6 +15,7 @@ from simulator.controllers.common import (
     PODS,
     UNSCHEDULABLE_TAINT_KEY,
     FeasibleNodes,
+    node_ready,
     runs_on,
     tolerates,
 )
@@ -26,11 +27,14 @@ from simulator.indexes import (
 from simulator.k8s.store import now_rfc3339
 
 
-class Scheduler(ClusterState):
+class Scheduler:
     """kube-scheduler's part: binds each pending pod to a feasible node with room."""
 
-    def _schedule_pods(self) -> None:
-        pending = [p for p in self._pods(self._unbound) if not is_terminating(p)]
+    def __init__(self, state: ClusterState):
+        self.state = state
+
+    def reconcile(self) -> None:
+        pending = [p for p in self.state.pods_at(self.state.unbound) if not is_terminating(p)]
         if not pending:
             return
         feasible: dict[str, list[tuple[str, int]]] = {}  # pods of one template share their node filter
@@ -51,7 +55,7 @@ class Scheduler(ClusterState):
             status["conditions"].append(
                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp}
             )
-            self.store.update_internal(
+            self.state.store.update_internal(
                 PODS, {**pod, "spec": {**pod["spec"], "nodeName": node}, "status": status}
             )
 
@@ -67,26 +71,28 @@ class Scheduler(ClusterState):
                     "type": "PodScheduled",
                     "status": "False",
                     "reason": "Unschedulable",
-                    "message": f"0/{self.store.count(NODES)} nodes are available.",
+                    "message": f"0/{self.state.store.count(NODES)} nodes are available.",
                     "lastTransitionTime": now_rfc3339(),
                 }
             ],
         }
-        self.store.update_internal(PODS, {**pod, "status": status})
+        self.state.store.update_internal(PODS, {**pod, "status": status})
 
     def _feasible_nodes(self, signature: str, spec: dict) -> list[tuple[str, int]]:
         """The Ready nodes a pod spec may run on (cordon, taints, nodeSelector), each with the number of
         PreferNoSchedule taints the pod does not tolerate. Kept per pod spec and brought up to date
         for the nodes that changed since the last pass."""
-        entry = self._feasible.get(signature)
+        entry = self.state.feasible.get(signature)
         if entry is None:
-            if len(self._feasible) > 256:  # one entry per distinct pod template: a bound, not a cache policy
-                self._feasible.clear()
-            names = {n["metadata"]["name"] for n in self.store.list(NODES)}
-            entry = self._feasible[signature] = FeasibleNodes(spec=spec, stale=names)
+            if (
+                len(self.state.feasible) > 256
+            ):  # one entry per distinct pod template: a bound, not a cache policy
+                self.state.feasible.clear()
+            names = {n["metadata"]["name"] for n in self.state.store.list(NODES)}
+            entry = self.state.feasible[signature] = FeasibleNodes(spec=spec, stale=names)
         for name in entry.stale:
-            node = self.store.get(NODES, "", name)
-            fit = None if node is None or not self._node_ready(node) else self._fits(entry.spec, node)
+            node = self.state.store.get(NODES, "", name)
+            fit = None if node is None or not node_ready(node) else self._fits(entry.spec, node)
             if fit is None:
                 entry.nodes.pop(name, None)
             else:
@@ -131,12 +137,12 @@ class Scheduler(ClusterState):
         allocated resources. A pod bound earlier in the same pass counts at once (the index follows
         every binding)."""
         owner_uid = (controller_of(pod) or {}).get("uid")
-        bin_pack = self.scenario.scheduler.scoring == "bin-pack"
+        bin_pack = self.state.scenario.scheduler.scoring == "bin-pack"
         best: tuple[tuple[int, ...], str] | None = None  # (score, node name): the lowest wins
         for name, prefer_not in candidates:
-            owners = self.pods.load.get(name) or Counter()
+            owners = self.state.pods.load.get(name) or Counter()
             count = owners.total()
-            if count >= self.pool_of[name].max_pods:
+            if count >= self.state.pool_of[name].max_pods:
                 continue
             score: tuple[tuple[int, ...], str]
             if bin_pack:

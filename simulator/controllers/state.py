@@ -2,8 +2,8 @@
 
 ``ClusterState`` owns the store, the hosts, the indexes, the dirty sets the controllers work from, the
 timeline and invariants, the simulated clock and timers (``after``), Events, and the request for a
-reconcile (``_mark_dirty``). The controllers are mixins over it; ``simulator.cluster.Cluster`` combines
-them and decides the order they reconcile in.
+reconcile (``mark_dirty``). Each controller is an object that gets this state in its constructor;
+``simulator.cluster.Cluster`` builds them and decides the order they reconcile in.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import asyncio
 import random
 import time
 import uuid
-from abc import ABC, abstractmethod
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from simulator.controllers.common import (
@@ -33,13 +31,21 @@ from simulator.k8s.store import Store, now_rfc3339
 from simulator.scenario import PoolSpec, Scenario
 
 
-class ClusterState(ABC):
-    """What the controllers share: the store, the hosts, the indexes and dirty sets, the clock and records."""
+class ClusterState:
+    """What the controllers share: the store, the hosts, the indexes and dirty sets, the clock and records.
 
-    def __init__(self, scenario: Scenario, loop: asyncio.AbstractEventLoop | None = None):
+    ``reconcile`` runs the controllers until the cluster settles; ``mark_dirty`` schedules it."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        loop: asyncio.AbstractEventLoop | None,
+        reconcile: Callable[[], None],
+    ):
         self.scenario = scenario
         self.scale = scenario.time_scale
         self.loop = loop or asyncio.get_event_loop()
+        self.reconcile = reconcile
         self.rng = random.Random(scenario.seed)
         self.store = Store()
         self.hosts: dict[str, Host] = {}
@@ -50,31 +56,30 @@ class ClusterState(ABC):
         self.pods = PodIndex()
         self.pdb_members = PdbIndex()
         # uid of a Deployment, ReplicaSet or DaemonSet -> (resource type, namespace, name)
-        self._owners: dict[str, tuple[ResourceType, str, str]] = {}
-        self._deployments_dirty: set[str] = set()  # uids whose ReplicaSets or status may need an update
-        self._replicasets_dirty: set[str] = set()  # uids whose pod count or status may need an update
-        self._daemonsets_full: set[str] = set()  # uids to check on every node (new, or spec changed)
-        self._daemonset_nodes_dirty: set[str] = set()  # nodes to check for every DaemonSet
-        self._daemonsets_status_dirty: set[str] = set()  # uids whose pods changed
-        self._daemonset_nodes: dict[str, set[str]] = defaultdict(set)  # uid -> nodes it wants a pod on
-        self._feasible: dict[str, FeasibleNodes] = {}  # the scheduler's node filter, per pod spec
-        self._unschedulable: set[str] = set()
-        self._not_ready: set[str] = set()
-        self._place_of: dict[str, tuple[str, str]] = {}  # node -> (zone, pool), from its labels
-        self._started: set[str] = set()  # uids of pods the kubelet has started
-        self._unbound: set[tuple[str, str]] = set()  # pods waiting for the scheduler
-        self._to_start: set[tuple[str, str]] = set()  # bound pods the kubelet has not started
-        self._nodes_dirty: set[str] = set()  # nodes whose cordon taint may need an update
-        self._npd_dirty: set[str] = set()  # nodes whose reboot-required condition may need an update
-        self._pdb_namespaces_dirty: set[str] = set()
-        self._heartbeat_from: dict[str, datetime] = {}
-        self._jobs_dirty: set[str] = set()  # uids of Jobs whose pods or spec changed
-        self._job_keys: dict[str, tuple[str, str]] = {}  # Job uid -> (namespace, name)
-        self._ttl_scheduled: set[str] = set()  # uids of finished Jobs waiting for their TTL
+        self.owners: dict[str, tuple[ResourceType, str, str]] = {}
+        self.deployments_dirty: set[str] = set()  # uids whose ReplicaSets or status may need an update
+        self.replicasets_dirty: set[str] = set()  # uids whose pod count or status may need an update
+        self.daemonsets_full: set[str] = set()  # uids to check on every node (new, or spec changed)
+        self.daemonset_nodes_dirty: set[str] = set()  # nodes to check for every DaemonSet
+        self.daemonsets_status_dirty: set[str] = set()  # uids whose pods changed
+        self.feasible: dict[str, FeasibleNodes] = {}  # the scheduler's node filter, per pod spec
+        self.unschedulable: set[str] = set()
+        self.not_ready: set[str] = set()
+        self.place_of: dict[str, tuple[str, str]] = {}  # node -> (zone, pool), from its labels
+        self.started: set[str] = set()  # uids of pods the kubelet has started
+        self.unbound: set[tuple[str, str]] = set()  # pods waiting for the scheduler
+        self.to_start: set[tuple[str, str]] = set()  # bound pods the kubelet has not started
+        self.nodes_dirty: set[str] = set()  # nodes whose cordon taint may need an update
+        self.npd_dirty: set[str] = set()  # nodes whose reboot-required condition may need an update
+        self.pdb_namespaces_dirty: set[str] = set()
+        self.jobs_dirty: set[str] = set()  # uids of Jobs whose pods or spec changed
+        # node -> when its heartbeat Lease started being renewed, and the last renewal of a node down
+        self.heartbeat_from: dict[str, datetime] = {}
+        self.heartbeat_frozen: dict[str, datetime] = {}
         # where pods that run as processes reach the API server, and the CA that signed its certificate
         self.api_port = 0
         self.ca_pem = ""
-        self._heartbeat_frozen: dict[str, datetime] = {}
+        self.ip_counter = 0  # pod IPs handed out so far
         self.invariants: Invariants = {
             "max_unschedulable": 0,
             "max_not_ready": 0,
@@ -84,32 +89,15 @@ class ClusterState(ABC):
             "pdb_violations": 0,
             "reboots": {},
         }
-        self._dirty = False
-        self._reconciling = False
-        self._ip_counter = 0
-
-    @abstractmethod
-    def reconcile(self) -> None:
-        """Run the controllers until the cluster settles; ``Cluster`` knows them and their order."""
-
-    @abstractmethod
-    def _job_changed(self, old: dict | None, new: dict | None) -> None:
-        """A Job was added, changed or deleted (the Job controller's hook)."""
-
-    @abstractmethod
-    def _namespace_added(self, namespace: str) -> None:
-        """A namespace was created (the hook that fills it with its default objects)."""
-
-    @abstractmethod
-    def _pod_removed(self, uid: str) -> None:
-        """A pod left the store (the hook that stops its process, if it runs one)."""
+        self.dirty = False
+        self.reconciling = False
 
     def sim_now(self) -> float:
         """Simulated seconds since the simulator started."""
         return (time.monotonic() - self.started_at) / self.scale
 
     def after(self, sim_seconds: float, fn: Callable[[], None]) -> None:
-        # the changes ``fn`` makes schedule one reconcile (see _mark_dirty), shared by all timers that
+        # the changes ``fn`` makes schedule one reconcile (see mark_dirty), shared by all timers that
         # fire in the same loop turn: a thousand pods starting together reconcile once, not a thousand times
         self.loop.call_later(max(0.0, sim_seconds * self.scale), fn)
 
@@ -152,7 +140,8 @@ class ClusterState(ABC):
             },
         )
 
-    def _pods(self, keys) -> list[dict]:
+    def pods_at(self, keys: Iterable[tuple[str, str]]) -> list[dict]:
+        """The pods with these (namespace, name) keys that exist, in key order."""
         out = []
         for ns, name in sorted(keys):
             pod = self.store.get(PODS, ns, name)
@@ -160,19 +149,13 @@ class ClusterState(ABC):
                 out.append(pod)
         return out
 
-    def _owner(self, uid: str) -> dict | None:
-        where = self._owners.get(uid)
+    def owner(self, uid: str) -> dict | None:
+        """The Deployment, ReplicaSet or DaemonSet with this uid, if it exists."""
+        where = self.owners.get(uid)
         return None if where is None else self.store.get(*where)
 
-    def _mark_dirty(self) -> None:
-        if not self._dirty:
-            self._dirty = True
-            if not self._reconciling:
+    def mark_dirty(self) -> None:
+        if not self.dirty:
+            self.dirty = True
+            if not self.reconciling:
                 self.loop.call_soon(self.reconcile)
-
-    @staticmethod
-    def _node_ready(node: dict) -> bool:
-        for cond in node.get("status", {}).get("conditions", []):
-            if cond["type"] == "Ready":
-                return cond["status"] == "True"
-        return False

@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import random
+from collections import defaultdict
 
 from simulator.controllers.common import (
     DAEMONSET_TOLERATIONS,
@@ -22,6 +23,7 @@ from simulator.controllers.common import (
     tolerates,
 )
 from simulator.controllers.pods import PodLifecycle
+from simulator.controllers.state import ClusterState
 from simulator.indexes import (
     controller_of,
     is_ready,
@@ -34,11 +36,16 @@ _REQUIRED_STATUS = {
 }
 
 
-class WorkloadControllers(PodLifecycle):
-    """The Deployment, ReplicaSet and DaemonSet controllers."""
+class WorkloadControllers:
+    """The Deployment, ReplicaSet and DaemonSet controllers; ``pod_lifecycle`` creates and deletes their pods."""
 
-    def _reconcile_deployments(self) -> None:
-        uids, self._deployments_dirty = self._deployments_dirty, set()
+    def __init__(self, state: ClusterState, pod_lifecycle: PodLifecycle):
+        self.state = state
+        self.pod_lifecycle = pod_lifecycle
+        self._daemonset_nodes: dict[str, set[str]] = defaultdict(set)  # uid -> nodes it wants a pod on
+
+    def reconcile_deployments(self) -> None:
+        uids, self.state.deployments_dirty = self.state.deployments_dirty, set()
         for dep in self._owned_objects(uids):
             self._reconcile_deployment(dep)
 
@@ -52,19 +59,19 @@ class WorkloadControllers(PodLifecycle):
         replicas = dep["spec"].get("replicas", 1)
         owned = [
             rs
-            for rs in self.store.list(REPLICASETS, meta["namespace"])
+            for rs in self.state.store.list(REPLICASETS, meta["namespace"])
             if (controller_of(rs) or {}).get("uid") == meta["uid"]
         ]
         current = next((rs for rs in owned if rs["metadata"]["name"] == rs_name), None)
         if current is None:
             current = self._create_replicaset(dep, rs_name, tmpl_hash, replicas)
         elif current["spec"].get("replicas") != replicas:
-            current = self.store.update_internal(
+            current = self.state.store.update_internal(
                 REPLICASETS, {**current, "spec": {**current["spec"], "replicas": replicas}}
             )
         for rs in owned:
             if rs["metadata"]["name"] != rs_name and rs["spec"].get("replicas", 0) != 0:
-                self.store.update_internal(REPLICASETS, {**rs, "spec": {**rs["spec"], "replicas": 0}})
+                self.state.store.update_internal(REPLICASETS, {**rs, "spec": {**rs["spec"], "replicas": 0}})
         self._set_deployment_status(dep, current, replicas)
 
     def _create_replicaset(self, dep: dict, rs_name: str, tmpl_hash: str, replicas: int) -> dict:
@@ -73,7 +80,7 @@ class WorkloadControllers(PodLifecycle):
         rs_template["metadata"].setdefault("labels", {})["pod-template-hash"] = tmpl_hash
         selector = copy.deepcopy(dep["spec"]["selector"])
         selector.setdefault("matchLabels", {})["pod-template-hash"] = tmpl_hash
-        return self.store.create(
+        return self.state.store.create(
             REPLICASETS,
             {
                 "metadata": {
@@ -129,21 +136,21 @@ class WorkloadControllers(PodLifecycle):
         required = _REQUIRED_STATUS.get(rt.kind, set())
         status = {k: v for k, v in status.items() if v not in (None, 0) or k in required}
         if obj.get("status") != status:
-            self.store.update_internal(rt, {**obj, "status": status})
+            self.state.store.update_internal(rt, {**obj, "status": status})
 
     def _owned_objects(self, uids: set[str]) -> list[dict]:
         """The workload objects with these uids that still exist, in the store's order."""
-        found = [obj for obj in map(self._owner, uids) if obj is not None]
+        found = [obj for obj in map(self.state.owner, uids) if obj is not None]
         return sorted(found, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
 
     def _live_owned(self, owner: dict) -> list[dict]:
-        return self._pods(self.pods.live.get(owner["metadata"]["uid"], {}))
+        return self.state.pods_at(self.state.pods.live.get(owner["metadata"]["uid"], {}))
 
-    def _reconcile_replicasets(self) -> None:
-        uids, self._replicasets_dirty = self._replicasets_dirty, set()
+    def reconcile_replicasets(self) -> None:
+        uids, self.state.replicasets_dirty = self.state.replicasets_dirty, set()
         for rs in self._owned_objects(uids):
             uid = rs["metadata"]["uid"]
-            live = len(self.pods.live.get(uid, ()))
+            live = len(self.state.pods.live.get(uid, ()))
             want = rs["spec"].get("replicas", 1)
             for _ in range(want - live):
                 self._create_owned_pod(rs)
@@ -152,8 +159,8 @@ class WorkloadControllers(PodLifecycle):
                 pods = self._live_owned(rs)
                 extra = sorted(pods, key=lambda p: (bool(p["spec"].get("nodeName")), is_ready(p)))
                 for pod in extra[: live - want]:
-                    self._start_graceful_delete(pod, None)
-            live, ready = len(self.pods.live.get(uid, ())), len(self.pods.ready.get(uid, ()))
+                    self.pod_lifecycle.start_graceful_delete(pod, None)
+            live, ready = len(self.state.pods.live.get(uid, ())), len(self.state.pods.ready.get(uid, ()))
             self._set_status(
                 REPLICASETS,
                 rs,
@@ -168,7 +175,7 @@ class WorkloadControllers(PodLifecycle):
 
     def _create_owned_pod(self, owner: dict, node: str | None = None) -> dict:
         template = copy.deepcopy(owner["spec"]["template"])
-        name = f"{owner['metadata']['name']}-{name_suffix(self.rng)}"
+        name = f"{owner['metadata']['name']}-{name_suffix(self.state.rng)}"
         spec = template["spec"]
         if owner["kind"] == "DaemonSet":
             spec["tolerations"] = list(spec.get("tolerations", [])) + DAEMONSET_TOLERATIONS
@@ -182,7 +189,7 @@ class WorkloadControllers(PodLifecycle):
             },
             "spec": spec,
         }
-        return self.create_pod(pod)
+        return self.pod_lifecycle.create_pod(pod)
 
     def _daemon_wants(self, ds: dict, node: dict) -> bool:
         tolerations = list(ds["spec"]["template"]["spec"].get("tolerations", [])) + DAEMONSET_TOLERATIONS
@@ -195,19 +202,19 @@ class WorkloadControllers(PodLifecycle):
             ds["spec"]["template"]["spec"], labels
         )
 
-    def _reconcile_daemonsets(self) -> None:
+    def reconcile_daemonsets(self) -> None:
         """Each DaemonSet looks again at the nodes that changed (at every node when it is new or its
         spec changed), creates the pods missing there, and refreshes its status when anything moved."""
-        full, self._daemonsets_full = self._daemonsets_full, set()
-        nodes_dirty, self._daemonset_nodes_dirty = self._daemonset_nodes_dirty, set()
-        status_dirty, self._daemonsets_status_dirty = self._daemonsets_status_dirty, set()
+        full, self.state.daemonsets_full = self.state.daemonsets_full, set()
+        nodes_dirty, self.state.daemonset_nodes_dirty = self.state.daemonset_nodes_dirty, set()
+        status_dirty, self.state.daemonsets_status_dirty = self.state.daemonsets_status_dirty, set()
         if not (full or nodes_dirty or status_dirty):
             return
         all_names = None
-        for ds in self.store.list(DAEMONSETS):
+        for ds in self.state.store.list(DAEMONSETS):
             uid = ds["metadata"]["uid"]
             if uid in full:
-                all_names = all_names or [n["metadata"]["name"] for n in self.store.list(NODES)]
+                all_names = all_names or [n["metadata"]["name"] for n in self.state.store.list(NODES)]
                 names = all_names
             else:
                 names = sorted(nodes_dirty)
@@ -216,9 +223,9 @@ class WorkloadControllers(PodLifecycle):
             wanted = self._daemonset_nodes[uid]
             if uid in full:
                 wanted.clear()
-            have = set(self.pods.live.get(uid, {}).values())
+            have = set(self.state.pods.live.get(uid, {}).values())
             for name in names:
-                node = self.store.get(NODES, "", name)
+                node = self.state.store.get(NODES, "", name)
                 if node is None or not self._daemon_wants(ds, node):
                     wanted.discard(name)
                     continue
@@ -226,7 +233,7 @@ class WorkloadControllers(PodLifecycle):
                 if name not in have:
                     self._create_owned_pod(ds, name)
                     have.add(name)
-            ready_on = set(self.pods.ready.get(uid, {}).values())
+            ready_on = set(self.state.pods.ready.get(uid, {}).values())
             desired = len(wanted)
             ready = len(wanted & ready_on)
             self._set_status(

@@ -95,10 +95,10 @@ class KubeAPI:
         cluster = self.sim.cluster
         path = request.url.path.rstrip("/")
         if request.method == "GET" and target is None:
-            openapi = openapi_response(request, cluster.scenario.cluster.kubernetes_version)
+            openapi = openapi_response(request, cluster.kubernetes_version)
             if openapi is not None:
                 return openapi
-            doc = discovery_document(path, cluster.scenario.cluster.kubernetes_version)
+            doc = discovery_document(path, cluster.kubernetes_version)
             if doc is None:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             return json_response(doc)

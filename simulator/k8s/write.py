@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from simulator.cluster import JOBS, NODES, PODS, Cluster, check_preconditions
+from simulator.cluster import Cluster
+from simulator.controllers.common import JOBS, NODES, PODS, check_preconditions
 from simulator.k8s.common import json_body, json_response, object_body, render, respond_object, selection
 from simulator.k8s.errors import ApiError, bad_request, invalid
 from simulator.k8s.fields import validate_fields

@@ -22,7 +22,7 @@ from datetime import datetime
 
 import pytest
 
-from simulator.cluster import node_name
+from simulator.controllers.common import node_name
 from tests.e2e.conftest import NEW_KERNEL, PrefectServer, demo_scenario
 from tests.e2e.test_deployments import MAINTENANCE, NEW_IMAGE, core_api
 

@@ -14,7 +14,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from simulator.cluster import node_name
+from simulator.controllers.common import node_name
 from tests.e2e.conftest import NEW_KERNEL, PrefectServer, demo_scenario
 from tests.e2e.test_deployments import MAINTENANCE, core_api, run_deployment
 

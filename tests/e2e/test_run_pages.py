@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from simulator.cluster import node_name
+from simulator.controllers.common import node_name
 from tests.e2e.conftest import PrefectServer
 from tests.e2e.test_deployments import MAINTENANCE, OUT, chromium, run_deployment
 from tests.flows.test_gates_and_policies import db_pods_on

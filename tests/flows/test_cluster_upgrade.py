@@ -36,7 +36,7 @@ from aksmaint.params import ClusterConnection
 from aksmaint.report import MaintenanceReport
 from flows.cluster_upgrade import UpgradePlan, UpgradeReport, cluster_upgrade, verify_nodes
 from flows.node_maintenance import node_maintenance
-from simulator.cluster import node_name
+from simulator.controllers.common import node_name
 from tests.conftest import RunningSim, pinned_pod, scenario_dict
 from tests.support import events
 

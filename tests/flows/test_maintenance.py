@@ -25,7 +25,7 @@ from prefect.exceptions import ParameterBindError
 from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION
 from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
-from simulator.cluster import node_name
+from simulator.controllers.common import node_name
 from simulator.observe import SimObserver
 from tests.conftest import ROOT, RunningSim, fast_params, scenario_dict
 from tests.support import cli_env, events, outcomes

@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
-from simulator.cluster import node_name
+from simulator.controllers.common import node_name
 
 VERSION = "1.31.4"
 NODES = [node_name("aks-api", "pool", i) for i in range(2)]

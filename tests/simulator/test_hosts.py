@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from simulator.cluster import node_name
+from simulator.controllers.common import node_name
 from tests.conftest import RunningSim, scenario_dict
 
 SCALE = 0.05

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from simulator.cluster import node_name
+from simulator.controllers.common import node_name
 
 KERNEL = "5.15.0-1081-azure"
 SPOT_KERNEL = "6.8.0-1021-azure"

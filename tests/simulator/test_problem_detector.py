@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from simulator.cluster import node_name
+from simulator.controllers.common import node_name
 from tests.simulator.test_hosts import cluster, run_on_host, scenario  # noqa: F401 - fixture reused
 
 NEEDS_REBOOT = node_name("aks-demo", "nodepool1", 0)

@@ -15,7 +15,7 @@ from azure.mgmt.containerservice import ContainerServiceClient
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from simulator.cluster import NODES
+from simulator.controllers.common import NODES
 from simulator.entra import TokenProblem
 from simulator.service_accounts import ServiceAccountIssuer
 from tests.conftest import RunningSim, scenario_dict

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from kubernetes import client, config
 
-from simulator.cluster import node_name
+from simulator.controllers.common import node_name
 from simulator.scenario import ScenarioError, parse_scenario
 from tests.conftest import scenario_dict
 from tests.simulator.test_arm import NAME, RG, aks_client
