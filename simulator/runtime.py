@@ -25,7 +25,9 @@ import trustme
 import uvicorn
 import yaml
 
-from simulator.arm import ArmAPI, ArmEmulator, route
+from simulator.arm.api import ArmAPI
+from simulator.arm.emulator import ArmEmulator
+from simulator.arm.routes import route
 from simulator.cluster import Cluster
 from simulator.controllers.common import NODES
 from simulator.k8s.api import KubeAPI

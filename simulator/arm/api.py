@@ -1,6 +1,6 @@
 """The HTTP face of the ARM emulator: the containerservice REST API as an ASGI app.
 
-Served by the same HTTPS server as the Kubernetes API: ``route`` sends ``/subscriptions/...`` here
+Served by the same HTTPS server as the Kubernetes API: ``routes.route`` sends ``/subscriptions/...`` here
 and everything else to the Kubernetes API. Requests need the same bearer token, land in the same
 audit log and meet the same injected faults. Paths match case-insensitively, as ARM's do.
 
@@ -11,106 +11,24 @@ it (docs/arm-fidelity.md): no Retry-After and no ETag header on any answer.
 from __future__ import annotations
 
 import json
-import re
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from simulator.arm import profiles
 from simulator.arm.emulator import ArmEmulator
 from simulator.arm.errors import ArmError
+from simulator.arm.kubeconfig import user_kubeconfig
+from simulator.arm.routes import ROUTES, Route
 from simulator.arm.state import PROVIDER, Operation
 from simulator.arm.versions import kubernetes_versions
-from simulator.entra import TokenProblem, TokenService
+from simulator.entra import TokenProblem
 from simulator.k8s.errors import ApiError
 from simulator.scenario import OperationFailureSpec
 from simulator.simulation import STATIC_TOKEN_USER
 
-ASGIApp = Callable[..., Awaitable[None]]
 OPERATIONS_API_VERSION = "2016-03-30"  # the api-version AKS puts in its operation URLs
-
-_SUB = r"/subscriptions/(?P<sub>[^/]+)"
-_MC = (
-    _SUB
-    + r"/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.containerservice/managedclusters/(?P<name>[^/]+)"
-)
-_POOL = _MC + r"/agentpools/(?P<pool>[^/]+)"
-_LOC = _SUB + r"/providers/microsoft\.containerservice/locations/(?P<loc>[^/]+)"
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    pattern: re.Pattern
-    handler: str
-    resource: str  # for the audit log
-    verb: str  # get | list | update | action
-    mutating: bool = False
-
-
-def _route(
-    method: str, pattern: str, handler: str, resource: str, verb: str, mutating: bool = False
-) -> Route:
-    return Route(method, re.compile(f"^{pattern}/?$", re.IGNORECASE), handler, resource, verb, mutating)
-
-
-ROUTES = [
-    _route("GET", _MC, "get_cluster", "managedClusters", "get"),
-    _route("PUT", _MC, "put_cluster", "managedClusters", "update", mutating=True),
-    _route("GET", _MC + "/upgradeprofiles/default", "get_upgrade_profile", "upgradeProfiles", "get"),
-    _route(
-        "GET",
-        _MC + "/availableagentpoolversions",
-        "get_available_pool_versions",
-        "availableAgentPoolVersions",
-        "get",
-    ),
-    _route("POST", _MC + "/abort", "abort_cluster", "managedClusters", "action", mutating=True),
-    _route("POST", _MC + "/listclusterusercredential", "list_user_credential", "managedClusters", "action"),
-    _route("GET", _MC + "/agentpools", "list_pools", "agentPools", "list"),
-    _route("GET", _POOL, "get_pool", "agentPools", "get"),
-    _route("PUT", _POOL, "put_pool", "agentPools", "update", mutating=True),
-    _route("GET", _POOL + "/upgradeprofiles/default", "get_pool_upgrade_profile", "upgradeProfiles", "get"),
-    _route(
-        "POST",
-        _POOL + "/upgradenodeimageversion",
-        "upgrade_node_image",
-        "agentPools",
-        "action",
-        mutating=True,
-    ),
-    _route("POST", _POOL + "/abort", "abort_pool", "agentPools", "action", mutating=True),
-    _route(
-        "GET", _MC + "/maintenanceconfigurations", "list_maintenance", "maintenanceConfigurations", "list"
-    ),
-    _route(
-        "GET",
-        _MC + "/maintenanceconfigurations/(?P<config>[^/]+)",
-        "get_maintenance",
-        "maintenanceConfigurations",
-        "get",
-    ),
-    _route("GET", _LOC + "/kubernetesversions", "kubernetes_versions", "kubernetesVersions", "list"),
-    _route("GET", _LOC + "/operations/(?P<op>[^/]+)", "operation_status", "operations", "get"),
-    _route("GET", _LOC + "/operationresults/(?P<op>[^/]+)", "operation_result", "operationresults", "get"),
-    _route(
-        "GET",
-        _SUB + r"/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.containerservice/managedclusters",
-        "list_clusters",
-        "managedClusters",
-        "list",
-    ),
-    _route(
-        "GET",
-        _SUB + r"/providers/microsoft\.containerservice/managedclusters",
-        "list_clusters",
-        "managedClusters",
-        "list",
-    ),
-]
-
 
 _ARM_TOKEN_ERRORS = {
     TokenProblem.audience: (
@@ -127,24 +45,6 @@ _ARM_TOKEN_ERRORS = {
 
 def _json(body: object, status: int = 200, headers: dict | None = None) -> Response:
     return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
-
-
-def route(arm: ASGIApp, kube: ASGIApp, entra: TokenService | None = None) -> ASGIApp:
-    """One ASGI app for every API: ARM paths (and ``/_sim/arm/``) to ``arm``, the tenant's paths to the
-    Entra ID token service when the cluster has one, the rest to ``kube``."""
-
-    async def app(scope, receive, send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path.lower().startswith("/subscriptions/") or path.startswith("/_sim/arm/"):
-            await arm(scope, receive, send)
-        elif entra is not None and entra.serves(path):
-            request = Request(scope, receive)
-            response = await entra.handle(request)
-            await response(scope, receive, send)
-        else:
-            await kube(scope, receive, send)
-
-    return app
 
 
 class ArmAPI:
@@ -334,13 +234,14 @@ class ArmAPI:
         return self._lro(request, op, self.arm.render_cluster(), 200)
 
     async def get_upgrade_profile(self, request: Request, params: dict) -> Response:
-        return _json(self.arm.upgrade_profile())
+        return _json(profiles.upgrade_profile(self.arm.mc, self.arm.pools.values(), self.arm.region))
 
     async def get_available_pool_versions(self, request: Request, params: dict) -> Response:
-        return _json(self.arm.available_pool_versions())
+        return _json(profiles.available_pool_versions(self.arm.mc, self.arm.region))
 
     async def list_user_credential(self, request: Request, params: dict) -> Response:
-        return _json(self.arm.user_kubeconfig())
+        arm = self.arm
+        return _json(user_kubeconfig(arm.mc.spec, arm.kube_api, arm.ca_pem, self.sim.token, self.sim.entra))
 
     async def abort_cluster(self, request: Request, params: dict) -> Response:
         before = self.arm.render_cluster()  # AKS answers with the cluster as the abort found it
@@ -368,7 +269,8 @@ class ArmAPI:
         return self._lro(request, op, self.arm.render_pool(pool), 200)
 
     async def get_pool_upgrade_profile(self, request: Request, params: dict) -> Response:
-        return _json(self.arm.pool_upgrade_profile(self.arm.pool(params["pool"])))
+        pool = self.arm.pool(params["pool"])
+        return _json(profiles.pool_upgrade_profile(self.arm.mc, pool, self.arm.region))
 
     async def upgrade_node_image(self, request: Request, params: dict) -> Response:
         """202 even when the pool already runs the latest image: real AKS starts an operation then

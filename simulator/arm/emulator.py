@@ -8,25 +8,19 @@ simulator's loop that change the simulated Kubernetes side (control-plane versio
 from __future__ import annotations
 
 import asyncio
-import base64
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
-
-import yaml
 
 from simulator.arm import versions
 from simulator.arm.errors import ArmError, OperationError, not_allowed
 from simulator.arm.state import ClusterState, Operation, PoolState, new_etag, render_maintenance_configuration
 from simulator.arm.upgrade import PoolUpgrade, Target
-from simulator.entra import AKS_SERVER_APP
 from simulator.scenario import OperationFailureSpec
 
 if TYPE_CHECKING:
     from simulator.simulation import Simulation
 
-# the Azure CLI's public client, which AKS's kubeconfigs name for kubelogin's interactive logins
-KUBELOGIN_CLIENT_ID = "80faf920-1908-4b52-b5ef-a8e7bedfc67a"
 PENDING_OPERATION = "https://aka.ms/aks-pending-operation"
 INJECTED_FAILURE_SECONDS = 2.0  # how long an operation made to fail runs before it fails
 
@@ -42,14 +36,15 @@ class ArmEmulator:
         self.kube_api = kube_api
         self.ca_pem = ca_pem
         scenario = self.cluster.scenario
-        spec = scenario.cluster
+        # the emulator's own copies: what it changes is never the scenario the run was given
+        spec = scenario.cluster.model_copy(deep=True)
         self.mc = ClusterState(
             spec=spec,
             kubernetes_version=spec.kubernetes_version,
             current_version=spec.kubernetes_version,
             issuer_url=self.cluster.service_accounts.issuer,
         )
-        self.pools = {p.name: PoolState.from_spec(p) for p in scenario.pools}
+        self.pools = {p.name: PoolState.from_spec(p.model_copy(deep=True)) for p in scenario.pools}
         self.region = versions.Region(
             [
                 *spec.available_versions,
@@ -75,59 +70,6 @@ class ArmEmulator:
     def render_pool(self, pool: PoolState) -> dict:
         return self.mc.render_pool(pool)
 
-    def upgrade_profile(self) -> dict:
-        cp = self.mc.current_version
-        return {
-            "id": f"{self.mc.id}/upgradeprofiles/default",
-            "name": "default",
-            "type": "Microsoft.ContainerService/managedClusters/upgradeprofiles",
-            "properties": {
-                "controlPlaneProfile": {
-                    "kubernetesVersion": cp,
-                    "osType": "Linux",
-                    "upgrades": _upgrades(self.region.control_plane_upgrades(cp)),
-                },
-                "agentPoolProfiles": [
-                    {
-                        "kubernetesVersion": p.current_version,
-                        "name": p.name,
-                        "osType": "Linux",
-                        "upgrades": _upgrades(self.region.control_plane_upgrades(p.current_version)),
-                    }
-                    for p in self.pools.values()
-                ],
-            },
-        }
-
-    def pool_upgrade_profile(self, pool: PoolState) -> dict:
-        return {
-            "id": f"{self.mc.id}/agentPools/{pool.name}/upgradeProfiles/default",
-            "name": "default",
-            "type": "Microsoft.ContainerService/managedClusters/agentPools/upgradeProfiles",
-            "properties": {
-                "kubernetesVersion": pool.current_version,
-                "osType": "Linux",
-                "upgrades": _upgrades(
-                    self.region.pool_upgrades(pool.current_version, self.mc.current_version)
-                ),
-                "latestNodeImageVersion": pool.latest_image,
-            },
-        }
-
-    def available_pool_versions(self) -> dict:
-        allowed = self.region.pool_versions(self.mc.current_version)
-        return {
-            "id": f"{self.mc.id}/availableAgentpoolVersions",
-            "name": "default",
-            "type": "Microsoft.ContainerService/managedClusters/availableAgentpoolVersions",
-            "properties": {
-                "agentPoolVersions": [
-                    {"kubernetesVersion": v, "default": v == self.mc.current_version, "isPreview": False}
-                    for v in allowed
-                ]
-            },
-        }
-
     def maintenance_configurations(self) -> list[dict]:
         configs = self.mc.spec.maintenance_configurations
         return [
@@ -143,53 +85,6 @@ class ArmEmulator:
             "NotFound",
             f"Maintenance configuration {name} not found in managed cluster {self.mc.spec.name}.",
         )
-
-    def user_kubeconfig(self) -> dict:
-        spec = self.mc.spec
-        user = f"clusterUser_{spec.resource_group}_{spec.name}"
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "current-context": spec.name,
-            "preferences": {},
-            "clusters": [
-                {
-                    "name": spec.name,
-                    "cluster": {
-                        "server": self.kube_api,
-                        "certificate-authority-data": base64.b64encode(self.ca_pem).decode(),
-                    },
-                }
-            ],
-            "contexts": [{"name": spec.name, "context": {"cluster": spec.name, "user": user}}],
-            "users": [{"name": user, "user": self._kubeconfig_user()}],
-        }
-        text = yaml.safe_dump(config, sort_keys=False)
-        return {"kubeconfigs": [{"name": "clusterUser", "value": base64.b64encode(text.encode()).decode()}]}
-
-    def _kubeconfig_user(self) -> dict:
-        """The local token, or on an Entra ID cluster what AKS returns: a kubelogin exec user."""
-        entra = self.sim.entra
-        if entra is None:
-            return {"token": self.sim.token}
-        return {
-            "exec": {
-                "apiVersion": "client.authentication.k8s.io/v1beta1",
-                "command": "kubelogin",
-                "args": [
-                    "get-token",
-                    *("--environment", "AzurePublicCloud"),
-                    *("--server-id", AKS_SERVER_APP),
-                    *("--client-id", KUBELOGIN_CLIENT_ID),
-                    *("--tenant-id", entra.tenant_id),
-                    *("--login", "devicecode"),
-                ],
-                "env": None,
-                "installHint": "\nkubelogin is not installed which is required to connect to AAD enabled "
-                "cluster.\n\nTo learn more, please go to https://aka.ms/aks/kubelogin\n",
-                "provideClusterInfo": False,
-            }
-        }
 
     # ---- rules -------------------------------------------------------------------------
     def check_idle(self, pool: str | None = None) -> None:
@@ -431,7 +326,3 @@ class ArmEmulator:
         self.mc.current_version = version
         self.mc.etag = new_etag()
         self.cluster.record("control_plane_upgraded", None, kubernetes_version=version)
-
-
-def _upgrades(candidates: list[str]) -> list[dict]:
-    return [{"kubernetesVersion": v, "isPreview": False} for v in candidates]

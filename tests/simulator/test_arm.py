@@ -23,7 +23,8 @@ from azure.core.exceptions import (
 from azure.mgmt.containerservice import ContainerServiceClient
 from kubernetes import client, config
 
-from simulator.cluster import node_name
+from simulator.controllers.common import node_name
+from simulator.scenario import parse_scenario
 from tests.conftest import RunningSim, pinned_pod, scenario_dict
 from tests.support import events
 
@@ -342,6 +343,24 @@ def test_control_plane_then_pool_one_minor_up(start_sim, kube):
         ("UpgradeKubernetesVersion", "Succeeded"),
         ("UpgradeAgentPoolKubernetesVersion", "Succeeded"),
     ]
+
+
+def test_upgrades_through_arm_leave_the_given_scenario_as_it_was(start_sim):
+    scenario = parse_scenario(demo())
+    before = copy.deepcopy(scenario.model_dump())
+    sim = start_sim(scenario)
+    aks = aks_client(sim)
+    mc = aks.managed_clusters.get(RG, NAME)
+    mc.kubernetes_version = "1.31.4"
+    aks.managed_clusters.begin_create_or_update(RG, NAME, mc).result()
+    pool = aks.agent_pools.get(RG, NAME, "nodepool1")
+    pool.orchestrator_version = "1.31.4"
+    aks.agent_pools.begin_create_or_update(RG, NAME, "nodepool1", pool).result()
+    aks.agent_pools.begin_upgrade_node_image_version(RG, NAME, "userpool").result()
+    assert aks.managed_clusters.get(RG, NAME).current_kubernetes_version == "1.31.4"
+    assert scenario.model_dump() == before
+    given = sim.sim.cluster.scenario
+    assert given is scenario and given.model_dump() == before
 
 
 def test_version_rules_answer_with_aks_codes_and_change_nothing(start_sim):
