@@ -13,8 +13,9 @@ from starlette.responses import Response
 
 from simulator.cluster import Cluster
 from simulator.k8s.errors import bad_request
+from simulator.k8s.field_selectors import field_value, parse_field_selector
 from simulator.k8s.resources import ResourceType
-from simulator.k8s.selectors import SelectorError, field_value, parse_field_selector, parse_label_selector
+from simulator.k8s.selectors import SelectorError, parse_label_selector
 from simulator.k8s.tables import to_table
 
 # Typed fields a real server reads as "false" when unset, e.g. `spec.unschedulable=false` for nodes.

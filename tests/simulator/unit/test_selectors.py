@@ -2,10 +2,9 @@
 
 import pytest
 
+from simulator.k8s.field_selectors import field_value, parse_field_selector
 from simulator.k8s.selectors import (
     SelectorError,
-    field_value,
-    parse_field_selector,
     parse_label_selector,
     selector_from_dict,
 )
