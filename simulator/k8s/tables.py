@@ -15,6 +15,7 @@ from typing import Any
 from simulator.k8s.tables_common import AGE_COLUMN, NAME_COLUMN, Object, Row, age_of, name_of
 from simulator.k8s.tables_nodes_pods import NODE_COLUMNS, POD_COLUMNS, node_row, pod_row
 from simulator.k8s.tables_other import (
+    BINDING_COLUMNS,
     DAEMONSET_COLUMNS,
     DEPLOYMENT_COLUMNS,
     EVENT_COLUMNS,
@@ -22,6 +23,8 @@ from simulator.k8s.tables_other import (
     NAMESPACE_COLUMNS,
     PDB_COLUMNS,
     REPLICASET_COLUMNS,
+    ROLE_COLUMNS,
+    binding_row,
     daemonset_row,
     deployment_row,
     event_row,
@@ -29,8 +32,8 @@ from simulator.k8s.tables_other import (
     namespace_row,
     pdb_row,
     replicaset_row,
+    role_row,
 )
-from simulator.k8s.tables_rbac import BINDING_COLUMNS, ROLE_COLUMNS, binding_row, role_row
 
 # Values of the `includeObject` query parameter. The API server spells the
 # default "Metadata" and also takes ""; "PartialObjectMetadata" is an alias.
