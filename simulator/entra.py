@@ -19,6 +19,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 from urllib.parse import parse_qs
 
 import jwt
@@ -40,6 +41,28 @@ class TokenProblem(StrEnum):
     expired = "the token has expired"
     audience = "the token is for another audience"
     invalid = "the token is not valid"
+
+
+def decode_token(
+    token: str, key: Any, algorithm: str, audience: str | list[str], issuer: str, required: list[str]
+) -> dict | TokenProblem:
+    """The token's claims when ``key`` verifies it, it has not expired, it is for ``audience`` (one of
+    them, given a list), ``issuer`` issued it and it carries the ``required`` claims; else why not."""
+    try:
+        return jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            audience=audience,
+            issuer=issuer,
+            options={"require": required},
+        )
+    except jwt.ExpiredSignatureError:
+        return TokenProblem.expired
+    except jwt.InvalidAudienceError:
+        return TokenProblem.audience
+    except jwt.PyJWTError:
+        return TokenProblem.invalid
 
 
 @dataclass
@@ -179,21 +202,7 @@ class TokenService:
 
     def verify(self, token: str, audiences: list[str]) -> dict | TokenProblem:
         """The token's claims when it is ours, unexpired and for one of ``audiences``; else why not."""
-        try:
-            return jwt.decode(
-                token,
-                self._key,
-                algorithms=[ALGORITHM],
-                audience=audiences,
-                issuer=self.issuer,
-                options={"require": ["exp", "aud", "iss"]},
-            )
-        except jwt.ExpiredSignatureError:
-            return TokenProblem.expired
-        except jwt.InvalidAudienceError:
-            return TokenProblem.audience
-        except jwt.PyJWTError:
-            return TokenProblem.invalid
+        return decode_token(token, self._key, ALGORITHM, audiences, self.issuer, ["exp", "aud", "iss"])
 
     def problem(self, token: str, audiences: list[str]) -> TokenProblem | None:
         """None when the token is ours, unexpired and for one of ``audiences``; else why not."""

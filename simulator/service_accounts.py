@@ -23,7 +23,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from simulator.entra import TokenProblem
+from simulator.entra import TokenProblem, decode_token
 
 ALGORITHM = "RS256"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -117,21 +117,8 @@ class ServiceAccountIssuer:
     def verify(self, token: str, audience: str | list[str]) -> dict | TokenProblem:
         """The token's claims when this issuer signed it, it has not expired and it is for
         ``audience`` (one of them, given a list); else why not."""
-        try:
-            return jwt.decode(
-                token,
-                self._key.public_key(),
-                algorithms=[ALGORITHM],
-                audience=audience,
-                issuer=self.issuer,
-                options={"require": ["exp", "iat", "aud", "iss", "sub"]},
-            )
-        except jwt.ExpiredSignatureError:
-            return TokenProblem.expired
-        except jwt.InvalidAudienceError:
-            return TokenProblem.audience
-        except jwt.PyJWTError:
-            return TokenProblem.invalid
+        required = ["exp", "iat", "aud", "iss", "sub"]
+        return decode_token(token, self._key.public_key(), ALGORITHM, audience, self.issuer, required)
 
     # ---- the OIDC issuer documents -----------------------------------------------------
     @property
