@@ -1,11 +1,12 @@
-"""Drain: evict a node's pods the way `kubectl drain` does.
+"""Drain: evict a node's pods the way `kubectl drain` does, and what to do when it cannot finish.
 
-Pods are judged by filters in kubectl's order (deleted, DaemonSet, mirror, local storage,
-unreplicated); if any filter reports an error, nothing is evicted. Evictions go through the eviction
-subresource so PodDisruptionBudgets are respected: a 429 refusal is retried every few seconds until the
-timeout, a 404 means the pod is already gone, a 403 because the pod's namespace is being deleted means
-the pod is going away (kubectl's rule), anything else fails that pod. After each eviction we wait until
-the pod is gone or has been replaced (its uid changed).
+The pods to evict are chosen by kubectl's filters (``aksmaint.maintenance.pod_filters``); if any filter
+reports an error, nothing is evicted. Evictions go through the eviction subresource so
+PodDisruptionBudgets are respected: a 429 refusal is retried every few seconds until the timeout, a 404
+means the pod is already gone, a 403 because the pod's namespace is being deleted means the pod is going
+away (kubectl's rule), anything else fails that pod. After each eviction we wait until the pod is gone or
+has been replaced (its uid changed). A drain that did not finish goes as ``drain.on_timeout`` says
+(``on_timeout``).
 """
 
 from __future__ import annotations
@@ -20,123 +21,21 @@ from typing import NamedTuple
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from aksmaint.hostexec import MANAGED_BY
 from aksmaint.kube import (
     Kube,
     describe_api_error,
     has_cause,
     is_transient,
     meta,
+    object_ref,
     retry_after_seconds,
     spec_of,
     status_causes,
     status_of,
 )
-from aksmaint.params import DrainOptions
-
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    evict: bool
-    warning: str = ""
-    error: str = ""
-
-
-PodFilter = Callable[[object, DrainOptions, datetime], Verdict | None]
-
-
-def _ref(pod) -> str:
-    return f"{pod.metadata.namespace}/{pod.metadata.name}"
-
-
-def skip_deleted(pod, options: DrainOptions, now: datetime) -> Verdict | None:
-    deleted = pod.metadata.deletion_timestamp
-    if (
-        deleted
-        and options.skip_wait_for_delete_timeout_seconds > 0
-        and (now - deleted).total_seconds() > options.skip_wait_for_delete_timeout_seconds
-    ):
-        return Verdict(False, warning=f"{_ref(pod)} is being deleted for too long; not waiting for it")
-    return None
-
-
-def skip_daemonset(pod, options: DrainOptions, now: datetime) -> Verdict | None:
-    owner = _controller(pod)
-    if owner is not None and owner.kind == "DaemonSet":
-        return Verdict(False)
-    return None
-
-
-def skip_mirror(pod, options: DrainOptions, now: datetime) -> Verdict | None:
-    if MIRROR_ANNOTATION in (pod.metadata.annotations or {}):
-        return Verdict(False)
-    return None
-
-
-def check_local_storage(pod, options: DrainOptions, now: datetime) -> Verdict | None:
-    if pod.status and pod.status.phase in ("Succeeded", "Failed"):
-        return None
-    if any(v.empty_dir is not None for v in pod.spec.volumes or []):
-        if not options.delete_emptydir_data:
-            return Verdict(False, error=f"{_ref(pod)} uses emptyDir data (set delete_emptydir_data to evict)")
-        return Verdict(True, warning=f"deleting emptyDir data of {_ref(pod)}")
-    return None
-
-
-def check_unreplicated(pod, options: DrainOptions, now: datetime) -> Verdict | None:
-    if pod.status and pod.status.phase in ("Succeeded", "Failed"):
-        return None
-    if _controller(pod) is None:
-        if not options.force:
-            return Verdict(False, error=f"{_ref(pod)} is not managed by a controller (set force to evict)")
-        return Verdict(True, warning=f"evicting unmanaged pod {_ref(pod)}; it will not come back")
-    return None
-
-
-FILTERS: list[PodFilter] = [
-    skip_deleted,
-    skip_daemonset,
-    skip_mirror,
-    check_local_storage,
-    check_unreplicated,
-]
-
-
-def _controller(pod):
-    return next((r for r in pod.metadata.owner_references or [] if r.controller), None)
-
-
-@dataclass
-class PodSelection:
-    evict: list = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-def select_pods(pods: list, options: DrainOptions, now: datetime | None = None) -> PodSelection:
-    """Apply the filters in order; the first filter with a verdict decides (errors win over all)."""
-    now = now or datetime.now(UTC)
-    selection = PodSelection()
-    for pod in pods:
-        if (pod.metadata.labels or {}).get("app.kubernetes.io/managed-by") == MANAGED_BY:
-            continue  # our own host pods go with the reboot
-        verdict = Verdict(True)
-        for pod_filter in FILTERS:
-            result = pod_filter(pod, options, now)
-            if result is None:
-                continue
-            if result.warning:
-                selection.warnings.append(result.warning)
-            if result.error:
-                selection.errors.append(result.error)
-            verdict = result
-            if not result.evict or result.error:
-                break
-        if verdict.evict and not verdict.error:
-            selection.evict.append(pod)
-    return selection
+from aksmaint.maintenance.pod_filters import select_pods
+from aksmaint.params import DrainOptions, OnDrainTimeout
+from aksmaint.report import Outcome
 
 
 def pods_on_node(kube: Kube, node: str, selector: str = "") -> list:
@@ -333,7 +232,7 @@ def drain_node(kube: Kube, node: str, options: DrainOptions) -> DrainResult:
     result.warnings = selection.warnings
     if selection.errors:
         result.errors = selection.errors
-        result.remaining = [_ref(p) for p in selection.evict]
+        result.remaining = [object_ref(p) for p in selection.evict]
         return result
     if not selection.evict:
         return result
@@ -343,17 +242,21 @@ def drain_node(kube: Kube, node: str, options: DrainOptions) -> DrainResult:
         result.refusals += eviction.refusals
         error = eviction.error
         if error is None:
-            result.evicted.append(_ref(pod))
+            result.evicted.append(object_ref(pod))
             if result.slowest is None or eviction.seconds > result.slowest[1]:
-                result.slowest = (_ref(pod), eviction.seconds)
+                result.slowest = (object_ref(pod), eviction.seconds)
         else:
-            result.remaining.append(_ref(pod))
+            result.remaining.append(object_ref(pod))
             if eviction.timed_out:
                 result.timed_out = True
             else:
                 result.errors.append(error)
     if result.remaining:
-        left = [p for p in pods_on_node(kube, node, options.pod_selector) if _ref(p) in set(result.remaining)]
+        left = [
+            p
+            for p in pods_on_node(kube, node, options.pod_selector)
+            if object_ref(p) in set(result.remaining)
+        ]
         result.blocking = blocking_budgets(kube, left)
     return result
 
@@ -388,3 +291,47 @@ def delete_pods(kube: Kube, refs: list[str], grace_period_seconds: int, timeout:
         if left:
             time.sleep(0.5)
     return left
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """What ``drain.on_timeout`` makes of a drain that did not finish: the node ends ``outcome`` (quarantined,
+    or skipped once put back in service), or, with no outcome, the reboot goes ahead."""
+
+    why: str  # why the drain did not finish
+    outcome: Outcome | None = None
+    reason: str = ""  # the node's reason, when it ends here
+
+
+def unfinished_reason(result: DrainResult, options: DrainOptions) -> str:
+    return "; ".join(result.errors) or (
+        f"drain timed out after {options.timeout_seconds:.0f}s with {len(result.remaining)} pod(s) left"
+        + (f" (blocked by PodDisruptionBudget {', '.join(result.blocking)})" if result.blocking else "")
+    )
+
+
+def on_timeout(
+    kube: Kube, node: str, result: DrainResult, options: DrainOptions, warn: Callable[..., None]
+) -> Unfinished:
+    """The drain-timeout policy for a drain that timed out or hit an error. Quarantine, and uncordon and
+    skip, end the node (the caller writes the quarantine record or puts the node back in service); after a
+    drain error the node is always skipped. Delete-pods deletes the pods left (bypassing their budgets),
+    and it and reboot-anyway let the reboot go ahead. ``warn`` logs as the recorder does."""
+    why = unfinished_reason(result, options)
+    warn("%s not fully drained: %s", node, why)
+    if options.on_timeout == OnDrainTimeout.quarantine:
+        return Unfinished(
+            why,
+            Outcome.quarantined,
+            f"{why}; quarantined: left cordoned with label aksmaint.io/status=quarantined",
+        )
+    if result.errors or options.on_timeout == OnDrainTimeout.uncordon_and_skip:
+        return Unfinished(why, Outcome.skipped, f"{why}; uncordoned and left unrebooted")
+    if options.on_timeout == OnDrainTimeout.delete_pods:
+        warn("%s: deleting the remaining pods (bypassing their budgets)", node)
+        left = delete_pods(kube, result.remaining, options.grace_period_seconds, 120)
+        if left:
+            warn("%s: pods still present after deletion: %s", node, ", ".join(left))
+    else:
+        warn("%s: rebooting anyway as configured", node)
+    return Unfinished(why)

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 from aksmaint.kube import Kube
 from aksmaint.maintenance.budgets import Budgets
-from aksmaint.maintenance.drain import select_pods
 from aksmaint.maintenance.gates import gate_reason
+from aksmaint.maintenance.pod_filters import select_pods
 from aksmaint.params import DrainOptions, MaintenanceParams
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanAction, PlanEntry
 

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 
 from aksmaint.errors import HostPodGone
 from aksmaint.hostexec import MANAGED_BY, HostPodSettings, run_on_host
-from aksmaint.maintenance.drain import MIRROR_ANNOTATION, select_pods
 from aksmaint.maintenance.gates import (
     KURED_LOCK_ANNOTATION,
     active_alerts,
@@ -28,6 +27,7 @@ from aksmaint.maintenance.gates import (
 )
 from aksmaint.maintenance.lock import microtime
 from aksmaint.maintenance.plan import make_plan
+from aksmaint.maintenance.pod_filters import MIRROR_ANNOTATION, select_pods
 from aksmaint.maintenance.sentinel import PROBE_SCRIPT, parse_probe, probe_facts, scan_with_host_pods
 from aksmaint.params import Blockers, DrainOptions, LockOptions, MaintenanceWindow
 from aksmaint.report import NodeFacts
@@ -118,7 +118,7 @@ def test_window_validation_names_the_field(fields, field):
         MaintenanceWindow(**fields)
 
 
-# ---- aksmaint.maintenance.drain.select_pods -------------------------------------------------------------------
+# ---- aksmaint.maintenance.pod_filters.select_pods ------------------------------------------------------------
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 
 
