@@ -1,4 +1,4 @@
-"""Typed results of a maintenance run: per node and for the cluster."""
+"""Typed results of a maintenance run (per node and for the cluster) and of a cluster upgrade."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from collections import Counter
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
+
+from aksmaint.aks.operations import OperationResult, UpgradeMode, UpgradeStep
 
 
 class Outcome(StrEnum):
@@ -136,3 +138,35 @@ class MaintenanceReport(BaseModel):
             + (", ".join(parts) or "no nodes")
             + (f"; halted: {self.halt_reason}" if self.halted else "")
         )
+
+
+class UpgradePlan(BaseModel):
+    """The cluster upgrade's plan: its AKS operations in order, and what the preflight found."""
+
+    steps: list[UpgradeStep] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    blocking_pdbs: list[str] = Field(default_factory=list)
+    window: str = ""
+    window_open: bool = True
+    node_os_upgrade_channel: str = ""  # who patches the nodes' OS between node image upgrades
+
+
+class UpgradeReport(BaseModel):
+    cluster: str
+    mode: UpgradeMode
+    dry_run: bool
+    started_at: str
+    finished_at: str = ""
+    plan: UpgradePlan
+    operations: list[OperationResult] = Field(default_factory=list)
+    verified: bool = False
+    verify_problems: list[str] = Field(default_factory=list)
+    kernels_after: dict[str, int] = Field(default_factory=dict)  # Linux nodes
+    windows_after: dict[str, int] = Field(
+        default_factory=dict
+    )  # "<OS build> (<node image>)" of Windows nodes
+    outcome: str = ""
+
+    @property
+    def node_os_upgrade_channel(self) -> str:
+        return self.plan.node_os_upgrade_channel

@@ -18,12 +18,13 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from aksmaint.aks.operations import UpgradeMode
 from aksmaint.azure import AksCluster, CredentialKind
 from aksmaint.errors import MaintenanceError
 from aksmaint.params import MaintenanceParams, OnDrainTimeout
-from aksmaint.report import MaintenanceReport, Outcome
+from aksmaint.report import MaintenanceReport, Outcome, UpgradeReport
 from aksmaint_cli.console import explained_errors_once
-from flows.cluster_upgrade import UpgradeMode, UpgradeReport, cluster_upgrade
+from flows.cluster_upgrade import cluster_upgrade
 from flows.node_maintenance import FINISHED, node_maintenance
 from tasks.prefect_api import PrefectUnavailable, check_health, ensure_prefect_api, quiet_outage_noise
 

@@ -79,7 +79,8 @@ class Upgrade:
 def run_upgrade(workdir, time_scale: float) -> Upgrade:
     import time
 
-    from flows.cluster_upgrade import UpgradeReport, cluster_upgrade
+    from aksmaint.report import UpgradeReport
+    from flows.cluster_upgrade import cluster_upgrade
 
     sc = scenario(time_scale)
     pool = sc["pools"][0]

@@ -21,9 +21,8 @@ from prefect.utilities.schema_tools.validation import CircularSchemaRefError, Va
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as ModelError
 
-from aksmaint.aks import OperationStatus
-from aksmaint.report import MaintenanceReport, Outcome
-from flows.cluster_upgrade import UpgradeReport
+from aksmaint.aks.operations import OperationStatus
+from aksmaint.report import MaintenanceReport, Outcome, UpgradeReport
 
 MAINTENANCE_FLOW = "node-maintenance"
 UPGRADE_FLOW = "cluster-upgrade"

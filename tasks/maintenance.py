@@ -15,7 +15,7 @@ from prefect.input import RunInput
 from prefect.logging.loggers import flow_run_logger
 from prefect.states import Completed, Failed
 
-from aksmaint.aks import OsUpgradeSettings, read_os_upgrade_settings
+from aksmaint.aks.channel import OsUpgradeSettings, read_os_upgrade_settings
 from aksmaint.azure import management_client
 from aksmaint.hostexec import HostPodSettings, delete_stale_host_pods
 from aksmaint.kube import kube_for

@@ -20,15 +20,16 @@ from azure.mgmt.containerservice import ContainerServiceClient
 from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ValidationError
 
-from aksmaint.aks import (
+from aksmaint.aks.node_check import check_pool_nodes
+from aksmaint.aks.operations import (
     IN_PROGRESS_STATES,
-    AlreadyDone,
-    Poller,
+    NothingStarted,
+    Started,
     StepKind,
     UpgradeStep,
     begin_step,
-    check_pool_nodes,
 )
+from aksmaint.aks.versions import UpgradeTarget
 from aksmaint.azure import AksCluster, describe_azure_error, management_client
 from aksmaint.kube import Kube, kube_for, meta
 from aksmaint.maintenance.update_check import list_nodes, node_facts
@@ -122,7 +123,7 @@ class UpgradeRecord:
 
 def begin_recorded(
     client: ContainerServiceClient, cluster: AksCluster, step: UpgradeStep, record: UpgradeRecord, run_id: str
-) -> Poller:
+) -> Started:
     """``begin_step`` with the run's record written first: "starting" before the call, then what AKS
     answered. Another answer (an error) leaves "starting": the operation may have started."""
     record.write(run_id, step, RecordPhase.starting)
@@ -135,7 +136,7 @@ def begin_recorded(
         if exc.status_code == 304:
             record.write(run_id, step, RecordPhase.not_started)
         raise
-    done = isinstance(poller, AlreadyDone)
+    done = isinstance(poller, NothingStarted)
     record.write(run_id, step, RecordPhase.not_started if done else RecordPhase.started)
     return poller
 
@@ -240,7 +241,13 @@ def left_states(client: ContainerServiceClient, cluster: AksCluster, kube: Kube)
     nodes = [node_facts(n) for n in list_nodes(kube, "")]
     for pool in client.agent_pools.list(rg, name):
         check = check_pool_nodes(
-            nodes, UpgradeStep(kind=StepKind.node_image, pool=pool.name, from_version="", to_version="latest")
+            nodes,
+            UpgradeStep(
+                kind=StepKind.node_image,
+                pool=pool.name,
+                from_version="",
+                to_version=UpgradeTarget.latest.value,
+            ),
         )
         lines.append(
             f"pool {pool.name}: {pool.provisioning_state}, Kubernetes "

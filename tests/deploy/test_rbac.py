@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from aksmaint.aks import UpgradeMode
+from aksmaint.aks.operations import UpgradeMode
 from aksmaint.azure import AksCluster
 from aksmaint.maintenance.cancellation import clean_up_cancelled_run
 from flows.cluster_upgrade import cluster_upgrade

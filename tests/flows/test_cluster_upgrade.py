@@ -29,14 +29,16 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType, TaskRun
 
-from aksmaint.aks import UpgradeError, UpgradeMode
+from aksmaint.aks.operations import UpgradeMode
+from aksmaint.aks.versions import UpgradeError
 from aksmaint.azure import AksCluster
 from aksmaint.errors import ClusterAccessError
 from aksmaint.params import ClusterConnection
-from aksmaint.report import MaintenanceReport
-from flows.cluster_upgrade import UpgradePlan, UpgradeReport, cluster_upgrade, verify_nodes
+from aksmaint.report import MaintenanceReport, UpgradePlan, UpgradeReport
+from flows.cluster_upgrade import cluster_upgrade
 from flows.node_maintenance import node_maintenance
 from simulator.controllers.common import node_name
+from tasks.upgrade import verify_nodes
 from tests.conftest import RunningSim, pinned_pod, scenario_dict
 from tests.support import events
 
@@ -358,7 +360,7 @@ def test_prefect_writes_that_fail_change_no_operation(start_sim, upgrade, monkey
         return call
 
     for name in ("create_progress_artifact", "update_progress_artifact", "emit_event"):
-        monkeypatch.setattr(f"flows.cluster_upgrade.{name}", refuse(name))
+        monkeypatch.setattr(f"tasks.upgrade.{name}", refuse(name))
 
     state, report = upgrade(sim, mode="node-image", pools=["nodepool1"])
 

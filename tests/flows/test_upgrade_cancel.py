@@ -22,7 +22,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.states import Cancelling
 
-from aksmaint.aks import StepKind, UpgradeStep
 from aksmaint.aks.cancellation import (
     RECORD_ANNOTATION,
     RECORD_LEASE,
@@ -31,6 +30,7 @@ from aksmaint.aks.cancellation import (
     UpgradeRecord,
     abort_own_operation,
 )
+from aksmaint.aks.operations import StepKind, UpgradeStep
 from aksmaint.azure import AksCluster
 from aksmaint.kube import kube_for
 from aksmaint.params import ClusterConnection

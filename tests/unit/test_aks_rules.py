@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from azure.mgmt.containerservice.models import MaintenanceConfiguration
 
-from aksmaint.aks import UpgradeError, maintenance_window_open, resolve_target, skew_problem, upgrade_path
+from aksmaint.aks.versions import UpgradeError, resolve_target, skew_problem, upgrade_path
+from aksmaint.aks.windows import maintenance_window_open
 
 REGION = ["1.29.9", "1.30.5", "1.30.7", "1.31.2", "1.31.4", "1.32.1"]
 

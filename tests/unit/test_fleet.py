@@ -12,9 +12,9 @@ import pytest
 from prefect.client.schemas.objects import StateType
 from prefect.utilities.callables import parameter_schema
 
-from aksmaint.aks import OperationResult, OperationStatus, StepKind, UpgradeMode, UpgradeStep
-from aksmaint.report import MaintenanceReport, NodeReport, Outcome
-from flows.cluster_upgrade import UpgradePlan, UpgradeReport, cluster_upgrade
+from aksmaint.aks.operations import OperationResult, OperationStatus, StepKind, UpgradeMode, UpgradeStep
+from aksmaint.report import MaintenanceReport, NodeReport, Outcome, UpgradePlan, UpgradeReport
+from flows.cluster_upgrade import cluster_upgrade
 from flows.fleet import UpdateRun, final_state, run_stage
 from flows.fleet_plan import (
     NOT_STARTED,
