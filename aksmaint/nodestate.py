@@ -20,20 +20,26 @@ STATUS_LABEL = "aksmaint.io/status"
 QUARANTINED = "quarantined"
 
 
-class Phase(StrEnum):
-    cordoned = "cordoned"
-    draining = "draining"
-    rebooting = "rebooting"
-    failed = "failed"
-    quarantined = "quarantined"
-    # the run's own pod runs on the node: cordoned, with its reboot slot, for a follow-up run on another node
+class RecordState(StrEnum):
+    """Where a run left the node, as its record says (the annotation's ``phase`` field). This is not one of
+    the lifecycle's phases (``aksmaint.maintenance.phases.Phase``): it is what a phase writes for the next
+    run to resume from, and only some phases write one. The values are what records on nodes already say,
+    so a record written by an older run still resumes: never rename them."""
+
+    cordoned = "cordoned"  # by the cordon phase; a recheck that starts over writes it back
+    draining = "draining"  # by the drain phase
+    rebooting = "rebooting"  # by the reboot phase, before it starts the reboot
+    failed = "failed"  # by the verify phase: the node did not come back (the recover phase clears it)
+    quarantined = "quarantined"  # by the drain phase, when drain.on_timeout is quarantine
+    # by the hand-over phase: the run's own pod runs on the node; cordoned, with its reboot slot, for a
+    # follow-up run on another node
     handed_over = "handed-over"
 
 
 class NodeRecord(BaseModel):
     run_id: str
     holder: str
-    phase: Phase
+    phase: RecordState  # the annotation's key; the node's state, not a lifecycle phase
     cordoned_by_us: bool
     reason: str
     since: str

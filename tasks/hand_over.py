@@ -16,7 +16,7 @@ from prefect.deployments import run_deployment
 from prefect.runtime import deployment, flow_run
 
 from aksmaint.kube import kube_for
-from aksmaint.maintenance.lifecycle import HandOver
+from aksmaint.maintenance.phases.hand_over import HandOver
 from aksmaint.maintenance.self_host import OwnPod, own_pod
 from aksmaint.params import ClusterConnection
 from tasks.tasking import maintenance_task

@@ -253,7 +253,7 @@ def execute_rollout(
         run_id,
         PrefectRecorder(cluster),
         budgets=budgets,
-        run_step=run_phase_recorded,
+        run_phase=run_phase_recorded,
         own_node=own_node,
         hand_over=follow_up_starter() if own_node else None,
     )

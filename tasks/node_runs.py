@@ -32,7 +32,7 @@ from prefect.states import Cancelled, Completed, Failed
 from prefect.transactions import CommitMode, transaction
 
 from aksmaint.maintenance.attempts import StepAttempts
-from aksmaint.maintenance.lifecycle import Done, NodeRun, Step
+from aksmaint.maintenance.phases import Done, Next, NodeRun, Phase
 from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanEntry
 from tasks.tasking import brief, run_logger
 
@@ -60,15 +60,15 @@ _CONSTRUCTORS: dict[StateType, Callable[..., State]] = {
 
 # The phases as their task runs are named in the UI: "<node>/<title>". The gates (window, blockers, alerts,
 # kured's lock) are no task run of their own: they run in the node's, whose state says when they held it.
-STEP_TITLES: dict[Step, str] = {
-    Step.recover: "recover",
-    Step.slot: "reboot-slot",
-    Step.recheck: "re-check",
-    Step.cordon: "cordon",
-    Step.drain: "drain",
-    Step.reboot: "reboot",
-    Step.verify: "health-verify",
-    Step.uncordon: "uncordon",
+PHASE_TITLES: dict[Phase, str] = {
+    Phase.recover: "recover",
+    Phase.slot: "reboot-slot",
+    Phase.recheck: "re-check",
+    Phase.cordon: "cordon",
+    Phase.drain: "drain",
+    Phase.reboot: "reboot",
+    Phase.verify: "health-verify",
+    Phase.uncordon: "uncordon",
 }
 
 NODE_LOG: contextvars.ContextVar[logging.Logger | logging.LoggerAdapter | None] = contextvars.ContextVar(
@@ -89,7 +89,7 @@ def outcome_state(outcome: Outcome, reason: str) -> State:
     return _CONSTRUCTORS[state_type](name=name, message=message)
 
 
-def phase_state(result: Step | Done, told: list[str]) -> State:
+def phase_state(result: Next, told: list[str]) -> State:
     """The state a phase's task run ends in: Completed with what it did, or the node's outcome when the
     phase ended the node other than well."""
     if isinstance(result, Done) and result.outcome not in (Outcome.rebooted, Outcome.not_needed):
@@ -116,7 +116,7 @@ def _never(task_obj: Any, task_run: Any, state: Any) -> bool:
 
 # work handed to task runs by ticket
 _NODES: dict[str, Callable[[], NodeReport]] = {}
-_PHASES: dict[str, tuple[NodeRun, StepAttempts[Step | Done]]] = {}
+_PHASES: dict[str, tuple[NodeRun, StepAttempts[Next]]] = {}
 
 
 def _run_node(node: str, action: str, ticket: str) -> State:
@@ -166,19 +166,19 @@ class _QuietPhaseEnds(logging.Filter):
         )
 
 
-_PHASE_NAMES = frozenset(STEP_TITLES.values())
+_PHASE_NAMES = frozenset(PHASE_TITLES.values())
 logging.getLogger("prefect.task_runs").addFilter(_QuietPhaseEnds())
 
-_phase_tasks: dict[tuple[Step, int], Task[..., State]] = {}
+_phase_tasks: dict[tuple[Phase, int], Task[..., State]] = {}
 _phase_tasks_lock = threading.Lock()
 
 
-def _phase_task(step: Step, retries: int) -> Task[..., State]:
+def _phase_task(phase: Phase, retries: int) -> Task[..., State]:
     with _phase_tasks_lock:
-        if (step, retries) not in _phase_tasks:
-            _phase_tasks[(step, retries)] = Task(
+        if (phase, retries) not in _phase_tasks:
+            _phase_tasks[(phase, retries)] = Task(
                 fn=_run_phase,
-                name=STEP_TITLES[step],
+                name=PHASE_TITLES[phase],
                 task_run_name="{node}/{phase}",
                 retries=retries,
                 retry_delay_seconds=0,  # StepAttempts waits its own backoff before the next attempt
@@ -186,24 +186,24 @@ def _phase_task(step: Step, retries: int) -> Task[..., State]:
                 cache_policy=NO_CACHE,
                 persist_result=False,
             )
-        return _phase_tasks[(step, retries)]
+        return _phase_tasks[(phase, retries)]
 
 
-def run_phase_recorded(run: NodeRun, step: Step, attempts: StepAttempts[Step | Done]) -> Step | Done:
-    """``aksmaint.maintenance.lifecycle.StepRunner``: the phase's attempts in a task run nested under the node's."""
-    if step not in STEP_TITLES:
+def run_phase_recorded(run: NodeRun, phase: Phase, attempts: StepAttempts[Next]) -> Next:
+    """``aksmaint.maintenance.lifecycle.PhaseRunner``: the phase's attempts in a task run nested under the node's."""
+    if phase not in PHASE_TITLES:
         return attempts.finish()
     ticket = uuid.uuid4().hex
     _PHASES[ticket] = (run, attempts)
     try:
         with transaction(commit_mode=CommitMode.EAGER):
-            _phase_task(step, attempts.retries)(run.node, STEP_TITLES[step], ticket, return_state=True)
+            _phase_task(phase, attempts.retries)(run.node, PHASE_TITLES[phase], ticket, return_state=True)
     except Exception as exc:
         if attempts.count == 0:
             node_logger().warning(
                 "%s: the task run of %s could not be started (%s); running it without one",
                 run.node,
-                STEP_TITLES[step],
+                PHASE_TITLES[phase],
                 brief(exc),
             )
     finally:

@@ -17,10 +17,10 @@ from aksmaint.maintenance import cordon as cordon_ops
 from aksmaint.maintenance.lock import RebootSlots
 from aksmaint.maintenance.taints import has_pending_taint, set_pending_taint
 from aksmaint.maintenance.update_check import list_nodes
-from aksmaint.nodestate import Phase, read_record
+from aksmaint.nodestate import RecordState, read_record
 from aksmaint.params import MaintenanceParams
 
-INTERRUPTIBLE = (Phase.cordoned, Phase.draining)
+INTERRUPTIBLE = (RecordState.cordoned, RecordState.draining)
 
 
 @dataclass
@@ -57,7 +57,7 @@ def clean_up_cancelled_run(parameters: dict[str, Any], flow_run_id: object) -> C
             if record.phase in INTERRUPTIBLE:
                 cordon_ops.uncordon(kube, name, record)
                 result.uncordoned.append(name)
-            elif record.phase == Phase.quarantined:  # stays cordoned on purpose, with its reason
+            elif record.phase == RecordState.quarantined:  # stays cordoned on purpose, with its reason
                 result.left_quarantined.append(name)
             else:
                 result.left_for_resume.append(name)

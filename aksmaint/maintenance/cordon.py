@@ -18,7 +18,7 @@ from aksmaint.nodestate import (
     STATE_ANNOTATION,
     STATUS_LABEL,
     NodeRecord,
-    Phase,
+    RecordState,
     now_iso,
     read_record,
 )
@@ -40,7 +40,7 @@ def cordon(
         record = NodeRecord(
             run_id=run_id,
             holder=holder,
-            phase=Phase.cordoned,
+            phase=RecordState.cordoned,
             cordoned_by_us=cordoned_by_us,
             reason=reason,
             since=now_iso(),
@@ -48,7 +48,7 @@ def cordon(
             kernel_before=previous.kernel_before if previous else node_info(node).kernel_version,
             reboot_requested_at=previous.reboot_requested_at if previous else None,
         )
-        if previous and previous.phase == Phase.rebooting:
+        if previous and previous.phase == RecordState.rebooting:
             record = record.model_copy(update={"phase": previous.phase})
         result["record"] = record
         return {
@@ -100,7 +100,7 @@ def set_labels(kube: Kube, name: str, labels: dict[str, str]) -> None:
 
 def mark_failed(kube: Kube, name: str, record: NodeRecord, reason: str) -> NodeRecord:
     """Leave the node cordoned with a record a person can act on."""
-    failed = record.model_copy(update={"phase": Phase.failed, "reason": reason, "since": now_iso()})
+    failed = record.model_copy(update={"phase": RecordState.failed, "reason": reason, "since": now_iso()})
     update_record(kube, name, failed)
     return failed
 
@@ -108,7 +108,7 @@ def mark_failed(kube: Kube, name: str, record: NodeRecord, reason: str) -> NodeR
 def quarantine(kube: Kube, name: str, record: NodeRecord, reason: str) -> NodeRecord:
     """Leave a node that could not be drained cordoned, labelled aksmaint.io/status=quarantined, with the
     reason in its record (one patch), for a person or a later run with retry_quarantined."""
-    kept = record.model_copy(update={"phase": Phase.quarantined, "reason": reason, "since": now_iso()})
+    kept = record.model_copy(update={"phase": RecordState.quarantined, "reason": reason, "since": now_iso()})
     patch_node(
         kube,
         name,

@@ -328,9 +328,6 @@ class RebootSlots:
 
         self._replace_if_held(name, holder, kept)
 
-    def keep_for_failed_node(self, name: str, holder: str, node: str) -> None:
-        self.keep_for_node(name, holder, failed_holder(node))
-
     def take_over(self, keeper: str, holder: str) -> list[str]:
         """Take every slot ``keeper`` keeps for a node, under the resourceVersion read, so the node never
         stops counting against the concurrency; the names taken (none if nothing was kept)."""
@@ -358,16 +355,23 @@ class RebootSlots:
         return freed
 
 
-class SlotRenewer:
-    """Renews the slots a node holds from a background thread every third of their TTL."""
+class HeldSlots:
+    """The reboot slots of one node, a context manager around its lifecycle: from ``take`` until the ``with``
+    ends they are renewed in the background every third of their TTL; ``free`` then gives them up."""
 
-    def __init__(self, slots: RebootSlots, names: list[str], holder: str):
-        self.slots, self.names, self.holder = slots, names, holder
-        self.lost = False
+    def __init__(self, slots: RebootSlots, holder: str):
+        self.slots, self.holder = slots, holder
+        self.names: list[str] = []
+        self.lost = False  # a renewal found a slot no longer ours: another holder took it over
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"renew-{holder}")
+        self._thread: threading.Thread | None = None
 
-    def _run(self) -> None:
+    def take(self, names: list[str]) -> None:
+        self.names = names
+        self._thread = threading.Thread(target=self._renew, daemon=True, name=f"renew-{self.holder}")
+        self._thread.start()
+
+    def _renew(self) -> None:
         interval = max(1.0, self.slots.options.ttl_seconds / 3)
         while not self._stop.wait(interval):
             for name in self.names:
@@ -378,10 +382,18 @@ class SlotRenewer:
                 except Exception:  # a failed renewal is retried at the next tick; expiry is the backstop
                     continue
 
-    def __enter__(self) -> SlotRenewer:
-        self._thread.start()
+    def __enter__(self) -> HeldSlots:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def free(self, keeper: str = "") -> None:
+        """Give the slots back, or hand them to ``keeper`` (``failed_holder``, ``handed_over_holder``)."""
+        for name in self.names:
+            if keeper:
+                self.slots.keep_for_node(name, self.holder, keeper)
+            else:
+                self.slots.release(name, self.holder)

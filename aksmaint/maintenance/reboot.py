@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aksmaint.hostexec import HostPodSettings, delete_host_pod, start_host_pod
 from aksmaint.kube import Kube
-from aksmaint.nodestate import NodeRecord, Phase
+from aksmaint.nodestate import NodeRecord, RecordState
 
 REBOOT_PURPOSE = "reboot"
 
@@ -33,7 +33,7 @@ def already_requested(
 ) -> bool:
     """True when the record says a reboot was requested and it happened (a new boot id) or its pod is
     still there: requesting another would reboot the node twice."""
-    return record.phase == Phase.rebooting and (
+    return record.phase == RecordState.rebooting and (
         boot_id_now != record.boot_id_before or bool(reboot_pods(kube, node, settings))
     )
 

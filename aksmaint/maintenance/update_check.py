@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aksmaint.hostexec import HostPodSettings, run_on_host
 from aksmaint.kube import Kube
-from aksmaint.nodestate import Phase, read_record
+from aksmaint.nodestate import RecordState, read_record
 from aksmaint.report import NodeFacts
 
 POOL_LABEL = "kubernetes.azure.com/agentpool"
@@ -37,7 +37,7 @@ def node_facts(node) -> NodeFacts:
         ready=ready,
         unschedulable=bool(node.spec.unschedulable),
         resume=record is not None,
-        quarantined=record.reason if record is not None and record.phase == Phase.quarantined else None,
+        quarantined=record.reason if record is not None and record.phase == RecordState.quarantined else None,
     )
 
 

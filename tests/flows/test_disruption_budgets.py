@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from kubernetes import client, config
 
-from aksmaint.nodestate import QUARANTINED, STATE_ANNOTATION, STATUS_LABEL, NodeRecord, Phase
+from aksmaint.nodestate import QUARANTINED, STATE_ANNOTATION, STATUS_LABEL, NodeRecord, RecordState
 from aksmaint.report import Outcome
 from bench.concurrency import scenario as scale_scenario
 from tests.flows.test_gates_and_policies import db_pods_on, drain_blocked_params, pdb_blocked_scenario
@@ -131,7 +131,7 @@ def test_an_undrainable_node_is_quarantined_and_the_rollout_goes_on(start_sim, p
     assert quarantined.spec.unschedulable
     assert quarantined.metadata.labels[STATUS_LABEL] == QUARANTINED
     record = NodeRecord.model_validate_json(quarantined.metadata.annotations[STATE_ANNOTATION])
-    assert record.phase == Phase.quarantined and "data/db" in record.reason
+    assert record.phase == RecordState.quarantined and "data/db" in record.reason
     assert inv["unschedulable_now"] == [stuck], "only the quarantined node stays cordoned"
     assert set(slot_holders(sim).values()) == {""}, "the quarantined node gave its slot back"
 

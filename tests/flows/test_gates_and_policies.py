@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kubernetes import client, config
 
-from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, Phase
+from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, RecordState
 from aksmaint.params import MaintenanceWindow
 from aksmaint.report import Outcome
 from tests.flows.test_maintenance import (
@@ -282,7 +282,7 @@ def test_node_that_never_returns_fails_the_run(start_sim, prefect_api, max_failu
     lost_node = read_nodes(sim)[lost]
     assert lost_node.spec.unschedulable, "a node that did not come back stays cordoned"
     record = NodeRecord.model_validate_json(lost_node.metadata.annotations[STATE_ANNOTATION])
-    assert record.phase == Phase.failed
+    assert record.phase == RecordState.failed
     assert "did not come back healthy" in record.reason
     if max_failures == 0:
         assert report.halted

@@ -17,7 +17,7 @@ from aksmaint.maintenance.plan import make_plan
 from aksmaint.maintenance.rollout import Rollout
 from aksmaint.maintenance.sentinel import scan_nodes
 from aksmaint.maintenance.update_check import update_check
-from aksmaint.nodestate import STATE_ANNOTATION, Phase
+from aksmaint.nodestate import STATE_ANNOTATION, RecordState
 from aksmaint.params import MaintenanceParams
 from aksmaint.report import Outcome
 from tests.conftest import fast_params
@@ -90,7 +90,7 @@ def test_the_own_node_is_handed_over_last_and_the_follow_up_reboots_it(start_sim
     node = node_named(sim, own)
     assert node["spec"]["unschedulable"] is True
     record = json.loads(node["metadata"]["annotations"][STATE_ANNOTATION])
-    assert record["phase"] == Phase.handed_over and "follow-up-1" in record["reason"]
+    assert record["phase"] == RecordState.handed_over and "follow-up-1" in record["reason"]
     slots = RebootSlots(kube, params.lock)
     assert [h.split("=")[1] for h in slots.holders()] == [handed_over_holder(own)]
 

@@ -36,7 +36,7 @@ import aksmaint.maintenance.lock as lock_module
 import tasks.maintenance as maintenance_module
 from aksmaint.kube import Kube, connect
 from aksmaint.maintenance.lock import RebootSlots
-from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, Phase
+from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, RecordState
 from aksmaint.params import ClusterConnection, LockOptions
 from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
@@ -117,11 +117,11 @@ def in_thread(fn, *args) -> threading.Thread:
 # ---- 1. crash, then resume -------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("kill_after", "phase", "api_ready_seconds"),
-    [("pod_evicted", Phase.draining, 25), ("rebooted", Phase.rebooting, 2)],
+    [("pod_evicted", RecordState.draining, 25), ("rebooted", RecordState.rebooting, 2)],
     ids=["mid-drain", "mid-reboot"],
 )
 def test_killed_run_is_finished_by_the_next_run(
-    start_sim, flow_process, kill_after: str, phase: Phase, api_ready_seconds: float
+    start_sim, flow_process, kill_after: str, phase: RecordState, api_ready_seconds: float
 ) -> None:
     sim = start_sim(resilience_scenario(need=3, count=4, api_ready_seconds=api_ready_seconds))
     core = core_api(sim)

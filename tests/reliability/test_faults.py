@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, Phase
+from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, RecordState
 from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
 from tests.conftest import fast_params, pinned_pod
@@ -120,7 +120,7 @@ def test_api_unreachable_mid_run(start_sim, prefect_api, proxy, record_property,
     node = core.read_node(second["node"])
     core.api_client.close()
     record = NodeRecord.model_validate_json(node.metadata.annotations[STATE_ANNOTATION])
-    assert node.spec.unschedulable and record.phase in (Phase.cordoned, Phase.draining), record
+    assert node.spec.unschedulable and record.phase in (RecordState.cordoned, RecordState.draining), record
     assert sim.observer.invariants()["reboots"] == {first["node"]: 1}  # the first one rode the short outage
     again = node_maintenance(**fast_params(sim), return_state=True)
     assert again.is_completed(), again.message
@@ -151,7 +151,7 @@ def test_node_that_never_returns(start_sim, prefect_api) -> None:
     core = core_api(sim)
     record = NodeRecord.model_validate_json(core.read_node(lost).metadata.annotations[STATE_ANNOTATION])
     core.api_client.close()
-    assert record.phase == Phase.failed and "did not come back" in record.reason
+    assert record.phase == RecordState.failed and "did not come back" in record.reason
     # the rollout halted: the lost node stays cordoned with its record, nothing else was touched
     assert_invariants(sim, needed, not_rebooted=tuple(needed[1:]), left_cordoned=(lost,))
     assert report_of(state).still_need_reboot == needed

@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-import aksmaint.maintenance.lifecycle as lifecycle_module
 from aksmaint.errors import LockTimeout
 from aksmaint.maintenance.budgets import ALL, Budgets, SlotSet, resolve, set_key
-from aksmaint.maintenance.lifecycle import Done, NodeLifecycle, PhaseSpec, Step
-from aksmaint.maintenance.lock import RebootSlots, SlotAttempt
+from aksmaint.maintenance.lifecycle import NodeLifecycle
+from aksmaint.maintenance.lock import RebootSlots, SlotAttempt, failed_holder
+from aksmaint.maintenance.phases import Done, Phase, PhaseSpec
 from aksmaint.maintenance.rollout import Rollout
 from aksmaint.params import Budget, BudgetScope, LockOptions, MaintenanceParams
 from aksmaint.report import NodeFacts, Outcome, PlanEntry
@@ -218,7 +218,7 @@ def test_the_set_of_all_nodes_is_named_all_nodes_when_a_node_that_did_not_come_b
     budgets = Budgets(params(concurrency=1), nodes)
     slots = RebootSlots(fake_kube(api), LockOptions())
     (slot,) = slots.acquire("run/a", lambda: budgets.sets_for(nodes[0], MONDAY_NIGHT), timeout=1)
-    slots.keep_for_failed_node(slot, "run/a", "node-0")
+    slots.keep_for_node(slot, "run/a", failed_holder("node-0"))
     with pytest.raises(LockTimeout) as held:
         slots.acquire("run/b", lambda: budgets.sets_for(nodes[1], MONDAY_NIGHT), timeout=60)
     assert str(held.value) == (
@@ -254,7 +254,7 @@ class Recorder:
         pass
 
 
-def rollout_with_budgets(monkeypatch, p: MaintenanceParams, nodes: list[NodeFacts], busy_seconds: float):
+def rollout_with_budgets(p: MaintenanceParams, nodes: list[NodeFacts], busy_seconds: float):
     """A rollout whose only phase counts the nodes in progress per zone and per pool, then ends them."""
     lock = threading.Lock()
     now: Counter[str] = Counter()
@@ -271,20 +271,24 @@ def rollout_with_budgets(monkeypatch, p: MaintenanceParams, nodes: list[NodeFact
             now.subtract(places)
         return Done(Outcome.rebooted, "rebooted")
 
-    phase = PhaseSpec(Step.gates, disrupt, does="", resumes="", on_cancel="", retries=0)
-    monkeypatch.setattr(lifecycle_module, "PHASES", {Step.gates: phase})
+    phase = PhaseSpec(Phase.gates, disrupt, does="", resumes="", on_cancel="", retries=0)
     by_name = {f.name: f for f in nodes}
     lc = NodeLifecycle(
-        SimpleNamespace(cluster_name="aks-demo"), p, "run-1", Recorder(), budgets=Budgets(p, nodes)
+        SimpleNamespace(cluster_name="aks-demo"),
+        p,
+        "run-1",
+        Recorder(),
+        budgets=Budgets(p, nodes),
+        phases={Phase.gates: phase},
     )
     todo = [PlanEntry(node=f.name, action="reboot", reason="reboot required") for f in nodes]
     return Rollout(lc, todo, by_name), peak
 
 
-def test_max_per_zone_one_lets_one_node_per_zone_through_and_uses_every_zone(monkeypatch):
+def test_max_per_zone_one_lets_one_node_per_zone_through_and_uses_every_zone():
     nodes = facts(60, pools=2, zones=3)
     p = params(concurrency="50%", budgets=[{"scope": "zone", "nodes": 1}])
-    rollout, peak = rollout_with_budgets(monkeypatch, p, nodes, busy_seconds=0.02)
+    rollout, peak = rollout_with_budgets(p, nodes, busy_seconds=0.02)
     result = rollout.run()
     assert Counter(r.outcome for r in result.reports.values()) == {Outcome.rebooted: 60}
     assert {k: v for k, v in peak.items() if k.startswith("zone")} == {
@@ -295,7 +299,7 @@ def test_max_per_zone_one_lets_one_node_per_zone_through_and_uses_every_zone(mon
     assert peak["all"] == 3, "every zone had a node in progress at some point together"
 
 
-def test_the_strictest_of_pool_zone_and_all_limits_bounds_each_place(monkeypatch):
+def test_the_strictest_of_pool_zone_and_all_limits_bounds_each_place():
     nodes = facts(120, pools=2, zones=3)
     p = params(
         concurrency="25%",  # 30
@@ -305,18 +309,18 @@ def test_the_strictest_of_pool_zone_and_all_limits_bounds_each_place(monkeypatch
             {"scope": "all", "nodes": 9},
         ],
     )
-    rollout, peak = rollout_with_budgets(monkeypatch, p, nodes, busy_seconds=0.03)
+    rollout, peak = rollout_with_budgets(p, nodes, busy_seconds=0.03)
     rollout.run()
     assert peak["all"] == 9
     assert peak["pool pool0"] == 3
     assert max(v for k, v in peak.items() if k.startswith("zone")) <= 4
 
 
-def test_nodes_under_a_budget_outside_its_schedule_are_held_at_once_with_the_reason(monkeypatch):
+def test_nodes_under_a_budget_outside_its_schedule_are_held_at_once_with_the_reason():
     nodes = facts(6, pools=2, zones=1)
     never_now = {"schedule": "0 0 1 1 *", "duration_minutes": 1, "time_zone": "UTC"}  # a minute a year
     p = params(concurrency=3, budgets=[{"scope": "pool", "name": "pool1", "nodes": 2, **never_now}])
-    rollout, peak = rollout_with_budgets(monkeypatch, p, nodes, busy_seconds=0.01)
+    rollout, peak = rollout_with_budgets(p, nodes, busy_seconds=0.01)
     started = time.monotonic()
     result = rollout.run()
     assert time.monotonic() - started < 5

@@ -11,7 +11,7 @@ from aksmaint.errors import NodeBusy
 from aksmaint.maintenance import cordon as cordon_ops
 from aksmaint.maintenance.lock import SlotAttempt, failed_holder
 from aksmaint.maintenance.taints import set_pending_taint
-from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION, NodeRecord, Phase, read_record
+from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION, NodeRecord, RecordState, read_record
 from aksmaint.params import LockOptions
 from tests.support import SingleSetSlots
 from tests.unit.fake_api import FakeApi, fake_kube
@@ -41,7 +41,11 @@ def test_cordon_marks_the_node_unschedulable_and_records_why_in_the_same_write(a
     assert api.writes == 1
     assert api.node(NODE)["spec"]["unschedulable"] is True
     assert record_of(api) == record
-    assert (record.phase, record.cordoned_by_us, record.reason) == (Phase.cordoned, True, "kernel update")
+    assert (record.phase, record.cordoned_by_us, record.reason) == (
+        RecordState.cordoned,
+        True,
+        "kernel update",
+    )
     assert (record.boot_id_before, record.kernel_before) == ("boot-1", "5.15.0-1079-azure")
 
 
@@ -92,11 +96,11 @@ def test_a_live_holder_keeps_its_node(api):
 
 def test_the_record_of_a_run_gone_is_taken_over_with_what_it_knew(api):
     first = cordon(api, holder="run-b/slot-1")
-    rebooting = first.model_copy(update={"phase": Phase.rebooting})
+    rebooting = first.model_copy(update={"phase": RecordState.rebooting})
     cordon_ops.update_record(fake_kube(api), NODE, rebooting)
     api.nodes[NODE]["status"]["nodeInfo"]["bootID"] = "boot-2"  # the node rebooted meanwhile
     taken = cordon(api, holder="run-a/slot-0", alive=False)
-    assert taken.holder == "run-a/slot-0" and taken.phase == Phase.rebooting
+    assert taken.holder == "run-a/slot-0" and taken.phase == RecordState.rebooting
     assert taken.cordoned_by_us is True and taken.boot_id_before == "boot-1"
 
 
@@ -187,7 +191,7 @@ def test_release_frees_only_our_own_slot(api, clock):
 def test_a_node_that_did_not_come_back_keeps_its_slot_until_it_is_deleted(api, clock):
     s = slots(api, concurrency=1)
     s.take("run-a/1")
-    s.keep_for_failed_node("aks-maintenance-slot-0", "run-a/1", NODE)
+    s.keep_for_node("aks-maintenance-slot-0", "run-a/1", failed_holder(NODE))
     assert holder_of(api, "aks-maintenance-slot-0") == failed_holder(NODE)
     clock.now += 10_000
     assert s.try_acquire("run-b/1", s.sets()) == SlotAttempt(None, s.sets()[0], (NODE,))

@@ -1,6 +1,6 @@
 """The rollout engine's contracts when the cluster API fails at the edges of a node's lifecycle: a slot
 that cannot be released, a slot that cannot be kept, a node function that raises. No simulator here:
-the phase table is replaced by one phase that takes a slot and ends the node."""
+the lifecycle is given one phase that takes a slot and ends the node, and slots whose writes fail."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-import aksmaint.maintenance.lifecycle as lifecycle_module
 from aksmaint.errors import TransientApiError
-from aksmaint.maintenance.lifecycle import Done, NodeLifecycle, PhaseSpec, Step
+from aksmaint.maintenance.lifecycle import NodeLifecycle
+from aksmaint.maintenance.phases import Done, NodeRun, Phase, PhaseSpec
+from aksmaint.maintenance.phases.recheck import decide
 from aksmaint.maintenance.rollout import Rollout
-from aksmaint.params import MaintenanceParams
-from aksmaint.report import NodeFacts, Outcome, PlanEntry
+from aksmaint.params import LockOptions, MaintenanceParams
+from aksmaint.report import NodeFacts, NodeReport, Outcome, PlanEntry
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
@@ -41,6 +42,7 @@ class Slots:
 
     def __init__(self, failing: set[str]) -> None:
         self.failing = failing
+        self.options = LockOptions()  # renewals every 40 s: none in these tests
         self.released: list[str] = []
         self.kept: list[str] = []
 
@@ -50,29 +52,31 @@ class Slots:
             raise TransientApiError("aks-demo: API server unreachable: Connection refused")
         self.released.append(node)
 
-    def keep_for_failed_node(self, slot: str, holder: str, node: str) -> None:
+    def keep_for_node(self, slot: str, holder: str, keeper: str) -> None:
+        node = keeper.split("/")[-1]  # keepers are failed/<node>
         if node in self.failing:
             raise TransientApiError("aks-demo: API server unreachable: Connection refused")
         self.kept.append(node)
 
 
-def engine(monkeypatch, failing: set[str], down: set[str] = frozenset(), concurrency: int = 2):
-    def take_slot_and_finish(lc: NodeLifecycle, run) -> Done:
-        run.slots = ["slot-0"]
+def engine(failing: set[str], down: set[str] = frozenset(), concurrency: int = 2):
+    def take_slot_and_finish(lc: NodeLifecycle, run: NodeRun) -> Done:
+        assert run.held is not None
+        run.held.take(["slot-0"])
         if run.node in down:  # the node did not come back: its slot stays with it
             run.keep_slot = True
             return Done(Outcome.failed, "did not come back")
         return Done(Outcome.rebooted, "rebooted")
 
-    phase = PhaseSpec(Step.gates, take_slot_and_finish, does="", resumes="", on_cancel="", retries=0)
-    monkeypatch.setattr(lifecycle_module, "PHASES", {Step.gates: phase})
+    phase = PhaseSpec(Phase.gates, take_slot_and_finish, does="", resumes="", on_cancel="", retries=0)
     params = MaintenanceParams(
         cluster={"kubeconfig": "/nonexistent"}, concurrency=concurrency, max_failures=5
     )
     recorder = Recorder()
-    lc = NodeLifecycle(SimpleNamespace(cluster_name="aks-demo"), params, "run-1", recorder)
-    lc.slots = Slots(failing)
-    return lc, recorder
+    slots = Slots(failing)
+    kube = SimpleNamespace(cluster_name="aks-demo")
+    lc = NodeLifecycle(kube, params, "run-1", recorder, phases={Phase.gates: phase}, slots=slots)
+    return lc, slots, recorder
 
 
 def plan(n: int) -> tuple[list[PlanEntry], dict[str, NodeFacts]]:
@@ -83,20 +87,20 @@ def plan(n: int) -> tuple[list[PlanEntry], dict[str, NodeFacts]]:
     )
 
 
-def test_a_slot_that_cannot_be_released_is_a_warning_not_a_lost_node(monkeypatch):
-    lc, recorder = engine(monkeypatch, failing={"node-1"})
+def test_a_slot_that_cannot_be_released_is_a_warning_not_a_lost_node():
+    lc, slots, recorder = engine(failing={"node-1"})
     todo, facts = plan(4)
     result = Rollout(lc, todo, facts).run()
     assert {n: r.outcome for n, r in result.reports.items()} == dict.fromkeys(facts, Outcome.rebooted)
     assert result.halted == ""
-    assert sorted(lc.slots.released) == ["node-0", "node-2", "node-3"]
+    assert sorted(slots.released) == ["node-0", "node-2", "node-3"]
     assert any(
         "node-1: slots slot-0 could not be released" in w and "expire in 120s" in w for w in recorder.warnings
     )
 
 
-def test_a_down_node_whose_slot_cannot_be_kept_stops_the_rollout(monkeypatch):
-    lc, recorder = engine(monkeypatch, failing={"node-0"}, down={"node-0"}, concurrency=1)
+def test_a_down_node_whose_slot_cannot_be_kept_stops_the_rollout():
+    lc, slots, recorder = engine(failing={"node-0"}, down={"node-0"}, concurrency=1)
     todo, facts = plan(3)
     result = Rollout(lc, todo, facts).run()
     assert result.reports["node-0"].outcome == Outcome.failed
@@ -105,11 +109,11 @@ def test_a_down_node_whose_slot_cannot_be_kept_stops_the_rollout(monkeypatch):
         "node-1": Outcome.held,
         "node-2": Outcome.held,
     }
-    assert lc.slots.kept == []
+    assert slots.kept == []
 
 
-def test_a_node_function_that_raises_is_reported_failed_and_the_others_go_on(monkeypatch):
-    lc, _ = engine(monkeypatch, failing=set())
+def test_a_node_function_that_raises_is_reported_failed_and_the_others_go_on():
+    lc, _, _ = engine(failing=set())
     todo, facts = plan(5)
     threads_before = threading.active_count()
 
@@ -133,17 +137,14 @@ def test_a_node_function_that_raises_is_reported_failed_and_the_others_go_on(mon
         ({"reboot_required": None}, "no answer"),
     ],
 )
-def test_a_failed_recheck_holds_the_node_and_never_reads_as_not_needed(monkeypatch, answer, reason):
+def test_a_failed_recheck_holds_the_node_and_never_reads_as_not_needed(answer, reason):
     """The re-check under the slot could not tell: the node is held with the error, not counted as no
-    longer needing a reboot (and nothing on the node is touched: the fake cluster has no API)."""
-    lc, _ = engine(monkeypatch, failing=set())
+    longer needing a reboot (and nothing on the node is touched: the fake cluster has no API). The probe's
+    answer is given to the recheck as it comes back from the node, with no record on the node."""
+    lc, _, _ = engine(failing=set())
     todo, facts = plan(1)
-    monkeypatch.setattr(lc, "_wait_for_other_runs", lambda run: (object(), None))
-    monkeypatch.setattr(lc, "_probe", lambda current: NodeFacts(name="node-0", pool="pool", **answer))
-    run = lifecycle_module.NodeRun(
-        todo[0], facts["node-0"], "run-1", lifecycle_module.NodeReport(node="node-0", outcome=Outcome.failed)
-    )
-    done = lc.recheck(run)
+    run = NodeRun(todo[0], facts["node-0"], "run-1", NodeReport(node="node-0", outcome=Outcome.failed))
+    done = decide(lc, run, None, NodeFacts(name="node-0", pool="pool", **answer))
     assert isinstance(done, Done)
     assert done.outcome == Outcome.held
     assert done.reason.startswith("re-check under the slot failed") and reason in done.reason

@@ -7,7 +7,7 @@ import threading
 
 from aksmaint.errors import LockTimeout
 from aksmaint.maintenance.budgets import SlotSet
-from aksmaint.maintenance.lock import RebootSlots
+from aksmaint.maintenance.lock import RebootSlots, failed_holder
 from aksmaint.params import LockOptions
 from tests.unit.fake_api import FakeApi, fake_kube
 
@@ -29,7 +29,7 @@ def filled() -> RebootSlots:
     setup = RebootSlots(fake_kube(api), LockOptions())
     setup.acquire("run-other/1", lambda: [ZONE_1], 1)
     (zone_2_slot,) = setup.acquire("run-lost/1", lambda: [ZONE_2], 1)
-    setup.keep_for_failed_node(zone_2_slot, "run-lost/1", NODE)
+    setup.keep_for_node(zone_2_slot, "run-lost/1", failed_holder(NODE))
     return RebootSlots(fake_kube(api), LockOptions())
 
 
