@@ -56,7 +56,8 @@ MAX_CONCURRENCY = 1000
 PercentOfNodes = Annotated[str, Field(pattern=r"^(100|[1-9][0-9]?)%$")]
 Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)] | PercentOfNodes
 MaxFailures = Annotated[int, Field(ge=0)]
-ApprovalTimeout = Annotated[float, Field(gt=0)]
+# whole seconds: what a Prefect pause waits (node-maintenance's approval, the fleet's approval gates)
+ApprovalTimeout = Annotated[int, Field(ge=1)]
 OutageTolerance = Annotated[float, Field(ge=5, le=86400)]
 
 
@@ -523,12 +524,13 @@ class MaintenanceParams(_Model):
 
 
 def with_overrides(base: dict, overrides: dict) -> dict:
-    """``base`` parameters with ``overrides`` laid over them, one level deep: a group given as a mapping
-    (e.g. ``drain={"timeout_seconds": 60}``) changes only the fields it names."""
+    """``base`` parameters with ``overrides`` laid over them: a group given as a mapping (e.g.
+    ``drain={"timeout_seconds": 60}``) changes only the fields it names, at any depth; anything else
+    (None too) replaces the value. Neither argument is changed: a merged group is a new mapping."""
     merged = dict(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
+            merged[key] = with_overrides(merged[key], value)
         else:
             merged[key] = value
     return merged

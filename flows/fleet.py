@@ -18,8 +18,9 @@ same name reads those flow runs back from Prefect and does not run again a clust
 that run's figures. The flow runs are the record, so there is nothing else to keep in step with them,
 and a cluster whose run finished after the fleet run itself crashed counts as done all the same.
 
-This module makes the API calls and runs the stages; the parameters, the checks, the plan and the
-summary are plain functions in ``flows.fleet_plan``.
+This module runs the stages; the parameters, the checks, the plan and the summary are plain data and
+functions in ``aksmaint.fleet``, and the reads of deployments and earlier flow runs are in
+``tasks.fleet_runs``.
 """
 
 from __future__ import annotations
@@ -30,52 +31,29 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    DeploymentFilter,
-    DeploymentFilterId,
-    FlowFilter,
-    FlowFilterName,
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-    FlowRunFilterTags,
-)
-from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.client.schemas.sorting import FlowRunSort
 from prefect.deployments.flow_runs import arun_deployment
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import apause_flow_run
 from prefect.states import Completed, Failed, State
 
-from flows.fleet_plan import (
-    MAINTENANCE_FLOW,
-    PAGE,
+from aksmaint.fleet.models import (
     RUN_TAG,
     STAGE_TAG,
-    UPGRADE_FLOW,
-    ApprovalTimeout,
     ClusterSummary,
     FleetReport,
     MaxFailedClusters,
     Parallelism,
     PlannedStage,
     PollInterval,
+    RunState,
     Stage,
     StageReport,
-    Target,
     UpdateRunName,
-    cluster_of,
-    cluster_state,
-    kind_of,
-    latest_finished,
-    new_report,
-    plan_update_run,
-    run_parameters,
-    stages_from_parameters,
-    summarise,
-    summary_markdown,
 )
+from aksmaint.fleet.plan import new_report, plan_update_run, run_parameters, stages_from_parameters
+from aksmaint.fleet.summary import cluster_state, summarise, summary_markdown
+from aksmaint.params import ApprovalTimeout
+from tasks.fleet_runs import mark_earlier_runs, parameter_problems, read_catalogue, read_result
 from tasks.result_storage import acheck_result_storage
 from tasks.tasking import brief
 
@@ -166,85 +144,7 @@ class UpdateRun:
         return True
 
 
-# ---- Prefect: deployments, flow runs, the pause ------------------------------------------------------
-async def read_all(read: Callable[[int], Awaitable[list[Any]]]) -> list[Any]:
-    """Every page of a Prefect list call ``read(offset)`` (the server answers at most PAGE at a time)."""
-    found: list[Any] = []
-    while page := await read(len(found)):
-        found += page
-        if len(page) < PAGE:
-            break
-    return found
-
-
-async def read_catalogue() -> list[Target]:
-    """Every node-maintenance and cluster-upgrade deployment on the server."""
-    async with get_client() as client:
-        flows = await client.read_flows(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[MAINTENANCE_FLOW, UPGRADE_FLOW]))
-        )
-        names = {f.id: f.name for f in flows}
-        if not names:
-            return []
-        deployments = await read_all(
-            lambda offset: client.read_deployments(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=list(names.values()))),
-                limit=PAGE,
-                offset=offset,
-            )
-        )
-    return [
-        Target(
-            name=f"{names[d.flow_id]}/{d.name}",
-            id=str(d.id),
-            flow=names[d.flow_id],
-            kind=kind_of(names[d.flow_id], d.parameters),
-            cluster=cluster_of(f"{names[d.flow_id]}/{d.name}", list(d.tags)),
-            tags=list(d.tags),
-            parameters=dict(d.parameters),
-            parameter_schema=dict(d.parameter_openapi_schema or {}),
-        )
-        for d in deployments
-        if d.flow_id in names
-    ]
-
-
-async def read_result(run: FlowRun) -> object:
-    """The persisted result of a finished run, or None when there is none to read."""
-    if run.state is None or not (run.state.is_completed() or run.state.is_failed()):
-        return None
-    try:
-        return await run.state.aresult(raise_on_failure=False)
-    except Exception as exc:  # a result that was not persisted or cannot be read
-        get_run_logger().warning("%s: cannot read the run's report: %s", run.name, brief(exc))
-        return None
-
-
-async def mark_earlier_runs(report: FleetReport, name: str, planned: list[PlannedStage]) -> None:
-    """Mark the clusters an earlier run of update run ``name`` finished: not run again."""
-    ids = [t.id for p in planned for t in p.targets]
-    async with get_client() as client:
-        runs = await read_all(
-            lambda offset: client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    tags=FlowRunFilterTags(all_=[RUN_TAG + name]),
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])),
-                ),
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=ids)),
-                sort=FlowRunSort.END_TIME_DESC,
-                limit=PAGE,
-                offset=offset,
-            )
-        )
-    finished = latest_finished(runs)
-    by_name = {t.name: t.id for p in planned for t in p.targets}
-    for stage in report.stages:
-        for i, row in enumerate(stage.clusters):
-            run = finished.get(by_name[row.deployment])
-            if run is not None and (done := summarise(row, run, await read_result(run))).ok:
-                stage.clusters[i] = done.model_copy(update={"earlier_run": True})
-
-
+# ---- Prefect: the summary artifact, the clusters' runs, the pause -----------------------------------
 async def write_summary(report: FleetReport) -> None:
     """The fleet-summary artifact; one that cannot be written is logged, and the run goes on."""
     try:
@@ -277,7 +177,9 @@ def cluster_runner(
             )
         except Exception as exc:  # the server refused the run, or the API went away while waiting
             logger.error("%s: the run could not be started or followed: %s", target.name, brief(exc))
-            return row.model_copy(update={"state": "Failed", "message": brief(exc), "report_missing": True})
+            return row.model_copy(
+                update={"state": RunState.failed.value, "message": brief(exc), "report_missing": True}
+            )
         done = summarise(row, run, await read_result(run))
         logger.info(
             "%s: %s, %d patched, %d failed", done.cluster, cluster_state(done), done.rebooted, done.failed
@@ -351,7 +253,9 @@ async def fleet(
     logger = get_run_logger()
     await acheck_result_storage()  # the clusters' reports are read from there
     chosen, problems = stages_from_parameters(stages, deployments, tag, parallelism)
-    planned, found = plan_update_run(chosen, await read_catalogue(), overrides) if chosen else ([], [])
+    planned, found = (
+        plan_update_run(chosen, await read_catalogue(), overrides, parameter_problems) if chosen else ([], [])
+    )
     if problems or found:
         return Failed(message="nothing run: " + "; ".join(problems + found))
     report = new_report(name, planned)

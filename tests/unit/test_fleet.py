@@ -13,31 +13,32 @@ from prefect.client.schemas.objects import StateType
 from prefect.utilities.callables import parameter_schema
 
 from aksmaint.aks.operations import OperationResult, OperationStatus, StepKind, UpgradeMode, UpgradeStep
-from aksmaint.report import MaintenanceReport, NodeReport, Outcome, UpgradePlan, UpgradeReport
-from flows.cluster_upgrade import cluster_upgrade
-from flows.fleet import UpdateRun, final_state, run_stage
-from flows.fleet_plan import (
+from aksmaint.fleet.models import (
     NOT_STARTED,
-    Approval,
     ClusterSummary,
     DeploymentKind,
+    FleetDeployment,
     FleetReport,
     Stage,
+    StageApproval,
     StageReport,
-    Target,
+)
+from aksmaint.fleet.plan import (
     cluster_of,
-    deep_merge,
     full_name,
     kind_of,
-    latest_finished,
     new_report,
     plan_update_run,
     run_parameters,
     stages_from_parameters,
-    summarise,
-    summary_markdown,
 )
+from aksmaint.fleet.summary import summarise, summary_markdown
+from aksmaint.params import with_overrides
+from aksmaint.report import MaintenanceReport, NodeReport, Outcome, UpgradePlan, UpgradeReport
+from flows.cluster_upgrade import cluster_upgrade
+from flows.fleet import UpdateRun, final_state, run_stage
 from flows.node_maintenance import node_maintenance
+from tasks.fleet_runs import latest_finished, parameter_problems
 
 MAINTENANCE_SCHEMA = parameter_schema(node_maintenance).model_dump_for_openapi()
 UPGRADE_SCHEMA = parameter_schema(cluster_upgrade).model_dump_for_openapi()
@@ -75,7 +76,7 @@ def test_overrides_merge_into_the_deployments_parameters_key_by_key():
 
 
 def test_an_override_can_clear_a_value():
-    assert deep_merge({"window": {"start": "01:00"}}, {"window": None}) == {"window": None}
+    assert with_overrides({"window": {"start": "01:00"}}, {"window": None}) == {"window": None}
 
 
 def test_kind_and_cluster_of_a_deployment():
@@ -87,9 +88,9 @@ def test_kind_and_cluster_of_a_deployment():
 
 
 # ---- the plan and what is refused before anything runs --------------------------------------------
-def maintenance(key: str, env: str) -> Target:
+def maintenance(key: str, env: str) -> FleetDeployment:
     name = f"node-maintenance/{key}-node-maintenance"
-    return Target(
+    return FleetDeployment(
         name=name,
         id=f"id-{key}-nm",
         flow="node-maintenance",
@@ -101,9 +102,9 @@ def maintenance(key: str, env: str) -> Target:
     )
 
 
-def upgrade(key: str, env: str, mode: str = "node-image") -> Target:
+def upgrade(key: str, env: str, mode: str = "node-image") -> FleetDeployment:
     suffix = "node-image-upgrade" if mode == "node-image" else "kubernetes-upgrade"
-    return Target(
+    return FleetDeployment(
         name=f"cluster-upgrade/{key}-{suffix}",
         id=f"id-{key}-{suffix}",
         flow="cluster-upgrade",
@@ -136,7 +137,7 @@ def test_stages_select_named_deployments_in_order_then_their_kind_with_the_tag()
         Stage(name="prod-k8s", tag="env:staging", kind=DeploymentKind.kubernetes_upgrade),
     ]
     # staging-eus twice (two stages): refused below; here only the selection is looked at
-    planned, problems = plan_update_run(stages, CATALOGUE, {})
+    planned, problems = plan_update_run(stages, CATALOGUE, {}, parameter_problems)
     assert names(planned) == [
         ["node-maintenance/dev-node-maintenance", "cluster-upgrade/staging-eus-node-image-upgrade"],
         ["node-maintenance/prod-neu-node-maintenance", "node-maintenance/prod-weu-node-maintenance"],
@@ -153,7 +154,7 @@ def test_the_single_stage_parameters_make_one_stage_and_cannot_be_mixed_with_sta
     (stage,), problems = stages_from_parameters([], ["prod-weu-node-maintenance"], "env:staging", 3)
     assert problems == []
     assert (stage.name, stage.max_parallel, stage.kind) == ("all", 3, DeploymentKind.node_maintenance)
-    planned, problems = plan_update_run([stage], CATALOGUE, {})
+    planned, problems = plan_update_run([stage], CATALOGUE, {}, parameter_problems)
     assert names(planned) == [
         ["node-maintenance/prod-weu-node-maintenance", "node-maintenance/staging-eus-node-maintenance"]
     ]
@@ -181,7 +182,7 @@ def test_every_problem_is_named_before_anything_runs():
         "prod-neu-node-maintenance": {"concurency": 2},
         "node-maintenance/*": {"concurrency": 0},
     }
-    _, problems = plan_update_run(stages, CATALOGUE, overrides)
+    _, problems = plan_update_run(stages, CATALOGUE, overrides, parameter_problems)
     assert problems[:5] == [
         "stage name 'a' is used 2 times",
         "stage a: no node-maintenance or cluster-upgrade deployment named "
@@ -206,6 +207,7 @@ def test_an_override_for_every_deployment_must_suit_both_flows():
         [Stage(name="s", deployments=["dev-node-maintenance", "cluster-upgrade/dev-node-image-upgrade"])],
         CATALOGUE,
         {"*": {"window": None}},
+        parameter_problems,
     )
     assert problems == [
         "cluster dev is in the update run more than once (node-maintenance/dev-node-maintenance in stage s, "
@@ -297,7 +299,7 @@ def test_an_earlier_run_counts_when_it_completed_and_was_not_a_dry_run():
 
 
 # ---- a stage, and the run across stages ------------------------------------------------------------
-def stage_of(*keys: str, approval: Approval = Approval.none) -> StageReport:
+def stage_of(*keys: str, approval: StageApproval = StageApproval.none) -> StageReport:
     return StageReport(
         name="-".join(keys), max_parallel=2, approval=approval, clusters=[row(k) for k in keys]
     )
@@ -363,8 +365,8 @@ def update_run(report: FleetReport, failing: set[str], answers: dict[str, bool],
 def test_stages_run_in_order_with_their_approval_gates():
     report = FleetReport(
         stages=[
-            stage_of("a", "b", approval=Approval.after),
-            stage_of("c", approval=Approval.before_and_after),
+            stage_of("a", "b", approval=StageApproval.after),
+            stage_of("c", approval=StageApproval.before_and_after),
         ]
     )
     log = update_run(report, set(), {})
@@ -384,7 +386,7 @@ def test_stages_run_in_order_with_their_approval_gates():
 
 def test_the_run_stops_at_the_stage_whose_failures_exceed_max_failures():
     report = FleetReport(
-        stages=[stage_of("a", "b", approval=Approval.after), stage_of("c", "d"), stage_of("e")]
+        stages=[stage_of("a", "b", approval=StageApproval.after), stage_of("c", "d"), stage_of("e")]
     )
     log = update_run(report, {"b", "c"}, {}, max_failures=1)
     assert "start e" not in log and "approve after a-b" in log
@@ -396,7 +398,7 @@ def test_the_run_stops_at_the_stage_whose_failures_exceed_max_failures():
 
 
 def test_an_unapproved_gate_stops_the_run_before_the_next_stage():
-    report = FleetReport(stages=[stage_of("a", approval=Approval.after), stage_of("b")])
+    report = FleetReport(stages=[stage_of("a", approval=StageApproval.after), stage_of("b")])
     log = update_run(report, set(), {"after a": False})
     assert log == ["start a", "end a", "approve after a"]
     assert report.stages[1].clusters[0].state == NOT_STARTED
@@ -404,8 +406,8 @@ def test_an_unapproved_gate_stops_the_run_before_the_next_stage():
 
 
 def test_a_rerun_skips_what_an_earlier_run_finished_but_still_asks_the_gate_guarding_what_is_left():
-    first = stage_of("a", "b", approval=Approval.before_and_after)
-    second = stage_of("c", "d", approval=Approval.after)
+    first = stage_of("a", "b", approval=StageApproval.before_and_after)
+    second = stage_of("c", "d", approval=StageApproval.after)
     for c in [*first.clusters, second.clusters[0]]:
         c.state, c.earlier_run = "Completed", True
     report = FleetReport(name="march", stages=[first, second])
@@ -435,7 +437,10 @@ def test_the_summary_has_a_table_per_stage_and_a_row_per_cluster():
     report = new_report("march", [])
     report.stages = [
         StageReport(
-            name="staging", approval=Approval.after, clusters=[earlier], notes=["approved after the stage"]
+            name="staging",
+            approval=StageApproval.after,
+            clusters=[earlier],
+            notes=["approved after the stage"],
         ),
         StageReport(name="prod", max_parallel=2, clusters=[prod, crashed, row("dev")]),
     ]
