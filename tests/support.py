@@ -1,5 +1,6 @@
-"""Helpers the flow tests and the reliability suite share: the scenario most of their cases run, reading
-the simulated cluster, and the flow's command line in its own process (so that a case can SIGKILL it)."""
+"""The helpers of the whole suite (tests/conftest.py holds only its fixtures and hooks): scenarios, a
+running simulator and its observer, reading the simulated cluster, and the flow's command line in its
+own process (so that a case can SIGKILL it)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,83 @@ from pathlib import Path
 import yaml
 from kubernetes import client, config
 
+from aksmaint.hostexec import MANAGED_BY
 from aksmaint.kube import Kube
 from aksmaint.maintenance.budgets import ALL, SlotSet
 from aksmaint.maintenance.lock import RebootSlots
-from aksmaint.params import LockOptions
+from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION
+from aksmaint.params import LockOptions, with_overrides
 from aksmaint.report import MaintenanceReport, Outcome
 from scripts.prefect_postgres import free_port
-from tests.conftest import ROOT, RunningSim, fast_params, scenario_dict
+from simulator.observe import SimObserver
+from simulator.runtime import SimulatedAKS
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_SCENARIO = ROOT / "scenarios" / "demo.yaml"  # the example plus a one-node Windows pool
+EXAMPLE_SCENARIO = ROOT / "scenarios" / "example.yaml"  # the shared example, verbatim
+
+
+def scenario_dict(
+    name: str = "example",
+    *,
+    time_scale: float | None = None,
+    cluster: dict | None = None,
+    pools: dict[str, dict] | None = None,
+) -> dict:
+    """A scenario of scenarios/ as a plain dict, to be adjusted by a test before it starts a simulator:
+    ``time_scale`` replaces the scenario's, ``cluster`` is merged into its cluster section and ``pools``
+    into each pool it names.
+
+    Most tests build on the shared example (5 Linux nodes); the demo's Windows node is tested where
+    Windows pools are the subject."""
+    scenario = yaml.safe_load((ROOT / "scenarios" / f"{name}.yaml").read_text())
+    if time_scale is not None:
+        scenario["time_scale"] = time_scale
+    if cluster:
+        scenario["cluster"] = {**scenario["cluster"], **cluster}
+    for pool in scenario["pools"]:
+        pool.update((pools or {}).get(pool["name"], {}))
+    return scenario
+
+
+def pinned_pod(index: int = 0, pool: str = "nodepool1", name: str = "pinned", **changes: object) -> dict:
+    """A scenario workload: a bare pod on one node whose PodDisruptionBudget never allows an eviction,
+    so a drain of that node can never finish (until a test deletes the budget)."""
+    return {
+        "kind": "Pod",
+        "namespace": "default",
+        "name": name,
+        "node": {"pool": pool, "index": index},
+        "labels": {"app": name},
+        "pdb": {"max_unavailable": 0},
+        **changes,
+    }
+
+
+class RunningSim:
+    def __init__(self, sim: SimulatedAKS):
+        self.sim = sim
+        self.endpoints = sim.endpoints
+        self.observer = SimObserver(sim.endpoints)
+
+    @property
+    def kubeconfig(self) -> str:
+        return self.endpoints.kubeconfig
+
+
+def fast_params(sim: RunningSim, **overrides: object) -> dict:
+    """Maintenance-flow parameters for a simulated cluster with test-sized timeouts."""
+    params: dict = {
+        "cluster": {"kubeconfig": sim.kubeconfig},
+        "drain": {"timeout_seconds": 30, "eviction_retry_seconds": 0.5},
+        "reboot": {"boot_timeout_seconds": 30},
+        "lock": {"ttl_seconds": 5, "wait_seconds": 60},
+    }
+    return with_overrides(params, overrides)
+
 
 POOL = "nodepool1"
+HOST_POD_LABEL = f"app.kubernetes.io/managed-by={MANAGED_BY}"  # the host pods the runs start
 PENDING_KERNEL = "5.15.0-1081-azure"
 
 
@@ -69,6 +138,43 @@ def outcomes(report: MaintenanceReport) -> dict[str, Outcome]:
 
 def core_api(sim: RunningSim) -> client.CoreV1Api:
     return client.CoreV1Api(config.new_client_from_config(config_file=sim.kubeconfig))
+
+
+def slot_holders(sim: RunningSim) -> dict[str, str]:
+    """The reboot-slot Leases, each with its holder ("" for a free slot)."""
+    core = core_api(sim)
+    try:
+        leases = client.CoordinationV1Api(core.api_client).list_namespaced_lease("kube-system").items
+    finally:
+        core.api_client.close()
+    return {
+        lease.metadata.name: lease.spec.holder_identity or ""
+        for lease in leases
+        if lease.metadata.name.startswith("aks-maintenance-slot-")
+    }
+
+
+def assert_left_clean(
+    sim: RunningSim, operator_cordoned: frozenset[str] = frozenset(), deleted: frozenset[str] = frozenset()
+) -> None:
+    """Nothing of ours left on the cluster: no node cordoned by us (those the operator cordoned stay so),
+    no record annotation, no pending taint, no host pod, no slot held, no budget violated; the
+    ``deleted`` nodes are gone."""
+    assert sim.observer.invariants()["unschedulable_now"] == sorted(operator_cordoned)
+    core = core_api(sim)
+    try:
+        nodes = {n.metadata.name: n for n in core.list_node().items}
+        host_pods = core.list_pod_for_all_namespaces(label_selector=HOST_POD_LABEL).items
+    finally:
+        core.api_client.close()
+    assert not deleted & set(nodes)
+    for name, n in nodes.items():
+        assert STATE_ANNOTATION not in (n.metadata.annotations or {}), name
+        assert not any(t.key == PENDING_TAINT_KEY for t in n.spec.taints or []), name
+        assert bool(n.spec.unschedulable) == (name in operator_cordoned), name
+    assert [pod.metadata.name for pod in host_pods] == []
+    assert {lease: holder for lease, holder in slot_holders(sim).items() if holder} == {}
+    assert sim.observer.invariants()["pdb_violations"] == 0
 
 
 def needing_reboot(sim: RunningSim) -> list[str]:
@@ -176,16 +282,21 @@ def timeline_event(event: str):
     return lambda kind, entry: kind == "timeline" and entry["event"] == event
 
 
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of a command-line run in a test: the session's Prefect server, a private home."""
+def cli_env(tmp_path: Path, local_server: bool = False, **changes: str) -> dict[str, str]:
+    """The environment of a command-line run in a test: a private PREFECT_HOME (``tmp_path/prefect-home``)
+    and the session's Prefect server, or with ``local_server`` no PREFECT_API_URL, so that the command
+    line starts its own local server; ``changes`` are set last."""
     from prefect.settings import PREFECT_API_URL
 
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    if not local_server:
+        env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     return {
-        **os.environ,
-        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        **env,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        **changes,
     }
 
 

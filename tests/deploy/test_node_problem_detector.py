@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from aksmaint.params import SentinelOptions
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 PLUGIN = ROOT / "deployments" / "node-problem-detector" / "reboot-required-plugin.yaml"
 

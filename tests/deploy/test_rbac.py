@@ -20,7 +20,7 @@ from aksmaint.azure import AksCluster
 from aksmaint.maintenance.cancellation import clean_up_cancelled_run
 from flows.cluster_upgrade import cluster_upgrade
 from flows.node_maintenance import node_maintenance
-from tests.conftest import ROOT, RunningSim, fast_params, pinned_pod, scenario_dict
+from tests.support import ROOT, RunningSim, fast_params, pinned_pod, scenario_dict
 
 MANIFESTS = ROOT / "deployments" / "kubernetes"
 FLOW_SA = ("aks-maintenance", "aks-maintenance-flow")

@@ -17,8 +17,8 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import ROOT
 from tests.deploy.test_docker import stages
+from tests.support import ROOT
 
 # what a flow-run Job does with the setting: load the image's collections, find the block type by its slug,
 # and build a client for its container (which needs the blob-storage extra, imported lazily)

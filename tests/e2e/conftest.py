@@ -27,7 +27,7 @@ from scripts.prefect_postgres import LocalPostgres, PostgresPrefect, free_port, 
 from simulator.observe import SimObserver
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import parse_scenario
-from tests.conftest import ROOT, scenario_dict
+from tests.support import ROOT, scenario_dict
 
 POOL = "aks-maintenance"
 PREFECT = str(Path(sys.executable).with_name("prefect"))

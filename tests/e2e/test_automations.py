@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 NODE = "aks-nodepool1-12345678-vmss000003"
 

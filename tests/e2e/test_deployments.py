@@ -22,8 +22,8 @@ from kubernetes import client, config
 from aksmaint.nodestate import STATE_ANNOTATION
 from aksmaint.params import MaintenanceWindow
 from simulator.controllers.common import node_name
-from tests.conftest import ROOT, pinned_pod
 from tests.e2e.conftest import NEW_KERNEL, POOL, PrefectServer, demo_scenario, prefect_yaml
+from tests.support import ROOT, pinned_pod
 
 pytestmark = pytest.mark.e2e
 

@@ -36,11 +36,11 @@ from scripts.prefect_postgres import free_port
 from simulator.observe import SimObserver
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import parse_scenario
-from tests.conftest import ROOT, scenario_dict
 from tests.deploy.test_rbac import Request, Rule, rules_for
 from tests.e2e.conftest import NEW_KERNEL, PREFECT, PrefectServer, prefect_yaml
 from tests.e2e.test_deployments import OUT
 from tests.e2e.test_run_pages import Browser, task_runs
+from tests.support import ROOT, scenario_dict
 
 K8S_POOL = "aks-maintenance-k8s"
 NAMESPACE = "aks-maintenance"

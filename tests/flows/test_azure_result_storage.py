@@ -45,9 +45,9 @@ from flows.fleet import fleet
 from flows.node_maintenance import node_maintenance
 from tasks.result_storage import PROBE
 from tests.azurite_support import Azurite, connection_string
-from tests.conftest import ROOT, RunningSim, fast_params
 from tests.e2e.conftest import NEW_KERNEL, demo_scenario
 from tests.e2e.test_fleet_stages import tables
+from tests.support import ROOT, RunningSim, fast_params
 
 POOL = "azurite-results"
 SLUG = "azure-blob-storage-container"

@@ -17,8 +17,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import parse_scenario
-from tests.conftest import RunningSim
-from tests.support import cli_env, closed_port, maintenance_scenario, run_module
+from tests.support import RunningSim, cli_env, closed_port, maintenance_scenario, run_module
 
 CLUSTER = "aks-demo"
 REFUSED = "check the credentials and RBAC of the identity the flow runs as"

@@ -4,26 +4,13 @@ cluster. Each case is a process of its own, since Prefect keeps one temporary se
 
 from __future__ import annotations
 
-import os
 import subprocess
-from pathlib import Path
 
-from tests.support import closed_port, maintenance_scenario, run_module
+from tests.support import cli_env, closed_port, maintenance_scenario, run_module
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 400) -> subprocess.CompletedProcess:
     return run_module("flows.node_maintenance", args, env, timeout)
-
-
-def cli_env(home: Path, **changes: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        **changes,
-    )
-    return env
 
 
 def assert_one_error_line(done: subprocess.CompletedProcess, says: str) -> None:
@@ -37,11 +24,11 @@ def test_first_run_on_a_new_database_waits_for_the_local_server(start_sim, tmp_p
     """A fresh PREFECT_HOME (its database created and migrated on the spot) with Prefect's start-up wait
     cut to 1 s: Prefect alone gives up, the command line waits as long as the start needs."""
     sim = start_sim(maintenance_scenario(need=1, count=2))
-    home = tmp_path / "fresh-prefect-home"
+    home = tmp_path / "prefect-home"  # cli_env's, fresh
 
     done = run_cli(
         ["--kubeconfig", sim.kubeconfig, "--dry-run"],
-        cli_env(home, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1"),
+        cli_env(tmp_path, local_server=True, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1"),
     )
 
     assert done.returncode == 0, done.stdout + done.stderr
@@ -58,7 +45,7 @@ def test_a_local_server_that_cannot_start_is_one_line_and_exit_2(start_sim, tmp_
 
     done = run_cli(
         ["--kubeconfig", sim.kubeconfig],
-        cli_env(tmp_path / "home", PREFECT_API_DATABASE_CONNECTION_URL=unreachable_db),
+        cli_env(tmp_path, local_server=True, PREFECT_API_DATABASE_CONNECTION_URL=unreachable_db),
         timeout=120,
     )
 
@@ -72,7 +59,7 @@ def test_an_unreachable_prefect_api_is_one_line_and_exit_2(start_sim, tmp_path):
     mark = len(sim.observer.audit())
     url = f"http://127.0.0.1:{closed_port()}/api"
 
-    done = run_cli(["--kubeconfig", sim.kubeconfig], cli_env(tmp_path / "home", PREFECT_API_URL=url), 120)
+    done = run_cli(["--kubeconfig", sim.kubeconfig], cli_env(tmp_path, PREFECT_API_URL=url), 120)
 
     assert_one_error_line(done, f"the Prefect API at {url} does not answer")
     assert sim.observer.audit(mark) == []

@@ -8,7 +8,6 @@ the emulator's operations), the nodes as the Kubernetes client reads them, the P
 
 from __future__ import annotations
 
-import copy
 import json
 import ssl
 import threading
@@ -39,8 +38,7 @@ from flows.cluster_upgrade import cluster_upgrade
 from flows.node_maintenance import node_maintenance
 from simulator.controllers.common import node_name
 from tasks.upgrade import verify_nodes
-from tests.conftest import RunningSim, pinned_pod, scenario_dict
-from tests.support import events
+from tests.support import RunningSim, events, pinned_pod, scenario_dict
 
 SCALE = 0.03
 SUB = "00000000-0000-0000-0000-000000000000"
@@ -55,14 +53,13 @@ IMAGE_LABEL = "kubernetes.azure.com/node-image-version"
 
 # ---- helpers -----------------------------------------------------------------------------------------
 def demo(scale: float = SCALE, **pool_changes: dict) -> dict:
-    """The demo scenario at test speed; ``pool_changes`` adjust pools by name."""
-    scenario = copy.deepcopy(scenario_dict("example"))
-    scenario["time_scale"] = scale
-    for pool in scenario["pools"]:
-        if pool["name"] == "nodepool1":
-            pool["latest_node_image_kernel"] = NEW_KERNEL
-        pool.update(pool_changes.get(pool["name"], {}))
-    return scenario
+    """The example scenario at test speed, nodepool1's latest node image on NEW_KERNEL; ``pool_changes``
+    adjust pools by name."""
+    changes = {
+        **pool_changes,
+        "nodepool1": {"latest_node_image_kernel": NEW_KERNEL, **pool_changes.get("nodepool1", {})},
+    }
+    return scenario_dict(time_scale=scale, pools=changes)
 
 
 def pin_pod_with_budget(scenario: dict) -> dict:

@@ -13,25 +13,12 @@ from aksmaint.nodestate import QUARANTINED, STATE_ANNOTATION, STATUS_LABEL, Node
 from aksmaint.report import Outcome
 from bench.concurrency import scenario as scale_scenario
 from tests.flows.test_gates_and_policies import db_pods_on, drain_blocked_params, pdb_blocked_scenario
-from tests.flows.test_maintenance import NEW_KERNEL, assert_left_clean, node, read_nodes, run, scenario
+from tests.flows.test_maintenance import NEW_KERNEL, node, read_nodes, run, scenario
 from tests.reliability.support import assert_invariants
-from tests.support import events, needing_reboot, outcomes, report_in
+from tests.support import assert_left_clean, events, needing_reboot, outcomes, report_in, slot_holders
 
 TIME_SCALE = 0.05
 PER_POOL = 15  # 45 nodes in 3 pools over 3 zones, every node needing a reboot
-
-
-def slot_holders(sim) -> dict[str, str]:
-    api = config.new_client_from_config(config_file=sim.kubeconfig)
-    try:
-        leases = client.CoordinationV1Api(api).list_namespaced_lease("kube-system").items
-    finally:
-        api.close()
-    return {
-        lease.metadata.name: lease.spec.holder_identity or ""
-        for lease in leases
-        if lease.metadata.name.startswith("aks-maintenance-slot-")
-    }
 
 
 def test_one_node_per_zone_across_two_runs_at_once(start_sim, flow_process, record_property) -> None:

@@ -7,8 +7,7 @@ import time
 from aksmaint.kube import connect
 from aksmaint.maintenance.drain import blocking_budgets, pods_on_node
 from aksmaint.params import ClusterConnection
-from tests.conftest import RunningSim
-from tests.support import maintenance_scenario
+from tests.support import RunningSim, maintenance_scenario
 
 
 def budget(name: str, expressions: list[dict], max_unavailable: int = 0) -> dict:

@@ -21,9 +21,8 @@ from azure.identity import ClientSecretCredential
 from aksmaint.azure import AKS_SERVER_APP
 from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
-from tests.conftest import RunningSim, fast_params
 from tests.flows.test_cluster_upgrade import NAME, RG, SUB
-from tests.support import maintenance_scenario, needing_reboot
+from tests.support import RunningSim, fast_params, maintenance_scenario, needing_reboot
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 LIFETIME = 3  # real seconds a token lives (simulated 30 s at time scale 0.1)

@@ -16,13 +16,12 @@ from aksmaint.report import Outcome
 from tests.flows.test_maintenance import (
     NEW_KERNEL,
     OLD_KERNEL,
-    assert_left_clean,
     node,
     read_nodes,
     run,
     scenario,
 )
-from tests.support import events, outcomes
+from tests.support import assert_left_clean, events, outcomes
 
 NEEDING = {("nodepool1", 0): {}, ("userpool", 1): {}}
 FIRST, SECOND = node("nodepool1", 0), node("userpool", 1)

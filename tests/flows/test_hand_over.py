@@ -20,8 +20,7 @@ from aksmaint.maintenance.update_check import update_check
 from aksmaint.nodestate import STATE_ANNOTATION, RecordState
 from aksmaint.params import MaintenanceParams
 from aksmaint.report import Outcome
-from tests.conftest import fast_params
-from tests.support import POOL, core_api, maintenance_scenario
+from tests.support import POOL, core_api, fast_params, maintenance_scenario
 
 
 class Log:

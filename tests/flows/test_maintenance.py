@@ -22,13 +22,21 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.exceptions import ParameterBindError
 
-from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION
 from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
 from simulator.controllers.common import node_name
 from simulator.observe import SimObserver
-from tests.conftest import ROOT, RunningSim, fast_params, scenario_dict
-from tests.support import cli_env, events, outcomes
+from tests.support import (
+    ROOT,
+    RunningSim,
+    assert_left_clean,
+    cli_env,
+    events,
+    fast_params,
+    outcomes,
+    pinned_pod,
+    scenario_dict,
+)
 
 SCALE = 0.05
 OLD_KERNEL = "5.15.0-1079-azure"
@@ -69,29 +77,7 @@ def read_nodes(sim: RunningSim) -> dict[str, client.V1Node]:
         api.close()
 
 
-def assert_left_clean(sim: RunningSim, operator_cordoned: frozenset[str] = frozenset()) -> None:
-    """Nothing cordoned by us, no record annotation and no pending taint left on any node."""
-    assert sim.observer.invariants()["unschedulable_now"] == sorted(operator_cordoned)
-    for name, n in read_nodes(sim).items():
-        assert STATE_ANNOTATION not in (n.metadata.annotations or {}), name
-        assert not any(t.key == PENDING_TAINT_KEY for t in n.spec.taints or []), name
-        assert bool(n.spec.unschedulable) == (name in operator_cordoned), name
-
-
 # ---- what gets rebooted, and how many at once -------------------------------------------------
-def pinned_pod(name: str, pool: str, index: int) -> dict:
-    """An unmanaged pod on the node, guarded by a budget of its own that allows no disruption."""
-    return {
-        "kind": "Pod",
-        "namespace": "default",
-        "name": name,
-        "node": {"pool": pool, "index": index},
-        "labels": {"app": name},
-        "pdb": {"min_available": 1},
-        "termination_grace_seconds": 2,
-    }
-
-
 def release_budgets_when(
     sim: RunningSim, budgets: list[str], ready: Callable[[list[dict]], bool], linger: float
 ) -> threading.Thread:
@@ -128,7 +114,10 @@ def test_only_nodes_needing_a_reboot_are_rebooted_within_the_concurrency(start_s
     targets = [node("nodepool1", 0), node("nodepool1", 2), node("userpool", 1)]
     stuck = set(targets[:concurrency])  # the plan's order: the first nodes get the slots
     sc = scenario({("nodepool1", 0): {}, ("nodepool1", 2): {}, ("userpool", 1): {}})
-    sc["workloads"] += [pinned_pod("pinned-a", "nodepool1", 0), pinned_pod("pinned-b", "nodepool1", 2)]
+    sc["workloads"] += [
+        pinned_pod(0, name="pinned-a", termination_grace_seconds=2),
+        pinned_pod(2, name="pinned-b", termination_grace_seconds=2),
+    ]
     sim = start_sim(sc)
     before = sim.observer.hosts()
     releaser = release_budgets_when(

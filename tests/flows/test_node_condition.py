@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flows.node_maintenance import node_maintenance
-from tests.conftest import fast_params, scenario_dict
+from tests.support import fast_params, scenario_dict
 
 
 def _scenario() -> dict:

@@ -12,9 +12,8 @@ import pytest
 from aksmaint.report import MaintenanceReport, Outcome
 from flows.cluster_upgrade import cluster_upgrade
 from flows.node_maintenance import node_maintenance
-from tests.conftest import ROOT, fast_params, scenario_dict
 from tests.flows.test_cluster_upgrade import NAME, RG, SUB, aks_cluster
-from tests.support import cli_env, needing_reboot
+from tests.support import ROOT, cli_env, fast_params, needing_reboot, scenario_dict
 
 WINDOW = {
     "maintenance_window": {
@@ -27,13 +26,12 @@ WINDOW = {
 
 
 def demo(channel: str | None, schedule: bool = False) -> dict:
-    scenario = scenario_dict("example")
-    cluster = dict(scenario["cluster"])
+    cluster: dict = {}
     if channel is not None:
         cluster["node_os_upgrade_channel"] = channel
     if schedule:
         cluster["maintenance_configurations"] = {"aksManagedNodeOSUpgradeSchedule": WINDOW}
-    return {**scenario, "cluster": cluster}
+    return scenario_dict(cluster=cluster)
 
 
 def maintain(sim, monkeypatch, **overrides) -> MaintenanceReport:

@@ -40,13 +40,14 @@ from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, RecordState
 from aksmaint.params import ClusterConnection, LockOptions
 from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
-from tests.conftest import RunningSim, fast_params
 from tests.flows.test_maintenance import pinned_pod, release_budgets_when
 from tests.support import (
     PENDING_KERNEL,
     POOL,
+    RunningSim,
     SingleSetSlots,
     core_api,
+    fast_params,
     maintenance_scenario,
     needing_reboot,
     outcomes,

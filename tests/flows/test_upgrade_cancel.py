@@ -34,7 +34,6 @@ from aksmaint.aks.operations import StepKind, UpgradeStep
 from aksmaint.azure import AksCluster
 from aksmaint.kube import kube_for
 from aksmaint.params import ClusterConnection
-from tests.conftest import ROOT, RunningSim
 from tests.flows.test_cluster_upgrade import (
     NAME,
     NEW_IMAGE,
@@ -46,6 +45,7 @@ from tests.flows.test_cluster_upgrade import (
     sdk,
     sim_operations,
 )
+from tests.support import ROOT, RunningSim
 
 DEPLOYMENT = "upgrade-cancel-test"
 # loaded from its entrypoint, as a worker loads a deployment's flow (a flow object served directly is sent

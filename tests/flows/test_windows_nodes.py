@@ -6,7 +6,6 @@ keeps them current. The demo cluster has a one-node Windows pool beside its Linu
 from __future__ import annotations
 
 import contextlib
-import copy
 import threading
 
 import urllib3
@@ -14,9 +13,8 @@ from kubernetes import client, config, watch
 
 from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
-from tests.conftest import fast_params, scenario_dict
 from tests.flows.test_cluster_upgrade import IMAGE_LABEL, read_nodes, upgrade  # noqa: F401 - fixture
-from tests.support import needing_reboot
+from tests.support import fast_params, needing_reboot, scenario_dict
 
 WINDOWS_NODE = "aksnpwin000000"
 OLD_WINDOWS_IMAGE = "AKSWindows-2022-containerd-20348.2700.240911"
@@ -48,14 +46,10 @@ class PodPlacements:
         self.thread.join(timeout=10)
 
 
-def demo(scale: float = 0.1) -> dict:
-    return {**copy.deepcopy(scenario_dict("demo")), "time_scale": scale}
-
-
 def test_node_maintenance_reports_windows_nodes_as_not_applicable_and_never_touches_them(
     start_sim, prefect_api
 ):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict("demo", time_scale=0.1))
     needed = needing_reboot(sim)
     assert needed and WINDOWS_NODE not in needed
 
@@ -86,7 +80,7 @@ def test_node_maintenance_reports_windows_nodes_as_not_applicable_and_never_touc
 
 
 def test_node_image_upgrade_patches_the_windows_pool_within_its_own_image_family(start_sim, upgrade):  # noqa: F811
-    sim = start_sim(demo(scale=0.02))
+    sim = start_sim(scenario_dict("demo", time_scale=0.02))
 
     state, report = upgrade(sim, mode="node-image")
 
@@ -102,7 +96,7 @@ def test_node_image_upgrade_patches_the_windows_pool_within_its_own_image_family
 
 
 def test_a_kubernetes_upgrade_covers_the_windows_pool(start_sim, upgrade):  # noqa: F811
-    sim = start_sim(demo(scale=0.02))
+    sim = start_sim(scenario_dict("demo", time_scale=0.02))
 
     state, report = upgrade(sim, mode="kubernetes-version", target="1.30.7")
 

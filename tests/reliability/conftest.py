@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import RunningSim
 from tests.reliability.support import Catcher, SilentServer, TcpProxy
+from tests.support import RunningSim
 
 
 @pytest.fixture

@@ -12,10 +12,7 @@ import threading
 from kubernetes import client
 
 from aksmaint.nodestate import PENDING_TAINT_KEY, STATE_ANNOTATION
-from tests.conftest import RunningSim
-from tests.support import PENDING_KERNEL, core_api, maintenance_scenario
-
-MANAGED_BY = "app.kubernetes.io/managed-by=aks-node-maintenance"
+from tests.support import HOST_POD_LABEL, PENDING_KERNEL, RunningSim, core_api, maintenance_scenario
 
 
 def reliability_scenario(need: int = 3, count: int = 4, **pool_changes: object) -> dict:
@@ -67,7 +64,7 @@ def assert_invariants(
         assert marks == wanted, {n: m for n, m in marks.items() if m != wanted[n]}
         leftovers = [
             p.metadata.name
-            for p in core.list_pod_for_all_namespaces(label_selector=MANAGED_BY).items
+            for p in core.list_pod_for_all_namespaces(label_selector=HOST_POD_LABEL).items
             if not (
                 allow_finished_scan_pods
                 and (p.metadata.labels or {}).get("aksmaint.io/purpose") == "scan"

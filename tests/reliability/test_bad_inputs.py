@@ -27,7 +27,7 @@ from aksmaint_cli.commands import maintenance_main as flow_cli
 from flows.node_maintenance import node_maintenance
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import Scenario, ScenarioError, parse_scenario
-from tests.conftest import RunningSim, scenario_dict
+from tests.support import RunningSim, scenario_dict
 
 DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")

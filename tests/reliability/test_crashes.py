@@ -15,9 +15,8 @@ import time
 import pytest
 
 from flows.node_maintenance import node_maintenance
-from tests.conftest import fast_params
 from tests.reliability.support import assert_invariants, cordoned_without_record, reliability_scenario
-from tests.support import core_api, needing_reboot, wait_for
+from tests.support import core_api, fast_params, needing_reboot, wait_for
 
 SLOT_PREFIX = "aks-maintenance-slot"
 

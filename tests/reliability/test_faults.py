@@ -12,9 +12,17 @@ import yaml
 from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, RecordState
 from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
-from tests.conftest import fast_params, pinned_pod
 from tests.reliability.support import assert_invariants, cordoned_without_record, reliability_scenario
-from tests.support import POOL, core_api, needing_reboot, outcomes, report_of, wait_for
+from tests.support import (
+    POOL,
+    core_api,
+    fast_params,
+    needing_reboot,
+    outcomes,
+    pinned_pod,
+    report_of,
+    wait_for,
+)
 
 
 def test_api_faults_throughout_a_run(start_sim, prefect_api) -> None:

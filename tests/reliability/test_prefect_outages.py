@@ -13,24 +13,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client
 from prefect import get_client
 from prefect.client.schemas.objects import StateType
 
-from tests.conftest import RunningSim
 from tests.prefect_proxy import PrefectProxy
 from tests.reliability.support import assert_invariants, cordoned_without_record, reliability_scenario
 from tests.support import (
     FlowProcess,
+    RunningSim,
     core_api,
     flow_processes,
     needing_reboot,
     report_in,
+    slot_holders,
     timeline_event,
     wait_for,
 )
 
-SLOT_PREFIX = "aks-maintenance-slot"
 # At time scale 1 a node takes about 8 s to boot and a few seconds to drain (the api budget lets one pod
 # go at a time), so 7 nodes two at a time take about 40-60 s of real time: long enough for an outage to
 # land in the middle of the rollout.
@@ -79,20 +78,6 @@ def finish(process: FlowProcess, timeout: float = ROLLOUT_TIMEOUT) -> tuple[int,
 
 def timeline_since(sim: RunningSim, mark: int, event: str) -> list[dict]:
     return [e for e in sim.observer.timeline(mark) if e["event"] == event]
-
-
-def held_slots(sim: RunningSim) -> dict[str, str]:
-    """The reboot-slot Leases that name a holder."""
-    core = core_api(sim)
-    try:
-        leases = client.CoordinationV1Api(core.api_client).list_namespaced_lease("kube-system").items
-    finally:
-        core.api_client.close()
-    return {
-        lease.metadata.name: lease.spec.holder_identity
-        for lease in leases
-        if lease.metadata.name.startswith(SLOT_PREFIX) and lease.spec.holder_identity
-    }
 
 
 def flow_run_state(flow_run_id: str) -> StateType | None:
@@ -198,7 +183,7 @@ def test_outage_past_the_tolerance_stops_at_a_safe_point(
         assert cordoned_without_record(core) == []
     finally:
         core.api_client.close()
-    assert held_slots(sim) == {}
+    assert {lease: holder for lease, holder in slot_holders(sim).items() if holder} == {}
     reboots = sim.observer.invariants()["reboots"]
     assert set(reboots) <= set(needed) and set(reboots.values()) <= {1}, reboots
     assert len(reboots) < len(needed), "the run did not stop early: the outage proves nothing"

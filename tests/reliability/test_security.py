@@ -27,9 +27,8 @@ from prefect.logging.handlers import APILogWorker
 from aksmaint.report import MaintenanceReport, Outcome
 from aksmaint_cli.commands import maintenance_main as flow_cli
 from flows.node_maintenance import node_maintenance
-from tests.conftest import fast_params
 from tests.reliability.support import assert_invariants, reliability_scenario
-from tests.support import closed_port, needing_reboot, report_of
+from tests.support import closed_port, fast_params, needing_reboot, report_of
 
 
 def everything_prefect_kept(since: datetime, flow_run_id: str, must_see_event: str) -> list[str]:

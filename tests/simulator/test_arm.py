@@ -25,8 +25,7 @@ from kubernetes import client, config
 
 from simulator.controllers.common import node_name
 from simulator.scenario import parse_scenario
-from tests.conftest import RunningSim, pinned_pod, scenario_dict
-from tests.support import events
+from tests.support import RunningSim, events, pinned_pod, scenario_dict
 
 SCALE = 0.01
 SUB = "00000000-0000-0000-0000-000000000000"
@@ -60,15 +59,6 @@ def aks_client(sim: RunningSim, token: str | None = None) -> ContainerServiceCli
         polling_interval=0.2,
         retry_total=2,
     )
-
-
-def demo(**pool_changes: dict) -> dict:
-    """The demo scenario at test speed; ``pool_changes`` adjust pools by name."""
-    scenario = copy.deepcopy(scenario_dict("example"))
-    scenario["time_scale"] = SCALE
-    for pool in scenario["pools"]:
-        pool.update(pool_changes.get(pool["name"], {}))
-    return scenario
 
 
 @pytest.fixture
@@ -108,7 +98,7 @@ def error_of(exc: HttpResponseError) -> tuple[int, str, str]:
 
 # ---- resources ---------------------------------------------------------------------------------------
 def test_managed_cluster_and_agent_pools_as_the_sdk_reads_them(start_sim):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict(time_scale=SCALE))
     aks = aks_client(sim)
     mc = aks.managed_clusters.get(RG, NAME)
     assert (
@@ -163,7 +153,7 @@ def test_managed_cluster_and_agent_pools_as_the_sdk_reads_them(start_sim):
 
 
 def test_upgrade_profiles_versions_and_maintenance_configurations(start_sim):
-    scenario = demo()
+    scenario = scenario_dict(time_scale=SCALE)
     scenario["cluster"]["maintenance_configurations"] = {
         "aksManagedNodeOSUpgradeSchedule": {
             "maintenance_window": {
@@ -222,13 +212,15 @@ def test_upgrade_profiles_versions_and_maintenance_configurations(start_sim):
 
 
 def test_no_maintenance_configuration_is_an_empty_list(start_sim):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict(time_scale=SCALE))
     assert list(aks_client(sim).maintenance_configurations.list_by_managed_cluster(RG, NAME)) == []
 
 
 # ---- node-image upgrade ------------------------------------------------------------------------------
 def test_node_image_upgrade_surges_drains_and_replaces_every_node(start_sim, kube):
-    sim = start_sim(demo(nodepool1={"latest_node_image_kernel": NEW_KERNEL}))
+    sim = start_sim(
+        scenario_dict(time_scale=SCALE, pools={"nodepool1": {"latest_node_image_kernel": NEW_KERNEL}})
+    )
     aks, core = aks_client(sim), kube(sim)
     before = sorted(n.metadata.name for n in pool_nodes(core, "nodepool1"))
     poller = aks.agent_pools.begin_upgrade_node_image_version(RG, NAME, "nodepool1")
@@ -278,7 +270,9 @@ def test_node_image_upgrade_surges_drains_and_replaces_every_node(start_sim, kub
 
 
 def test_node_image_already_latest_is_accepted_and_replaces_no_node(start_sim, kube):
-    sim = start_sim(demo(), time_scale=0.05)  # the operation runs 1.5 s: long enough to see it running
+    sim = start_sim(
+        scenario_dict(time_scale=SCALE), time_scale=0.05
+    )  # the operation runs 1.5 s: long enough to see it running
     aks, core = aks_client(sim), kube(sim)
     before = sorted(n.metadata.name for n in pool_nodes(core, "userpool"))
     poller = aks.agent_pools.begin_upgrade_node_image_version(RG, NAME, "userpool")
@@ -294,7 +288,7 @@ def test_node_image_already_latest_is_accepted_and_replaces_no_node(start_sim, k
 
 
 def test_resume_from_a_continuation_token_does_not_post_again(start_sim):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict(time_scale=SCALE))
     poller = aks_client(sim).agent_pools.begin_upgrade_node_image_version(RG, NAME, "nodepool1")
     token = poller.continuation_token()
     resumed = aks_client(sim).agent_pools.begin_upgrade_node_image_version(
@@ -310,7 +304,7 @@ def test_resume_from_a_continuation_token_does_not_post_again(start_sim):
 
 # ---- Kubernetes version upgrade ----------------------------------------------------------------------
 def test_control_plane_then_pool_one_minor_up(start_sim, kube):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict(time_scale=SCALE))
     aks, core = aks_client(sim), kube(sim)
     version_api = client.VersionApi(core.api_client)
     mc = aks.managed_clusters.get(RG, NAME)
@@ -346,7 +340,7 @@ def test_control_plane_then_pool_one_minor_up(start_sim, kube):
 
 
 def test_upgrades_through_arm_leave_the_given_scenario_as_it_was(start_sim):
-    scenario = parse_scenario(demo())
+    scenario = parse_scenario(scenario_dict(time_scale=SCALE))
     before = copy.deepcopy(scenario.model_dump())
     sim = start_sim(scenario)
     aks = aks_client(sim)
@@ -364,7 +358,7 @@ def test_upgrades_through_arm_leave_the_given_scenario_as_it_was(start_sim):
 
 
 def test_version_rules_answer_with_aks_codes_and_change_nothing(start_sim):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict(time_scale=SCALE))
     aks = aks_client(sim)
 
     def put_cluster(version: str):
@@ -410,7 +404,7 @@ def test_version_rules_answer_with_aks_codes_and_change_nothing(start_sim):
 
 
 def test_pool_more_than_three_minors_behind_blocks_the_control_plane(start_sim):
-    scenario = demo(userpool={"orchestrator_version": "1.28.9"})
+    scenario = scenario_dict(time_scale=SCALE, pools={"userpool": {"orchestrator_version": "1.28.9"}})
     scenario["cluster"].update(kubernetes_version="1.31.4", available_versions=["1.28.9", "1.31.4", "1.32.1"])
     scenario["pools"][0]["orchestrator_version"] = "1.31.4"
     sim = start_sim(scenario)
@@ -425,7 +419,7 @@ def test_pool_more_than_three_minors_behind_blocks_the_control_plane(start_sim):
 
 
 def test_if_match_with_a_stale_etag_is_412(start_sim):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict(time_scale=SCALE))
     aks = aks_client(sim)
     mc = aks.managed_clusters.get(RG, NAME)
     with pytest.raises(HttpResponseError) as stale:
@@ -442,7 +436,7 @@ def test_if_match_with_a_stale_etag_is_412(start_sim):
 
 # ---- operations in progress, failures and faults -----------------------------------------------------
 def test_another_operation_in_progress_is_409_until_aborted(start_sim):
-    sim = start_sim(demo(nodepool1={"node_provision_seconds": 100_000}))
+    sim = start_sim(scenario_dict(time_scale=SCALE, pools={"nodepool1": {"node_provision_seconds": 100_000}}))
     aks = aks_client(sim)
     running = aks.agent_pools.begin_upgrade_node_image_version(RG, NAME, "nodepool1")
     pool = aks.agent_pools.get(RG, NAME, "userpool")
@@ -475,9 +469,8 @@ def test_another_operation_in_progress_is_409_until_aborted(start_sim):
 
 @pytest.mark.parametrize("behavior", ["Schedule", "Cordon"])
 def test_a_drain_past_its_timeout_fails_with_upgrade_failed(start_sim, kube, behavior):
-    scenario = demo(
-        nodepool1={"upgrade_settings": {"drain_timeout_minutes": 1, "undrainable_node_behavior": behavior}}
-    )
+    settings = {"drain_timeout_minutes": 1, "undrainable_node_behavior": behavior}
+    scenario = scenario_dict(time_scale=SCALE, pools={"nodepool1": {"upgrade_settings": settings}})
     scenario["workloads"].append(pinned_pod())
     sim = start_sim(scenario)
     aks, core = aks_client(sim), kube(sim)
@@ -506,7 +499,7 @@ def test_a_drain_past_its_timeout_fails_with_upgrade_failed(start_sim, kube, beh
 
 
 def test_fail_next_operation_fault_fails_the_operation_with_its_code(start_sim):
-    scenario = demo()
+    scenario = scenario_dict(time_scale=SCALE)
     scenario["faults"] = {
         "fail_next_operation": {
             "code": "VMExtensionProvisioningError",
@@ -532,7 +525,7 @@ def test_fail_next_operation_fault_fails_the_operation_with_its_code(start_sim):
 
 
 def test_fault_rules_and_the_audit_log_cover_arm_requests(start_sim):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict(time_scale=SCALE))
     sim.observer.faults(count=1, status=500, path="agentPools/nodepool1$")
     assert aks_client(sim).agent_pools.get(RG, NAME, "nodepool1").name == "nodepool1"  # the SDK retried
     sent = arm_requests(sim, "GET", "/agentPools/nodepool1")
@@ -542,7 +535,7 @@ def test_fault_rules_and_the_audit_log_cover_arm_requests(start_sim):
 
 # ---- credentials and authentication ------------------------------------------------------------------
 def test_user_credential_kubeconfig_reaches_the_simulated_api(start_sim, kube, tmp_path):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict(time_scale=SCALE))
     result = aks_client(sim).managed_clusters.list_cluster_user_credentials(RG, NAME)
     assert [k.name for k in result.kubeconfigs] == ["clusterUser"]
     value = result.kubeconfigs[0].value
@@ -555,7 +548,7 @@ def test_user_credential_kubeconfig_reaches_the_simulated_api(start_sim, kube, t
 
 
 def test_requests_without_the_bearer_token_are_refused(start_sim):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict(time_scale=SCALE))
     ep = sim.endpoints
     cluster = f"{ep.arm}/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ContainerService/managedClusters/{NAME}"
     with httpx.Client(verify=tls(sim), params={"api-version": "2026-08-01"}) as http:

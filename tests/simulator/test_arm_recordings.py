@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.conftest import RunningSim
 from tests.simulator.test_arm import NAME, RG, SUB, demo, tls
+from tests.support import RunningSim
 
 API_VERSION = "2026-08-01"  # the SDK's default; the recordings ran with the api-version of their day
 ASYNC_HEADERS = ("azure-asyncoperation", "location", "retry-after", "etag")

@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client, config
 
 from simulator.scenario import ScenarioError, parse_scenario
-from tests.conftest import RunningSim
+from tests.support import RunningSim
 
 SCALE = 0.05
 NS = "default"

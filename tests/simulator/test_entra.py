@@ -22,7 +22,7 @@ from aksmaint.errors import ClusterAccessError
 from aksmaint.kube import connect
 from aksmaint.params import ClusterConnection
 from simulator.scenario import ScenarioError, parse_scenario
-from tests.conftest import RunningSim, scenario_dict
+from tests.support import RunningSim, scenario_dict
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 SUB, RG, NAME = "00000000-0000-0000-0000-000000000000", "rg-demo", "aks-demo"

@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from tests.conftest import RunningSim
+from tests.support import RunningSim
 
 SCALE = 0.05
 

@@ -15,7 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from simulator.controllers.common import node_name
-from tests.conftest import RunningSim, scenario_dict
+from tests.support import RunningSim, scenario_dict
 
 SCALE = 0.05
 BOOT_SECONDS = 20  # simulated; one second of wall time at SCALE

@@ -14,9 +14,9 @@ from kubernetes import client
 
 from simulator.observe import SimObserver
 from simulator.runtime import SimulatedAKS
-from tests.conftest import ROOT, scenario_dict
 from tests.simulator.pods_support import api_client, running_simulator
 from tests.simulator.test_kubectl import run, tables
+from tests.support import ROOT, scenario_dict
 
 NAMESPACE = "aks-maintenance"
 OBJECTS = [

@@ -20,7 +20,7 @@ import yaml
 from kubernetes import client, config
 
 from simulator.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
-from tests.conftest import DEMO_SCENARIO, EXAMPLE_SCENARIO, ROOT, scenario_dict
+from tests.support import DEMO_SCENARIO, EXAMPLE_SCENARIO, ROOT, scenario_dict
 
 NODE_NAME = re.compile(r"^aks-(?P<pool>[a-z][a-z0-9]{0,11})-\d{8}-vmss[0-9a-z]{6}$")
 AKS_LABELS = (

@@ -18,7 +18,7 @@ from kubernetes.client.rest import ApiException
 from simulator.controllers.common import NODES
 from simulator.entra import TokenProblem
 from simulator.service_accounts import ServiceAccountIssuer
-from tests.conftest import RunningSim, scenario_dict
+from tests.support import RunningSim, scenario_dict
 
 
 def issuer_of(sim: RunningSim) -> ServiceAccountIssuer:

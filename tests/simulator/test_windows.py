@@ -11,15 +11,11 @@ from kubernetes import client, config
 
 from simulator.controllers.common import node_name
 from simulator.scenario import ScenarioError, parse_scenario
-from tests.conftest import scenario_dict
 from tests.simulator.test_arm import NAME, RG, aks_client
+from tests.support import scenario_dict
 
 WINDOWS_NODE = "aksnpwin000000"
 BUILD = "10.0.20348.2700"
-
-
-def demo(**changes: object) -> dict:
-    return {**scenario_dict("demo"), "time_scale": 0.02, **changes}
 
 
 def core(sim) -> client.CoreV1Api:
@@ -27,7 +23,7 @@ def core(sim) -> client.CoreV1Api:
 
 
 def test_windows_nodes_are_named_labelled_and_described_as_aks_builds_them(start_sim):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict("demo", time_scale=0.02))
     assert node_name(NAME, "npwin", 0, windows=True) == WINDOWS_NODE
     node = core(sim).read_node(WINDOWS_NODE)
     labels = node.metadata.labels
@@ -45,7 +41,7 @@ def test_windows_nodes_are_named_labelled_and_described_as_aks_builds_them(start
 
 
 def test_kubectl_get_nodes_wide_shows_the_windows_node(start_sim, kubectl):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict("demo", time_scale=0.02))
     out = subprocess.run(
         [kubectl, "--kubeconfig", sim.kubeconfig, "get", "nodes", "-o", "wide"],
         capture_output=True,
@@ -59,7 +55,7 @@ def test_kubectl_get_nodes_wide_shows_the_windows_node(start_sim, kubectl):
 
 
 def test_linux_pods_never_land_on_a_windows_node(start_sim):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict("demo", time_scale=0.02))
     api = core(sim)
     sim.observer.wait_for(lambda: len(api.list_namespaced_pod("kube-system").items) == 5)
     assert not [
@@ -95,7 +91,7 @@ def test_linux_pods_never_land_on_a_windows_node(start_sim):
 
 
 def test_a_windows_workload_selects_its_os(start_sim):
-    scenario = demo()
+    scenario = scenario_dict("demo", time_scale=0.02)
     scenario["workloads"].append(
         {
             "kind": "Deployment",
@@ -124,21 +120,21 @@ def test_a_windows_workload_selects_its_os(start_sim):
     ],
 )
 def test_the_scenario_keeps_aks_windows_pool_rules(change, message):
-    scenario = copy.deepcopy(demo())
+    scenario = copy.deepcopy(scenario_dict("demo", time_scale=0.02))
     change(scenario["pools"][2])
     with pytest.raises(ScenarioError, match=message.replace(".", r"\.")):
         parse_scenario(scenario)
 
 
 def test_a_windows_node_cannot_be_told_to_need_a_reboot():
-    scenario = copy.deepcopy(demo())
+    scenario = copy.deepcopy(scenario_dict("demo", time_scale=0.02))
     scenario["nodes"].append({"pool": "npwin", "index": 0, "reboot_required": True})
     with pytest.raises(ScenarioError, match="its nodes never ask for a reboot"):
         parse_scenario(scenario)
 
 
 def test_arm_reports_the_windows_pool_and_upgrades_its_image_within_its_family(start_sim):
-    sim = start_sim(demo())
+    sim = start_sim(scenario_dict("demo", time_scale=0.02))
     aks = aks_client(sim)
     pool = aks.agent_pools.get(RG, NAME, "npwin")
     assert (pool.os_type, pool.os_sku) == ("Windows", "Windows2022")

@@ -19,8 +19,7 @@ from aksmaint.azure import AksCluster, management_client
 from simulator.runtime import SimulatedAKS
 from simulator.scenario import ScenarioError, parse_scenario
 from simulator.service_accounts import ServiceAccountIssuer
-from tests.conftest import RunningSim, scenario_dict
-from tests.support import closed_port
+from tests.support import RunningSim, closed_port, scenario_dict
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CLIENT_ID = "5f3c1a52-8a8e-4b7e-9a51-0c2f7d6e9b10"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from aksmaint.maintenance.phases import PHASES, Phase
 from tasks.node_runs import PHASE_TITLES
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 HEADER = "| phase | task run | what it does | what it resumes after a crash | what a cancel does there |"
 
