@@ -19,7 +19,8 @@ USAGE = """usage: aksmaint {maintain,upgrade,automations} ...
 
 def main(argv: list[str] | None = None) -> int:
     from aksmaint_cli.automations import automations_main
-    from aksmaint_cli.commands import maintenance_main, upgrade_main
+    from aksmaint_cli.commands import maintenance_main
+    from aksmaint_cli.upgrade import upgrade_main
 
     args = sys.argv[1:] if argv is None else argv
     commands = {"maintain": maintenance_main, "upgrade": upgrade_main, "automations": automations_main}

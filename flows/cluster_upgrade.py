@@ -133,6 +133,6 @@ def _finish(report: UpgradeReport, logger):
 if __name__ == "__main__":
     # one module object however it was started: the command line finds this one under its name
     sys.modules.setdefault("flows.cluster_upgrade", sys.modules[__name__])
-    from aksmaint_cli.commands import upgrade_main
+    from aksmaint_cli.upgrade import upgrade_main
 
     sys.exit(upgrade_main())

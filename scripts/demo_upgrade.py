@@ -20,7 +20,7 @@ import httpx
 from kubernetes import client, config
 
 from aksmaint.azure import TOKEN_ENV
-from aksmaint_cli.commands import upgrade_main as run_flow
+from aksmaint_cli.upgrade import upgrade_main as run_flow
 from simulator.observe import SimObserver
 from simulator.runtime import Endpoints, SimulatedAKS
 from simulator.scenario import load_scenario

@@ -22,7 +22,7 @@ from simulator.cluster import Cluster
 from simulator.entra import AKS_SERVER_APP, TokenService
 from simulator.faults import FaultRule, Faults
 from simulator.k8s.errors import ApiError, bad_request, not_found
-from simulator.k8s.paths import MUTATING, Target
+from simulator.k8s.paths import MUTATING, ResourcePath
 from simulator.scenario import Scenario
 from simulator.service_accounts import SERVICE_ACCOUNT_PREFIX
 
@@ -54,7 +54,7 @@ class Audit:
         self.entries: list[dict] = []
         self.started = started
 
-    def start(self, request: Request, verb: str, target: Target | None) -> dict:
+    def start(self, request: Request, verb: str, target: ResourcePath | None) -> dict:
         entry = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "t": round(time.monotonic() - self.started, 4),

@@ -14,8 +14,14 @@ from typing import TYPE_CHECKING
 
 from simulator.arm import versions
 from simulator.arm.errors import ArmError, OperationError, not_allowed
-from simulator.arm.state import ClusterState, Operation, PoolState, new_etag, render_maintenance_configuration
-from simulator.arm.upgrade import PoolUpgrade, Target
+from simulator.arm.state import (
+    ManagedClusterState,
+    Operation,
+    PoolState,
+    new_etag,
+    render_maintenance_configuration,
+)
+from simulator.arm.upgrade import NodeVersions, PoolUpgrade
 from simulator.scenario import OperationFailureSpec
 
 if TYPE_CHECKING:
@@ -38,7 +44,7 @@ class ArmEmulator:
         scenario = self.cluster.scenario
         # the emulator's own copies: what it changes is never the scenario the run was given
         spec = scenario.cluster.model_copy(deep=True)
-        self.mc = ClusterState(
+        self.mc = ManagedClusterState(
             spec=spec,
             kubernetes_version=spec.kubernetes_version,
             current_version=spec.kubernetes_version,
@@ -214,7 +220,7 @@ class ArmEmulator:
 
     def abort(self, pool: PoolState | None) -> Operation:
         """Cancel the running operation (of the pool, or any on the cluster); it ends Canceled."""
-        everything: list[ClusterState | PoolState] = [self.mc, *self.pools.values()]
+        everything: list[ManagedClusterState | PoolState] = [self.mc, *self.pools.values()]
         states = [pool] if pool is not None else everything
         running = {id(s.running): s.running for s in states if s.running is not None}
         if not running:
@@ -309,7 +315,7 @@ class ArmEmulator:
         def progress(fraction: float) -> None:
             op.percent = 100.0 * (done + fraction) / parts
 
-        target = Target(version, pool.latest_image, pool.latest_kernel)
+        target = NodeVersions(version, pool.latest_image, pool.latest_kernel)
         await PoolUpgrade(self.cluster, pool, target, progress).run()
         pool.spec = pool.spec.model_copy(
             update={

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from simulator.arm.state import ClusterState, PoolState
+from simulator.arm.state import ManagedClusterState, PoolState
 from simulator.arm.versions import Region
 
 
-def upgrade_profile(mc: ClusterState, pools: Iterable[PoolState], region: Region) -> dict:
+def upgrade_profile(mc: ManagedClusterState, pools: Iterable[PoolState], region: Region) -> dict:
     cp = mc.current_version
     return {
         "id": f"{mc.id}/upgradeprofiles/default",
@@ -34,7 +34,7 @@ def upgrade_profile(mc: ClusterState, pools: Iterable[PoolState], region: Region
     }
 
 
-def pool_upgrade_profile(mc: ClusterState, pool: PoolState, region: Region) -> dict:
+def pool_upgrade_profile(mc: ManagedClusterState, pool: PoolState, region: Region) -> dict:
     return {
         "id": f"{mc.id}/agentPools/{pool.name}/upgradeProfiles/default",
         "name": "default",
@@ -48,7 +48,7 @@ def pool_upgrade_profile(mc: ClusterState, pool: PoolState, region: Region) -> d
     }
 
 
-def available_pool_versions(mc: ClusterState, region: Region) -> dict:
+def available_pool_versions(mc: ManagedClusterState, region: Region) -> dict:
     allowed = region.pool_versions(mc.current_version)
     return {
         "id": f"{mc.id}/availableAgentpoolVersions",

@@ -169,7 +169,7 @@ def settings_wire(settings: UpgradeSettingsSpec) -> dict:
 
 
 @dataclass
-class ClusterState:
+class ManagedClusterState:
     """The managed cluster resource."""
 
     spec: ClusterSpec

@@ -32,7 +32,9 @@ NOTHING_TO_REPLACE_SECONDS = 30.0  # how long an upgrade that finds every node c
 
 
 @dataclass(frozen=True)
-class Target:
+class NodeVersions:
+    """What a node of an upgraded pool runs: its Kubernetes version, node image and kernel."""
+
     kubernetes_version: str
     node_image_version: str
     kernel: str
@@ -62,7 +64,7 @@ class PoolUpgrade:
         self,
         cluster: Cluster,
         pool: PoolState,
-        target: Target,
+        target: NodeVersions,
         progress: Callable[[float], None] = lambda share: None,
     ):
         self.cluster = cluster

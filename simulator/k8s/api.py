@@ -21,7 +21,13 @@ from simulator.k8s.common import json_response
 from simulator.k8s.discovery import discovery_document
 from simulator.k8s.errors import ApiError, not_found
 from simulator.k8s.openapi import openapi_response
-from simulator.k8s.paths import Target, allowed_verbs, audit_verb, method_not_allowed, parse_resource_path
+from simulator.k8s.paths import (
+    ResourcePath,
+    allowed_verbs,
+    audit_verb,
+    method_not_allowed,
+    parse_resource_path,
+)
 from simulator.k8s.read import get_object, list_objects
 from simulator.k8s.watch import watch_objects
 from simulator.k8s.write import create_object, delete_collection, delete_object, patch_object, update_object
@@ -32,7 +38,7 @@ if TYPE_CHECKING:
 # the user of a request without credentials (the OIDC issuer documents need none)
 ANONYMOUS_USER = "system:anonymous"
 
-Verb = Callable[[Cluster, Request, Target], Awaitable[Response]]
+Verb = Callable[[Cluster, Request, ResourcePath], Awaitable[Response]]
 VERBS: dict[str, Verb] = {
     "get": get_object,
     "list": list_objects,
@@ -91,7 +97,7 @@ class KubeAPI:
         sim.audit.finish(entry, response.status_code)
         return response
 
-    async def _dispatch(self, request: Request, target: Target | None, verb: str) -> Response:
+    async def _dispatch(self, request: Request, target: ResourcePath | None, verb: str) -> Response:
         cluster = self.sim.cluster
         path = request.url.path.rstrip("/")
         if request.method == "GET" and target is None:

@@ -1,7 +1,7 @@
 """What a Kubernetes API URL names, and which verb a request on it is.
 
 ``parse_resource_path`` reads a resource URL (group, version, namespace, name, subresource) into a
-``Target``; ``audit_verb`` names the verb of a request as the audit log does, ``allowed_verbs`` the
+``ResourcePath``; ``audit_verb`` names the verb of a request as the audit log does, ``allowed_verbs`` the
 verbs a target serves, ``object_name`` and ``namespace_of`` the one object a verb acts on, and
 ``listed_namespace`` the namespace a collection URL lists. Discovery paths, the simulator's ``/_sim``
 endpoints and unknown resources name no target.
@@ -19,7 +19,7 @@ MUTATING = {"create", "update", "patch", "delete", "deletecollection"}
 
 
 @dataclass
-class Target:
+class ResourcePath:
     """What a resource URL names."""
 
     rt: ResourceType
@@ -28,7 +28,7 @@ class Target:
     subresource: str | None
 
 
-def parse_resource_path(path: str) -> Target | None:
+def parse_resource_path(path: str) -> ResourcePath | None:
     parts = [p for p in path.split("/") if p]
     if parts[:2] == ["api", "v1"]:
         group, version, rest = "", "v1", parts[2:]
@@ -50,10 +50,10 @@ def parse_resource_path(path: str) -> Target | None:
     sub = rest[2] if len(rest) > 2 else None
     if sub is not None and rt.subresource(sub) is None:
         return None
-    return Target(rt, namespace, name, sub)
+    return ResourcePath(rt, namespace, name, sub)
 
 
-def audit_verb(method: str, target: Target | None, watch: bool) -> str:
+def audit_verb(method: str, target: ResourcePath | None, watch: bool) -> str:
     if method == "GET":
         if target is not None and target.name is None:
             return "watch" if watch else "list"
@@ -66,7 +66,7 @@ def audit_verb(method: str, target: Target | None, watch: bool) -> str:
     }.get(method, method.lower())
 
 
-def allowed_verbs(target: Target) -> list[str]:
+def allowed_verbs(target: ResourcePath) -> list[str]:
     """The verbs the resource, or the subresource the URL names, serves."""
     if target.subresource is None:
         return target.rt.verbs
@@ -81,18 +81,18 @@ def method_not_allowed() -> ApiError:
     )
 
 
-def object_name(target: Target) -> str:
+def object_name(target: ResourcePath) -> str:
     """The object a verb on one object acts on; a collection URL does not serve it (405, as a real server)."""
     if target.name is None:
         raise method_not_allowed()
     return target.name
 
 
-def namespace_of(target: Target) -> str:
+def namespace_of(target: ResourcePath) -> str:
     """The namespace key of the object a target names ("" for a cluster-scoped resource)."""
     return (target.namespace or "") if target.rt.namespaced else ""
 
 
-def listed_namespace(target: Target) -> str | None:
+def listed_namespace(target: ResourcePath) -> str | None:
     """The namespace a collection URL lists (None: all of them, or a cluster-scoped resource)."""
     return target.namespace if target.rt.namespaced else None

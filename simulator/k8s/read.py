@@ -22,19 +22,19 @@ from simulator.k8s.common import (
 )
 from simulator.k8s.errors import bad_request
 from simulator.k8s.logs import pod_log
-from simulator.k8s.paths import Target, listed_namespace, namespace_of, object_name
+from simulator.k8s.paths import ResourcePath, listed_namespace, namespace_of, object_name
 from simulator.k8s.store import key_text
 from simulator.k8s.tables import to_table
 
 
-async def get_object(cluster: Cluster, request: Request, target: Target) -> Response:
+async def get_object(cluster: Cluster, request: Request, target: ResourcePath) -> Response:
     obj = cluster.store.must_get(target.rt, namespace_of(target), object_name(target))
     if target.subresource == "log":
         return await pod_log(cluster, request, obj)
     return respond_object(cluster, request, target.rt, obj)
 
 
-async def list_objects(cluster: Cluster, request: Request, target: Target) -> Response:
+async def list_objects(cluster: Cluster, request: Request, target: ResourcePath) -> Response:
     store = cluster.store
     rt = target.rt
     accept = selection(request, rt)

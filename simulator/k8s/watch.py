@@ -19,7 +19,7 @@ from starlette.responses import Response, StreamingResponse
 from simulator.cluster import Cluster
 from simulator.k8s.common import include_object, render, selection, wants_table
 from simulator.k8s.errors import ApiError, bad_request
-from simulator.k8s.paths import Target, listed_namespace
+from simulator.k8s.paths import ResourcePath, listed_namespace
 from simulator.k8s.resources import ResourceType
 from simulator.k8s.store import Store, Watcher, WatchEvent
 from simulator.k8s.tables import to_table
@@ -27,7 +27,7 @@ from simulator.k8s.tables import to_table
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
 
-async def watch_objects(cluster: Cluster, request: Request, target: Target) -> Response:
+async def watch_objects(cluster: Cluster, request: Request, target: ResourcePath) -> Response:
     store = cluster.store
     rt = target.rt
     accept = selection(request, rt)

@@ -18,7 +18,7 @@ from simulator.k8s.errors import ApiError, bad_request, invalid
 from simulator.k8s.fields import validate_fields
 from simulator.k8s.patch import PatchError, json_merge_patch, json_patch, strategic_merge_patch
 from simulator.k8s.paths import (
-    Target,
+    ResourcePath,
     listed_namespace,
     method_not_allowed,
     namespace_of,
@@ -30,7 +30,7 @@ UNCONDITIONAL_UPDATE_FORBIDDEN = {"leases"}
 RETURN_DELETED_OBJECT = {"pods", "namespaces"}
 
 
-async def create_object(cluster: Cluster, request: Request, target: Target) -> Response:
+async def create_object(cluster: Cluster, request: Request, target: ResourcePath) -> Response:
     body = await object_body(request)
     if target.subresource == "eviction":
         cluster.evict(namespace_of(target), object_name(target), body)
@@ -66,7 +66,7 @@ async def create_object(cluster: Cluster, request: Request, target: Target) -> R
     return respond_object(cluster, request, rt, obj, 201, warnings)
 
 
-async def update_object(cluster: Cluster, request: Request, target: Target) -> Response:
+async def update_object(cluster: Cluster, request: Request, target: ResourcePath) -> Response:
     name = object_name(target)
     body = await object_body(request)
     rt = target.rt
@@ -95,7 +95,7 @@ async def update_object(cluster: Cluster, request: Request, target: Target) -> R
     return respond_object(cluster, request, rt, obj, headers=warnings)
 
 
-async def patch_object(cluster: Cluster, request: Request, target: Target) -> Response:
+async def patch_object(cluster: Cluster, request: Request, target: ResourcePath) -> Response:
     rt = target.rt
     name = object_name(target)
     current = cluster.store.must_get(rt, namespace_of(target), name)
@@ -136,7 +136,7 @@ async def patch_object(cluster: Cluster, request: Request, target: Target) -> Re
     return respond_object(cluster, request, rt, obj, headers=warnings)
 
 
-async def delete_object(cluster: Cluster, request: Request, target: Target) -> Response:
+async def delete_object(cluster: Cluster, request: Request, target: ResourcePath) -> Response:
     rt = target.rt
     name = object_name(target)
     grace, preconditions = await _delete_options(request)
@@ -172,7 +172,7 @@ async def delete_object(cluster: Cluster, request: Request, target: Target) -> R
     return json_response(render(cluster, rt, obj))
 
 
-async def delete_collection(cluster: Cluster, request: Request, target: Target) -> Response:
+async def delete_collection(cluster: Cluster, request: Request, target: ResourcePath) -> Response:
     rt = target.rt
     accept = selection(request, rt)
     grace, _ = await _delete_options(request)
