@@ -54,10 +54,11 @@ azurite:
 prefect-server: setup postgres
 	$(RUN) python scripts/prefect_postgres.py
 
-# two pytest-xdist workers, one test file at a time each: most tests wait on simulated time rather than
-# use a core, so the suite takes about 9 minutes on 2 cores instead of 13
+# four pytest-xdist workers, one test file at a time each: many tests wait on simulated time, on another
+# process or on a Prefect server rather than use a core, so four workers keep 2 cores busy (measured: 26
+# minutes with two workers, 15 with four; eight overload the machine and time-bound steps start to fail)
 test: setup kubectl chromium postgres prometheus azurite
-	$(RUN) pytest -q -n 2 --dist loadfile
+	$(RUN) pytest -q -n 4 --dist loadfile
 
 # the fast tier: pure logic and single modules, no Prefect server and no simulator (a few seconds)
 test-fast: setup

@@ -15,6 +15,7 @@ name, so each run overwrites it: the container holds one probe object, never mor
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import UTC, datetime
 from io import BytesIO
 from typing import Any
@@ -29,7 +30,6 @@ from prefect.filesystems import LocalFileSystem, WritableFileSystem
 from prefect.results import aget_default_result_storage
 from prefect.settings import get_current_settings
 from prefect.utilities.asyncutils import run_coro_as_sync
-from prefect_azure.blob_storage import AzureBlobStorageContainer
 
 from aksmaint.errors import MaintenanceError
 
@@ -67,7 +67,9 @@ async def acheck_result_storage() -> None:
 async def write_and_read(storage: WritableFileSystem, probe: bytes) -> bytes:
     """Write the probe object and read it back. The Azure SDK would retry a connection for a minute with its
     own backoff; the probe tries once per attempt (``retry_total=0``), so a wrong address fails in seconds."""
-    if not isinstance(storage, AzureBlobStorageContainer):
+    # prefect-azure takes a second and a half to import: only a storage loaded from its block has it loaded
+    azure = sys.modules.get("prefect_azure.blob_storage")
+    if azure is None or not isinstance(storage, azure.AzureBlobStorageContainer):
         await storage.write_path(PROBE, probe)
         return await storage.read_path(PROBE)
     once: dict[str, Any] = {"retry_total": 0}

@@ -158,8 +158,8 @@ def assert_left_clean(
     sim: RunningSim, operator_cordoned: frozenset[str] = frozenset(), deleted: frozenset[str] = frozenset()
 ) -> None:
     """Nothing of ours left on the cluster: no node cordoned by us (those the operator cordoned stay so),
-    no record annotation, no pending taint, no host pod, no slot held, no budget violated; the
-    ``deleted`` nodes are gone."""
+    no record annotation, no pending taint, no host pod, no slot held; the ``deleted`` nodes are gone
+    (budget violations are each test's own check: a drain policy may cause one on purpose)."""
     assert sim.observer.invariants()["unschedulable_now"] == sorted(operator_cordoned)
     core = core_api(sim)
     try:
@@ -174,7 +174,6 @@ def assert_left_clean(
         assert bool(n.spec.unschedulable) == (name in operator_cordoned), name
     assert [pod.metadata.name for pod in host_pods] == []
     assert {lease: holder for lease, holder in slot_holders(sim).items() if holder} == {}
-    assert sim.observer.invariants()["pdb_violations"] == 0
 
 
 def needing_reboot(sim: RunningSim) -> list[str]:
@@ -205,6 +204,7 @@ class FlowProcess:
         api_url: str | None,
         name: str,
         kubeconfig: str = "",
+        env_changes: dict[str, str] | None = None,
         **overrides: object,
     ):
         params = fast_params(sim, **overrides)
@@ -222,6 +222,7 @@ class FlowProcess:
         env.pop("PREFECT_API_URL", None)
         if api_url is not None:  # else the command line starts its temporary local server
             env["PREFECT_API_URL"] = api_url
+        env.update(env_changes or {})
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "flows.node_maintenance", "--params", str(params_file), "--json"],

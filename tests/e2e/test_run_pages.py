@@ -28,8 +28,10 @@ HELD = node_name(CLUSTER, "heldpool", 0)
 PHASES = ["reboot-slot", "re-check", "cordon", "drain", "reboot", "health-verify"]
 
 
-def task_runs(server: PrefectServer, flow_run_id: str, done: int, timeout: float = 60) -> dict[str, dict]:
-    """The flow run's task runs by name, once ``done`` are in a final state."""
+def task_runs(server: PrefectServer, flow_run_id: str, done: int, timeout: float = 180) -> dict[str, dict]:
+    """The flow run's task runs by name, once ``done`` are in a final state. Task-run states reach the
+    server as events, which its task-run recorder writes in batches: on a loaded machine the last ones
+    land a while after the flow run's own final state."""
     deadline = time.monotonic() + timeout
     while True:
         runs = httpx_post(

@@ -40,7 +40,7 @@ from aksmaint.nodestate import STATE_ANNOTATION, NodeRecord, RecordState
 from aksmaint.params import ClusterConnection, LockOptions
 from aksmaint.report import Outcome
 from flows.node_maintenance import node_maintenance
-from tests.flows.test_maintenance import pinned_pod, release_budgets_when
+from tests.flows.test_maintenance import release_budgets_when
 from tests.support import (
     PENDING_KERNEL,
     POOL,
@@ -51,6 +51,7 @@ from tests.support import (
     maintenance_scenario,
     needing_reboot,
     outcomes,
+    pinned_pod,
     report_of,
     timeline_event,
     wait_for,
@@ -182,7 +183,9 @@ def test_overlapping_runs_share_the_reboot_slot(start_sim, prefect_api, runs: in
     every run has planned, so that all of them plan nodes the first has not reached yet (runs started at
     the same instant: tests/reliability/test_crashes.py)."""
     scenario = resilience_scenario(need=3, count=4)
-    scenario["workloads"] += [pinned_pod(f"pinned-{i}", POOL, i) for i in range(3)]
+    scenario["workloads"] += [
+        pinned_pod(i, POOL, name=f"pinned-{i}", termination_grace_seconds=2) for i in range(3)
+    ]
     sim = start_sim(scenario)
     core = core_api(sim)
     started = datetime.now(UTC)

@@ -70,6 +70,7 @@ def test_nodes_deleted_while_waiting_draining_and_rebooting_are_gone_and_the_rol
     hosts = sim.observer.hosts()
     assert all(hosts[n]["running_kernel"] == PENDING_KERNEL for n in rest)
     assert_left_clean(sim, deleted=frozenset(gone))
+    assert sim.observer.invariants()["pdb_violations"] == 0
 
 
 def test_a_slot_kept_for_a_lost_node_is_freed_once_the_node_is_deleted(start_sim, prefect_api) -> None:
@@ -87,3 +88,4 @@ def test_a_slot_kept_for_a_lost_node_is_freed_once_the_node_is_deleted(start_sim
     assert second.is_completed(), second.message
     assert {n.node: n.outcome for n in report_of(second).nodes}[needed[1]] == Outcome.rebooted
     assert_left_clean(sim, deleted=frozenset({lost}))
+    assert sim.observer.invariants()["pdb_violations"] == 0

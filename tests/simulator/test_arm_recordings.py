@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.simulator.test_arm import NAME, RG, SUB, demo, tls
-from tests.support import RunningSim
+from tests.simulator.test_arm import NAME, RG, SCALE, SUB, tls
+from tests.support import RunningSim, scenario_dict
 
 API_VERSION = "2026-08-01"  # the SDK's default; the recordings ran with the api-version of their day
 ASYNC_HEADERS = ("azure-asyncoperation", "location", "retry-after", "etag")
@@ -163,7 +163,7 @@ def operation_shapes(answers: list[httpx.Response]) -> list[Shape]:
 
 
 def test_node_image_upgrade_of_a_pool_answers_as_recorded(arm):
-    _, api = arm(demo(), time_scale=0.05)
+    _, api = arm(scenario_dict(time_scale=SCALE), time_scale=0.05)
     accepted = api.call("POST", "/agentPools/nodepool1/upgradeNodeImageVersion")
     assert observe(accepted, NODE_IMAGE_ACCEPTED) == NODE_IMAGE_ACCEPTED
     assert observe(api.call("GET", "/agentPools/nodepool1"), POOL_UPGRADING) == POOL_UPGRADING
@@ -179,7 +179,7 @@ def test_node_image_upgrade_of_a_pool_answers_as_recorded(arm):
 
 
 def test_node_image_upgrade_of_a_pool_on_the_latest_image_is_accepted_as_recorded(arm):
-    sim, api = arm(demo(), time_scale=0.05)  # userpool runs the latest image
+    sim, api = arm(scenario_dict(time_scale=SCALE), time_scale=0.05)  # userpool runs the latest image
     accepted = api.call("POST", "/agentPools/userpool/upgradeNodeImageVersion")
     assert observe(accepted, NODE_IMAGE_ACCEPTED) == NODE_IMAGE_ACCEPTED
     during = api.call("GET")
@@ -193,7 +193,7 @@ def test_node_image_upgrade_of_a_pool_on_the_latest_image_is_accepted_as_recorde
 
 
 def test_abort_of_a_cluster_operation_answers_as_recorded(arm):
-    scenario = demo()
+    scenario = scenario_dict(time_scale=SCALE)
     scenario["cluster"]["control_plane_upgrade_seconds"] = 100_000  # still running when it is aborted
     _, api = arm(scenario, time_scale=0.01)
     upgrade = {
@@ -222,11 +222,11 @@ def test_abort_of_a_cluster_operation_answers_as_recorded(arm):
 
 
 def test_maintenance_configurations_answer_as_recorded(arm):
-    _, bare = arm(demo(), time_scale=0.01)
+    _, bare = arm(scenario_dict(time_scale=SCALE), time_scale=0.01)
     none = bare.call("GET", "/maintenanceConfigurations")
     assert observe(none, NO_CONFIGURATIONS) == NO_CONFIGURATIONS and none.json() == {"value": []}
 
-    scenario = demo()
+    scenario = scenario_dict(time_scale=SCALE)
     scenario["cluster"]["maintenance_configurations"] = {
         "default": {
             "time_in_week": [{"day": "Tuesday", "hour_slots": [1, 2]}],
