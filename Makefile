@@ -56,9 +56,10 @@ prefect-server: setup postgres
 
 # four pytest-xdist workers, one test file at a time each: many tests wait on simulated time, on another
 # process or on a Prefect server rather than use a core, so four workers keep 2 cores busy (measured: 26
-# minutes with two workers, 15 with four; eight overload the machine and time-bound steps start to fail)
+# minutes with two workers, 13 with four; eight overload the machine and time-bound steps start to fail);
+# the slowest files start first (tests/conftest.py:SLOWEST_FIRST), so that none starts last
 test: setup kubectl chromium postgres prometheus azurite
-	$(RUN) pytest -q -n 4 --dist loadfile
+	$(RUN) pytest -q -n 4 --dist loadfile --no-loadscope-reorder
 
 # the fast tier: pure logic and single modules, no Prefect server and no simulator (a few seconds)
 test-fast: setup
