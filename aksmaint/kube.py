@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -223,6 +224,28 @@ def node_gone(kube: Kube, name: str) -> bool:
 CLUSTER_NAME_VARIABLE = "AKSMAINT_CLUSTER_NAME"
 
 
+def _load_kubeconfig(cluster: ClusterConnection, configuration: client.Configuration) -> str:
+    """Load the kubeconfig's chosen context into ``configuration``; the name of its cluster."""
+    if not cluster.kubeconfig or not Path(cluster.kubeconfig).expanduser().is_file():
+        raise ClusterAccessError(f"kubeconfig not found: {cluster.kubeconfig}")
+    contexts, active = config.list_kube_config_contexts(config_file=cluster.kubeconfig)
+    chosen = (
+        active if not cluster.context else next((c for c in contexts if c["name"] == cluster.context), None)
+    )
+    if chosen is None:
+        names = ", ".join(c["name"] for c in contexts) or "none"
+        raise ClusterAccessError(
+            f"context {cluster.context!r} is not in {cluster.kubeconfig} (contexts: {names})"
+        )
+    config.load_kube_config(
+        config_file=cluster.kubeconfig,
+        context=chosen["name"],
+        client_configuration=configuration,
+        persist_config=False,
+    )
+    return chosen["context"].get("cluster", chosen["name"])
+
+
 def connect(cluster: ClusterConnection) -> Kube:
     """Build a client for the cluster and check that it answers (before any mutating request)."""
     configuration = client.Configuration()
@@ -235,9 +258,10 @@ def connect(cluster: ClusterConnection) -> Kube:
                 f"in_cluster: name the cluster for its reports: set cluster.name or the variable "
                 f"{CLUSTER_NAME_VARIABLE} in the pool's job template"
             )
+    fetched_folder = None
     if cluster.aks is not None:
         fetched = fetch_kubeconfig(cluster.aks)
-        tokens = fetched.tokens
+        fetched_folder, tokens = fetched.path.parent, fetched.tokens
         cluster = ClusterConnection(
             kubeconfig=str(fetched.path), insecure_skip_tls_verify=cluster.insecure_skip_tls_verify
         )
@@ -246,28 +270,12 @@ def connect(cluster: ClusterConnection) -> Kube:
             config.load_incluster_config(client_configuration=configuration)
             name = "in-cluster"
         else:
-            if not cluster.kubeconfig or not Path(cluster.kubeconfig).expanduser().is_file():
-                raise ClusterAccessError(f"kubeconfig not found: {cluster.kubeconfig}")
-            contexts, active = config.list_kube_config_contexts(config_file=cluster.kubeconfig)
-            chosen = (
-                active
-                if not cluster.context
-                else next((c for c in contexts if c["name"] == cluster.context), None)
-            )
-            if chosen is None:
-                names = ", ".join(c["name"] for c in contexts) or "none"
-                raise ClusterAccessError(
-                    f"context {cluster.context!r} is not in {cluster.kubeconfig} (contexts: {names})"
-                )
-            config.load_kube_config(
-                config_file=cluster.kubeconfig,
-                context=chosen["name"],
-                client_configuration=configuration,
-                persist_config=False,
-            )
-            name = chosen["context"].get("cluster", chosen["name"])
+            name = _load_kubeconfig(cluster, configuration)
     except ConfigException as exc:
         raise ClusterAccessError(f"cannot use {cluster.describe()}: {exc}") from exc
+    finally:
+        if fetched_folder is not None:  # the client holds what it needs: no credential stays on disk
+            shutil.rmtree(fetched_folder, ignore_errors=True)
     name = given_name or name
     # a kubeconfig's insecure-skip-tls-verify alone does not turn verification off: only the parameter does
     configuration.verify_ssl = not cluster.insecure_skip_tls_verify

@@ -8,6 +8,7 @@ import base64
 import json
 import ssl
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -182,8 +183,13 @@ def test_fetch_kubeconfig_needs_no_kubelogin_and_reaches_the_api(start_sim, monk
     fetched = fetch_kubeconfig(aks, folder=str(tmp_path))
     assert "exec" not in fetched.path.read_text() and fetched.tokens is not None
     assert fetched.tokens.scope == f"{AKS_SERVER_APP}/.default"
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "temp").mkdir()
     kube = connect(ClusterConnection(aks=aks))
     assert len(kube.call(kube.core.list_node).items) == 5
+    # the kubeconfig AKS gave (its server, CA and user) is not left on disk once the client is built (the
+    # kubernetes client keeps its own copy of the CA in a temporary file, which it deletes at exit)
+    assert [p.name for p in (tmp_path / "temp").iterdir() if p.name.startswith("aks-kubeconfig-")] == []
 
     monkeypatch.setenv("AZURE_CLIENT_SECRET", "wrong")
     with pytest.raises(ClusterAccessError, match="AADSTS7000215"):
