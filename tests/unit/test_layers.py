@@ -24,27 +24,17 @@ ALLOWED = {
 PROJECT = set(ALLOWED)
 
 
-def module_level_imports(path: Path, among: set[str] = PROJECT) -> set[str]:
-    """The top-level packages imported at module level (not inside functions or ``if`` blocks)."""
+def module_level_imports(path: Path, among: set[str] = PROJECT, anywhere: bool = False) -> set[str]:
+    """The top-level packages imported at module level (not inside functions or ``if`` blocks), or with
+    ``anywhere`` also those imported inside functions."""
     tree = ast.parse(path.read_text())
     found = set()
-    for node in tree.body:
+    for node in ast.walk(tree) if anywhere else tree.body:
         if isinstance(node, ast.Import):
             found |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.add(node.module.split(".")[0])
     return found & among
-
-
-def imported_anywhere(path: Path) -> set[str]:
-    """The top-level packages a module imports, at module level or in a function."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-    return found
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
@@ -75,7 +65,7 @@ def test_the_prefect_layers_hold_prefect_code_only():
         str(path.relative_to(ROOT))
         for package in ("tasks", "flows")
         for path in sorted((ROOT / package).glob("*.py"))
-        if path.name != "__init__.py" and "prefect" not in imported_anywhere(path)
+        if path.name != "__init__.py" and not module_level_imports(path, {"prefect"}, anywhere=True)
     ]
     assert plain == []
 
