@@ -68,13 +68,15 @@ async def pod_log(cluster: Cluster, request: Request, pod: dict) -> Response:
     lines = log.select(tail, since)
     if not _flag(request, "follow"):
         return Response(b"".join(_line(entry, timestamps) for entry in lines), media_type="text/plain")
-    return StreamingResponse(_follow(log, lines, timestamps), media_type="text/plain")
+    # the lines written from here on are followed from this position, taken with the selection: the
+    # response starts streaming later, and a line written meanwhile must be neither lost nor sent twice
+    return StreamingResponse(_follow(log, lines, log.end, timestamps), media_type="text/plain")
 
 
-async def _follow(log: ContainerLog, first: list, timestamps: bool) -> AsyncIterator[bytes]:
+async def _follow(log: ContainerLog, first: list, end: int, timestamps: bool) -> AsyncIterator[bytes]:
     for entry in first:
         yield _line(entry, timestamps)
-    async for entry in log.follow(log.end):
+    async for entry in log.follow(end):
         yield _line(entry, timestamps)
 
 
